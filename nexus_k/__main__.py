@@ -1,0 +1,3 @@
+from nexus_k.cli import main
+
+main()
