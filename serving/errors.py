@@ -1,0 +1,42 @@
+"""OpenAI-shaped API errors: ``{"error": {"message", "type", "param", "code"}}`` with an HTTP status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.responses import JSONResponse
+
+
+class APIError(Exception):
+    """An error the client caused (or a documented server condition), returned as OpenAI error JSON."""
+
+    def __init__(
+        self,
+        message: str,
+        status_code: int = 400,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body OpenAI's clients expect."""
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def response(self) -> JSONResponse:
+        """This error as a response."""
+        return JSONResponse(self.body(), status_code=self.status_code, headers=self.headers)
+
+
+def model_not_found(name: str) -> APIError:
+    """404 for a model name the server does not serve."""
+    return APIError(f"The model `{name}` does not exist.", 404, "invalid_request_error", "model",
+                    "model_not_found")
