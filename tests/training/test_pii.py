@@ -1,0 +1,88 @@
+"""Personal-data redaction: each kind in its common Korean formats, counts, and things left alone."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from training.pii import PII_KINDS, merge_counts, redact
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("주민등록번호 900101-1234567 입니다", "rrn"),
+        ("주민번호: 0302154123456", "rrn"),
+        ("외국인등록번호 851231-5123456", "rrn"),
+        ("연락처 010-1234-5678 로 주세요", "phone"),
+        ("휴대폰 01098765432", "phone"),
+        ("대표번호 02-123-4567", "phone"),
+        ("경기 031.987.6543", "phone"),
+        ("해외에서는 +82 10 1234 5678 로", "phone"),
+        ("+82-2-3456-7890", "phone"),
+        ("고객센터 1588-1234", "phone"),
+        ("메일은 hong.gildong@korea.go.kr 로", "email"),
+        ("문의: a_b+tag@mail.example.co.kr", "email"),
+        ("카드 1234-5678-9012-3456 결제", "card"),
+        ("카드번호 4111 1111 1111 1111", "card"),
+        ("아멕스 3782-822463-10005", "card"),
+        ("4111111111111111 로 결제", "card"),
+        ("국민은행 123456-01-234567 으로 입금", "account"),
+        ("신한 110-123-456789", "account"),
+        ("계좌번호: 12345678901234", "account"),
+        ("입금 계좌 3333012345678", "account"),
+    ],
+)
+def test_each_kind_is_redacted_and_counted(text: str, kind: str) -> None:
+    redacted, counts = redact(text)
+    assert counts[kind] == 1, (redacted, counts)
+    assert sum(counts.values()) == 1, (redacted, counts)
+    assert f"[{kind.upper()}]" in redacted
+    assert re.search(r"\d{3}", redacted) is None, redacted
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2024-01-15에 회의가 있습니다.",
+        "예산은 1,500,000원이고 3년 계획입니다.",
+        "제12조 3항에 따라 45명이 참석",
+        "전화는 나중에 드리겠습니다.",
+        "버전 1.2.3 을 쓰세요",
+        "주문번호 20240115",
+        "1234567890123456 은 임의의 숫자입니다",  # 16 digits failing Luhn, no account keyword
+    ],
+)
+def test_ordinary_text_is_left_alone(text: str) -> None:
+    redacted, counts = redact(text)
+    assert redacted == text
+    assert sum(counts.values()) == 0
+
+
+def test_many_items_in_one_text_and_all_keys_present() -> None:
+    text = (
+        "홍길동(900101-1234567)의 연락처는 010-1111-2222, 사무실 02-333-4444, "
+        "메일 hong@example.com, 카드 1234-5678-9012-3456, 계좌 110-123-456789 입니다."
+    )
+    redacted, counts = redact(text)
+    assert counts == {"email": 1, "rrn": 1, "card": 1, "phone": 2, "account": 1}
+    assert set(counts) == set(PII_KINDS)
+    for digits in ("900101", "1111", "333", "hong@", "9012", "456789"):
+        assert digits not in redacted
+    assert redacted.startswith("홍길동([RRN])의 연락처는 [PHONE], 사무실 [PHONE]")
+
+
+def test_redaction_is_idempotent() -> None:
+    once, _ = redact("연락처 010-1234-5678, 메일 a@b.kr")
+    twice, counts = redact(once)
+    assert twice == once
+    assert sum(counts.values()) == 0
+
+
+def test_merge_counts_adds_in_place() -> None:
+    total = dict.fromkeys(PII_KINDS, 0)
+    merge_counts(total, redact("010-1234-5678 과 010-9999-8888")[1])
+    merge_counts(total, redact("a@b.kr")[1])
+    assert total["phone"] == 2
+    assert total["email"] == 1
