@@ -1,5 +1,100 @@
-"""``nexus-k keys``: API keys per organisation (being written)."""
+"""``nexus-k keys``: API keys per organisation, their limits, and the audit log."""
+
+from __future__ import annotations
 
 import typer
 
 app = typer.Typer(no_args_is_help=True)
+
+DatabaseOption = typer.Option(
+    None, "--database-url", help="SQLAlchemy URL (default: NEXUS_K_DATABASE_URL or the SQLite file in the cache)."
+)
+
+
+def _url(database_url: str | None) -> str:
+    if database_url:
+        return database_url
+    from serving.config import ServerSettings
+
+    return ServerSettings().database_url
+
+
+def _store(database_url: str | None):  # type: ignore[no-untyped-def]
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from nexus_k.errors import UserError
+    from serving.auth import KeyStore
+
+    url = _url(database_url)
+    try:
+        return KeyStore(url)
+    except SQLAlchemyError as err:
+        raise UserError(f"cannot open the key database ({type(err).__name__}): {str(err).splitlines()[0]}") from err
+
+
+@app.command("create")
+def create(
+    org: str = typer.Option(..., "--org", help="Organisation the key belongs to (created if new)."),
+    rpm: int | None = typer.Option(None, "--rpm", help="Requests per minute for the organisation."),
+    token_quota: int | None = typer.Option(
+        None, "--token-quota", help="Total token credits for the organisation (prompt + completion)."
+    ),
+    database_url: str | None = DatabaseOption,
+) -> None:
+    """Create a key and print it (this is the only time it is shown)."""
+    key = _store(database_url).create(org, rpm=rpm, token_quota=token_quota)
+    typer.echo(key)
+    typer.echo(f"key for {org!r} created; store it now, it cannot be shown again", err=True)
+
+
+@app.command("list")
+def list_keys(database_url: str | None = DatabaseOption) -> None:
+    """Show every key (prefix only), its organisation, limits and credits."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("id", "prefix", "organisation", "created (UTC)", "status", "rpm", "quota", "remaining", "used")
+    for k in _store(database_url).list():
+        table.add_row(
+            str(k.id), k.prefix + "…", k.org, k.created_at.strftime("%Y-%m-%d %H:%M"),
+            "revoked" if k.revoked_at else "active", _num(k.rpm), _num(k.token_quota),
+            _num(k.tokens_remaining), str(k.tokens_used),
+        )
+    Console().print(table)
+
+
+@app.command("revoke")
+def revoke(
+    key: str = typer.Argument(..., help="The key's visible prefix (as `list` shows it) or its id."),
+    database_url: str | None = DatabaseOption,
+) -> None:
+    """Revoke a key at once (every replica refuses it from its next request on)."""
+    info = _store(database_url).revoke(key.rstrip("…"))
+    typer.echo(f"revoked key {info.id} ({info.prefix}…) of {info.org!r}")
+
+
+@app.command("audit")
+def audit(
+    limit: int = typer.Option(20, "--limit", min=1, help="How many of the newest rows to show."),
+    org: str | None = typer.Option(None, "--org", help="Only this organisation's requests."),
+    database_url: str | None = DatabaseOption,
+) -> None:
+    """Show the newest audit rows."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from serving.audit import AuditStore
+
+    _store(database_url)
+    table = Table("time (UTC)", "organisation", "key", "request", "model", "status", "prompt", "completion", "ms")
+    for r in AuditStore(_url(database_url)).recent(limit, org):
+        table.add_row(
+            r.created_at.strftime("%Y-%m-%d %H:%M:%S"), r.org_name or "-", r.key_prefix or "-",
+            f"{r.method} {r.path}", r.model or "-", str(r.status), str(r.prompt_tokens),
+            str(r.completion_tokens), f"{r.latency_ms:.0f}",
+        )
+    Console().print(table)
+
+
+def _num(value: int | None) -> str:
+    return "unlimited" if value is None else str(value)

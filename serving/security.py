@@ -1,12 +1,22 @@
-"""Keys, quotas and audit for the server (being written; until then the server is open on loopback)."""
+"""Keys, quotas, audit and request-size limits for the server: one pure ASGI middleware around it all.
+
+See ``docs/security.md`` for what is open, what needs a key, and how credits are counted.
+"""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
 from serving.config import ServerSettings
+from serving.db import get_engine
+from serving.middleware import SecurityMiddleware
+from serving.security_settings import SecuritySettings
 
 
 def install_security(app: FastAPI, settings: ServerSettings) -> None:
     """Attach authentication, rate limits, quotas, audit and request-size limits to ``app``."""
-    app.state.security_installed = False
+    security = SecuritySettings.from_server(settings)
+    get_engine(security.database_url)  # a wrong URL or an unreachable database fails at start-up
+    app.add_middleware(SecurityMiddleware, settings=security)
+    app.state.security_installed = True
+    app.state.security_settings = security

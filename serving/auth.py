@@ -1,0 +1,164 @@
+"""API keys: creation, listing, revocation and the per-request check.
+
+A key is ``nxk-`` plus 43 URL-safe characters (256 random bits). Only its SHA-256 is stored, with the
+first 12 characters in clear so that operators can tell keys apart. A fast hash is the right tool here:
+slow password hashes (bcrypt, argon2) exist to make guessing low-entropy passwords expensive, and no
+amount of hashing speed makes a 256-bit random secret guessable; a fast hash also lets the server find
+a key with one indexed lookup per request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+
+from nexus_k.errors import UserError
+from serving.db import ApiKey, Organisation, get_sessionmaker, utcnow
+
+KEY_SCHEME = "nxk-"
+"""Every key starts with this, so secret scanners and people recognise one."""
+PREFIX_CHARS = 12
+"""How much of a key is stored (and shown) in clear."""
+
+
+def generate_key() -> str:
+    """A new random API key (256 bits of entropy)."""
+    return KEY_SCHEME + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> str:
+    """The stored form of ``key``: SHA-256, hex."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def key_prefix(key: str) -> str:
+    """The part of ``key`` kept in clear."""
+    return key[:PREFIX_CHARS]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the organisation behind a valid key."""
+
+    org_id: int
+    org_name: str
+    key_prefix: str
+    rpm: int | None
+    """Requests per minute allowed (None: no limit)."""
+    metered: bool
+    """True when the organisation has a token budget."""
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """One row of ``nexus-k keys list``."""
+
+    id: int
+    prefix: str
+    org: str
+    created_at: datetime
+    revoked_at: datetime | None
+    rpm: int | None
+    token_quota: int | None
+    tokens_remaining: int | None
+    tokens_used: int
+
+
+class KeyStore:
+    """Keys and organisations in the security database."""
+
+    def __init__(self, database_url: str) -> None:
+        self.sessions = get_sessionmaker(database_url)
+        self._keys_exist = False
+
+    def create(self, org: str, rpm: int | None = None, token_quota: int | None = None) -> str:
+        """Create a key for ``org`` (the organisation too if new; limits given replace the old) and
+        return it; this is the only time the key exists in clear."""
+        if not org.strip():
+            raise UserError("--org must not be empty")
+        if rpm is not None and rpm < 1:
+            raise UserError("--rpm must be at least 1")
+        if token_quota is not None and token_quota < 0:
+            raise UserError("--token-quota must be 0 or more")
+        key = generate_key()
+        with self.sessions.begin() as s:
+            organisation = s.scalar(select(Organisation).where(Organisation.name == org))
+            if organisation is None:
+                organisation = Organisation(name=org, tokens_used=0)
+                s.add(organisation)
+            if rpm is not None:
+                organisation.rpm = rpm
+            if token_quota is not None:
+                used = organisation.tokens_used or 0
+                organisation.token_quota = token_quota
+                organisation.tokens_remaining = token_quota - used
+            s.flush()
+            s.add(ApiKey(org_id=organisation.id, prefix=key_prefix(key), key_hash=hash_key(key)))
+        self._keys_exist = True
+        return key
+
+    def list(self) -> list[KeyInfo]:
+        """Every key ever made, oldest first."""
+        with self.sessions() as s:
+            rows = s.execute(select(ApiKey, Organisation).join(Organisation).order_by(ApiKey.id)).all()
+        return [
+            KeyInfo(k.id, k.prefix, o.name, k.created_at, k.revoked_at, o.rpm, o.token_quota,
+                    o.tokens_remaining, o.tokens_used)
+            for k, o in rows
+        ]
+
+    def revoke(self, prefix_or_id: str) -> KeyInfo:
+        """Revoke one key, named by its visible prefix (or its id); refuse ambiguous prefixes."""
+        with self.sessions.begin() as s:
+            query = select(ApiKey).where(ApiKey.prefix.startswith(prefix_or_id, autoescape=True))
+            if prefix_or_id.isdigit():
+                query = select(ApiKey).where(ApiKey.id == int(prefix_or_id))
+            matches = s.scalars(query).all()
+            if not matches:
+                raise UserError(f"no key matches {prefix_or_id!r} (see `nexus-k keys list`)")
+            if len(matches) > 1:
+                raise UserError(f"{len(matches)} keys match {prefix_or_id!r}; give the id instead")
+            key = matches[0]
+            if key.revoked_at is None:
+                key.revoked_at = utcnow()
+            key_id = key.id
+        return next(info for info in self.list() if info.id == key_id)
+
+    def keys_exist(self) -> bool:
+        """Whether any key was ever created (revoked ones count: revoking every key must not open the
+        server). Once true it stays true for this process, so only an open server pays the lookup."""
+        if not self._keys_exist:
+            with self.sessions() as s:
+                self._keys_exist = s.scalar(select(ApiKey.id).limit(1)) is not None
+        return self._keys_exist
+
+    def authenticate(self, key: str) -> Principal | None:
+        """The principal for a presented key, or None for an unknown or revoked one."""
+        digest = hash_key(key)
+        with self.sessions() as s:
+            row = s.execute(
+                select(ApiKey, Organisation).join(Organisation).where(ApiKey.key_hash == digest)
+            ).first()
+        if row is None:
+            return None
+        api_key, org = row
+        # The lookup is by digest; comparing again in constant time keeps the check itself free of
+        # timing differences whatever the database's index does.
+        if not hmac.compare_digest(api_key.key_hash, digest) or api_key.revoked_at is not None:
+            return None
+        return Principal(org.id, org.name, api_key.prefix, org.rpm, org.tokens_remaining is not None)
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, or None."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()

@@ -1,0 +1,160 @@
+"""The security database: organisations, their API keys, rate-limit windows and the audit log.
+
+One SQLAlchemy schema for SQLite (the default, a file in the cache) and PostgreSQL (several server
+replicas share one). Every counter that more than one process may touch (credits, rate windows) is
+changed with a single conditional ``UPDATE`` so that the database, not the process, serialises them.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from functools import lru_cache
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    text,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the security tables."""
+
+
+class Organisation(Base):
+    """A customer (an agency, a team): owns keys, a request rate and a token budget."""
+
+    __tablename__ = "organisations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """Most requests per minute (None: no limit)."""
+    token_quota: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """Credits granted in total, in tokens (None: unlimited)."""
+    tokens_remaining: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """Credits left, minus what running requests have reserved (None: unlimited)."""
+    tokens_used: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Tokens (prompt + completion) settled so far."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiKey(Base):
+    """An API key: only its SHA-256 is stored, with a short visible prefix to tell keys apart."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), index=True)
+    prefix: Mapped[str] = mapped_column(String(32), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class RateWindow(Base):
+    """How many requests an organisation made in one clock minute (shared by every replica)."""
+
+    __tablename__ = "rate_windows"
+
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), primary_key=True)
+    window: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    """Minutes since the Unix epoch."""
+    count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class AuditRecord(Base):
+    """One answered (or refused) request."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_org_time", "org_name", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    request_id: Mapped[str] = mapped_column(String(64))
+    org_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    """None when the server runs without keys."""
+    key_prefix: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    method: Mapped[str] = mapped_column(String(10))
+    path: Mapped[str] = mapped_column(String(300))
+    model: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    status: Mapped[int] = mapped_column(Integer)
+    """HTTP status; 499 when the client went away before the answer was complete."""
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    error_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    prompt_text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """Only when the operator turned ``audit_content`` on, personal data redacted."""
+    reply_text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    pii_counts: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    """What the redaction replaced, per kind (only with ``audit_content``)."""
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    # WAL lets readers run beside the single writer; a committed transaction survives kill -9 (it is in
+    # the OS page cache); NORMAL only risks the last transactions on a power cut.
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    """A SQLAlchemy engine for ``url`` (SQLite file or PostgreSQL), tables created if missing."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            from pathlib import Path
+
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        engine = create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    _create_tables(engine)
+    return engine
+
+
+def _create_tables(engine: Engine) -> None:
+    """Create missing tables; on PostgreSQL under an advisory lock, since replicas start together."""
+    if engine.dialect.name != "postgresql":
+        Base.metadata.create_all(engine)
+        return
+    with engine.begin() as conn:
+        conn.execute(text("SELECT pg_advisory_xact_lock(727274)"))
+        Base.metadata.create_all(conn)
+
+
+@lru_cache(maxsize=8)
+def get_engine(url: str) -> Engine:
+    """The process's engine for ``url`` (one pool per URL)."""
+    log.info("security database: %s", make_url(url).render_as_string(hide_password=True))
+    return make_engine(url)
+
+
+def get_sessionmaker(url: str) -> sessionmaker:
+    """A session factory bound to the engine for ``url``."""
+    return sessionmaker(get_engine(url), expire_on_commit=False)

@@ -1,0 +1,128 @@
+"""Per-organisation request rates and token credits, shared by every server process through the database.
+
+Rate: a sliding-window estimate over two fixed clock minutes (the previous minute's count weighted by
+how much of it still lies inside the last 60 s, plus this minute's count), so a burst at a minute
+boundary cannot double the rate. The count is taken with one conditional ``UPDATE ... WHERE count <
+allowed``: the database serialises concurrent replicas.
+
+Credits: reserve-then-settle. Before generation a request reserves an upper bound of what it can use
+(``UPDATE ... SET remaining = remaining - r WHERE remaining >= r``); when it ends, the unused part goes
+back and the real usage is recorded. An organisation can therefore never be served more tokens than it
+has, however many requests run at once on however many replicas.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from serving.db import Organisation, RateWindow, get_sessionmaker
+
+WINDOW_S = 60
+
+
+@dataclass(frozen=True)
+class RateDecision:
+    """Whether a request may go ahead and, if not, when to retry."""
+
+    allowed: bool
+    retry_after_s: int = 0
+
+
+class QuotaStore:
+    """Rate windows and credits in the security database."""
+
+    def __init__(self, database_url: str) -> None:
+        self.sessions = get_sessionmaker(database_url)
+
+    def acquire_rate(self, org_id: int, rpm: int, now: float | None = None) -> RateDecision:
+        """Count one request against ``rpm`` if it fits the sliding minute, else say when to retry."""
+        now = time.time() if now is None else now
+        window = int(now // WINDOW_S)
+        elapsed = (now % WINDOW_S) / WINDOW_S
+        with self.sessions.begin() as s:
+            previous = s.scalar(
+                select(RateWindow.count).where(RateWindow.org_id == org_id, RateWindow.window == window - 1)
+            ) or 0
+            allowed_now = rpm - math.floor(previous * (1.0 - elapsed))
+            self._ensure_window(s, org_id, window)
+            counted = s.execute(
+                update(RateWindow)
+                .where(RateWindow.org_id == org_id, RateWindow.window == window, RateWindow.count < allowed_now)
+                .values(count=RateWindow.count + 1)
+            ).rowcount
+            if counted:
+                return RateDecision(True)
+            current = s.scalar(
+                select(RateWindow.count).where(RateWindow.org_id == org_id, RateWindow.window == window)
+            ) or 0
+        return RateDecision(False, _retry_after(rpm, previous, current, elapsed))
+
+    @staticmethod
+    def _ensure_window(s: Any, org_id: int, window: int) -> None:
+        """Create this minute's row if no replica did yet (and drop rows no estimate needs any more)."""
+        insert_fn = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
+        created = s.execute(
+            insert_fn(RateWindow).values(org_id=org_id, window=window, count=0).on_conflict_do_nothing()
+        ).rowcount
+        if created:
+            s.execute(delete(RateWindow).where(RateWindow.org_id == org_id, RateWindow.window < window - 1))
+
+    def reserve(self, org_id: int, tokens: int) -> bool:
+        """Take ``tokens`` from the organisation's credits if it has that many (atomic)."""
+        with self.sessions.begin() as s:
+            return bool(
+                s.execute(
+                    update(Organisation)
+                    .where(Organisation.id == org_id, Organisation.tokens_remaining >= tokens)
+                    .values(tokens_remaining=Organisation.tokens_remaining - tokens)
+                ).rowcount
+            )
+
+    def settle(self, org_id: int, reserved: int, used: int) -> None:
+        """Return the unused part of a reservation and record the real usage (atomic)."""
+        values: dict[str, Any] = {"tokens_used": Organisation.tokens_used + used}
+        if reserved or used:
+            # Unlimited organisations keep NULL (NULL + x stays NULL).
+            values["tokens_remaining"] = Organisation.tokens_remaining + (reserved - used)
+        with self.sessions.begin() as s:
+            s.execute(update(Organisation).where(Organisation.id == org_id).values(**values))
+
+    def remaining(self, org_id: int) -> int | None:
+        """Credits left (None: unlimited)."""
+        with self.sessions() as s:
+            return s.scalar(select(Organisation.tokens_remaining).where(Organisation.id == org_id))
+
+
+def _retry_after(rpm: int, previous: int, current: int, elapsed: float) -> int:
+    """Seconds until the sliding estimate drops below ``rpm`` again (at least 1)."""
+    if current >= rpm or previous == 0:
+        wait = (1.0 - elapsed) * WINDOW_S  # this minute's own count is too high: wait for the next one
+    else:
+        # previous * (1 - e) + current < rpm  <=>  e > 1 - (rpm - current) / previous
+        wait = (1.0 - (rpm - current) / previous - elapsed) * WINDOW_S
+    return max(1, math.ceil(wait))
+
+
+def reservation_for(path: str, body: Any, body_bytes: int, max_model_len: int, max_choices: int) -> int:
+    """An upper bound of the tokens a request can use: prompt (never more tokens than body bytes, nor
+    than the context) plus ``n`` (at most ``max_choices``) completions of ``max_tokens`` (the context when unset)."""
+    prompt = min(body_bytes, max_model_len)
+    if not path.endswith("completions"):
+        return prompt
+    body = body if isinstance(body, dict) else {}
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    completion = limit if isinstance(limit, int) and 0 <= limit < max_model_len else max_model_len
+    n = body.get("n")
+    choices = n if isinstance(n, int) and n >= 1 else 1
+    best_of = body.get("best_of")
+    if isinstance(best_of, int) and best_of > choices:
+        choices = best_of
+    # More than the server allows is refused by the route with a 400; do not turn it into a 429 here.
+    return prompt + min(choices, max_choices) * completion
