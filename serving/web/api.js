@@ -1,0 +1,126 @@
+// The page's side of the OpenAI-compatible API: model list, streamed chat completions (SSE) and the
+// mapping of HTTP/OpenAI errors to a few kinds the page explains in plain words.
+
+/** An API failure with a kind the page can explain: network, auth, rate, quota, context, notfound,
+ * bad, server or interrupted. detail holds the server's own message when there is one. */
+export class ApiError extends Error {
+  constructor(kind, { status = 0, detail = "", retryAfter = null } = {}) {
+    super(detail || kind);
+    this.name = "ApiError";
+    this.kind = kind;
+    this.status = status;
+    this.detail = detail;
+    this.retryAfter = retryAfter;
+  }
+}
+
+const CONTEXT_HINT = /context length|context window|maximum context|too long|max_model_len|maximum model length/i;
+
+/** Decide an error's kind from the HTTP status and the OpenAI error object ({message, type, code}). */
+export function classifyError(status, error = {}) {
+  const code = typeof error.code === "string" ? error.code : "";
+  const type = typeof error.type === "string" ? error.type : "";
+  const message = typeof error.message === "string" ? error.message : "";
+  if (!status && typeof error.code === "number") status = error.code;
+  if (code === "insufficient_quota" || type === "insufficient_quota") return "quota";
+  if (code === "context_length_exceeded" || (status === 400 && CONTEXT_HINT.test(message))) return "context";
+  if (status === 401 || status === 403 || code === "invalid_api_key") return "auth";
+  if (status === 429) return "rate";
+  if (status === 404 || code === "model_not_found") return "notfound";
+  if (status === 502 || status === 503 || status === 504) return "network";
+  if (status >= 500) return "server";
+  return "bad";
+}
+
+function headers(apiKey, json = false) {
+  const result = { Accept: json ? "application/json" : "text/event-stream" };
+  if (apiKey) result.Authorization = `Bearer ${apiKey}`;
+  return result;
+}
+
+async function request(url, init) {
+  try {
+    return await fetch(url, init);
+  } catch (error) {
+    if (error.name === "AbortError") throw error;
+    throw new ApiError("network", { detail: String(error.message || error) });
+  }
+}
+
+async function errorFromResponse(response) {
+  let error = {};
+  const text = await response.text().catch(() => "");
+  try {
+    const body = JSON.parse(text);
+    error = body && typeof body.error === "object" && body.error ? body.error : { message: body.detail };
+  } catch {
+    error = { message: text.slice(0, 300) };
+  }
+  const retry = Number.parseInt(response.headers.get("Retry-After") ?? "", 10);
+  return new ApiError(classifyError(response.status, error), {
+    status: response.status,
+    detail: typeof error.message === "string" ? error.message : "",
+    retryAfter: Number.isFinite(retry) ? retry : null,
+  });
+}
+
+/** GET v1/models: the served models, LoRA adapters included, as [{id, parent}]. */
+export async function listModels(apiKey, signal) {
+  const response = await request("v1/models", { headers: headers(apiKey, true), signal });
+  if (!response.ok) throw await errorFromResponse(response);
+  const body = await response.json();
+  return (body.data ?? []).map((model) => ({ id: String(model.id), parent: model.parent ?? null }));
+}
+
+/**
+ * POST v1/chat/completions with stream: true and yield each parsed SSE chunk. Aborting signal stops
+ * the download, which makes the server abort the generation.
+ */
+export async function* streamChat(body, { apiKey, signal }) {
+  const response = await request("v1/chat/completions", {
+    method: "POST",
+    headers: { ...headers(apiKey), "Content-Type": "application/json" },
+    body: JSON.stringify({ ...body, stream: true, stream_options: { include_usage: true } }),
+    signal,
+  });
+  if (!response.ok) throw await errorFromResponse(response);
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  let data = [];
+  try {
+    for (;;) {
+      let chunk;
+      try {
+        chunk = await reader.read();
+      } catch (error) {
+        if (error.name === "AbortError") throw error;
+        throw new ApiError("interrupted", { detail: String(error.message || error) });
+      }
+      if (chunk.done) break;
+      buffer += decoder.decode(chunk.value, { stream: true });
+      const lines = buffer.split("\n");
+      buffer = lines.pop();
+      for (const rawLine of lines) {
+        const line = rawLine.endsWith("\r") ? rawLine.slice(0, -1) : rawLine;
+        if (line.startsWith("data:")) {
+          data.push(line.slice(5).replace(/^ /, ""));
+          continue;
+        }
+        if (line !== "" || data.length === 0) continue; // comments, event names, stray blank lines
+        const payload = data.join("\n");
+        data = [];
+        if (payload === "[DONE]") return;
+        const event = JSON.parse(payload);
+        if (event.error) {
+          throw new ApiError(classifyError(0, event.error), { detail: String(event.error.message ?? "") });
+        }
+        yield event;
+      }
+    }
+  } finally {
+    reader.releaseLock();
+  }
+  // The body ended without [DONE]: the server went away mid-answer.
+  throw new ApiError("interrupted");
+}

@@ -1,0 +1,407 @@
+// The chat page: state, event wiring and the streaming loop. Talks to the same-origin OpenAI API.
+
+import { listModels, streamChat } from "./api.js";
+import { askApiKey, confirmDelete, editSettings } from "./dialogs.js";
+import { getLang, setLang, t } from "./i18n.js";
+import * as store from "./store.js";
+import { conversationItem, editTitle, errorText, messageElement, storedError, updateMessageElement } from "./view.js";
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  app: $("app"),
+  list: $("conversation-list"),
+  historyEmpty: $("history-empty"),
+  messages: $("messages"),
+  thread: $("thread"),
+  emptyState: $("empty-state"),
+  input: $("composer-input"),
+  send: $("send-button"),
+  stop: $("stop-button"),
+  model: $("model-select"),
+  banner: $("banner"),
+  bannerText: $("banner-text"),
+  bannerAction: $("banner-action"),
+  menu: $("menu-toggle"),
+  scrim: $("scrim"),
+};
+
+const state = {
+  conversations: store.loadConversations(),
+  currentId: store.loadCurrentId(),
+  settings: store.loadSettings(),
+  apiKey: store.loadApiKey(),
+  models: [],
+  modelsError: null,
+  active: null, // the request being streamed: {controller, conversation, message}
+  composing: false,
+};
+
+function current() {
+  return state.conversations.find((c) => c.id === state.currentId) ?? null;
+}
+
+function persist() {
+  if (!store.saveConversations(state.conversations.filter((c) => c.messages.length))) {
+    showBanner(t("errStorage"));
+  }
+}
+
+// ---- rendering ----
+
+function showBanner(text, action = null) {
+  ui.bannerText.textContent = text;
+  ui.bannerAction.hidden = !action;
+  if (action) {
+    ui.bannerAction.textContent = action.label;
+    ui.bannerAction.onclick = action.run;
+  }
+  ui.banner.hidden = false;
+}
+
+function hideBanner() {
+  ui.banner.hidden = true;
+}
+
+function renderConversationList() {
+  const saved = state.conversations.filter((c) => c.messages.length);
+  ui.list.replaceChildren(...saved.map((c) => conversationItem(c, c.id === state.currentId)));
+  ui.historyEmpty.hidden = saved.length > 0;
+}
+
+function nearBottom() {
+  const m = ui.messages;
+  return m.scrollHeight - m.scrollTop - m.clientHeight < 80;
+}
+
+function scrollToBottom() {
+  ui.messages.scrollTop = ui.messages.scrollHeight;
+}
+
+function renderThread() {
+  const messages = current()?.messages ?? [];
+  ui.thread.replaceChildren(...messages.map(messageElement));
+  ui.emptyState.hidden = messages.length > 0;
+  scrollToBottom();
+}
+
+function refreshMessage(message) {
+  const article = ui.thread.querySelector(`[data-msg-id="${message.id}"]`);
+  if (!article) return;
+  const pinned = nearBottom();
+  updateMessageElement(article, message);
+  if (pinned) scrollToBottom();
+}
+
+let refreshQueued = null;
+function queueRefresh(message) {
+  if (refreshQueued) return;
+  refreshQueued = requestAnimationFrame(() => {
+    refreshQueued = null;
+    refreshMessage(message);
+  });
+}
+
+function renderModels() {
+  const options = state.models.map((model) => {
+    const option = document.createElement("option");
+    option.value = model.id;
+    option.textContent = model.parent ? `${model.id} ${t("adapterSuffix")}` : model.id;
+    return option;
+  });
+  if (!options.length) {
+    const option = document.createElement("option");
+    option.value = "";
+    option.textContent = state.modelsError ? t("modelsUnavailable") : t("modelsLoading");
+    options.push(option);
+  }
+  ui.model.replaceChildren(...options);
+  ui.model.disabled = !state.models.length;
+  if (state.models.some((m) => m.id === state.settings.model)) ui.model.value = state.settings.model;
+  else if (state.models.length) state.settings.model = state.models[0].id;
+}
+
+function setBusy(busy) {
+  ui.send.hidden = busy;
+  ui.stop.hidden = !busy;
+  ui.messages.setAttribute("aria-busy", String(busy));
+  if (!busy && document.activeElement === document.body) ui.input.focus();
+}
+
+function renderAll() {
+  renderModels();
+  renderConversationList();
+  renderThread();
+}
+
+// ---- server ----
+
+async function requestKey() {
+  const key = await askApiKey(state.apiKey);
+  if (key === null) return false;
+  state.apiKey = key;
+  store.saveApiKey(key);
+  return Boolean(key);
+}
+
+async function loadModels() {
+  try {
+    state.models = await listModels(state.apiKey);
+    state.modelsError = null;
+    hideBanner();
+  } catch (error) {
+    state.models = [];
+    state.modelsError = storedError(error);
+    const auth = state.modelsError.kind === "auth";
+    showBanner(errorText(state.modelsError), {
+      label: auth ? t("apiKeyManage") : t("reconnect"),
+      run: auth ? () => requestKey().then(loadModels) : loadModels,
+    });
+  }
+  renderModels();
+  if (state.modelsError?.kind === "auth" && (await requestKey())) await loadModels();
+}
+
+function history(conversation, upTo) {
+  const messages = [];
+  if (state.settings.systemPrompt.trim()) messages.push({ role: "system", content: state.settings.systemPrompt });
+  for (const message of conversation.messages) {
+    if (message === upTo) break;
+    if (message.state === "error" || !message.content) continue;
+    messages.push({ role: message.role, content: message.content });
+  }
+  return messages;
+}
+
+async function generate(conversation) {
+  const message = { id: store.newId(), role: "assistant", content: "", state: "streaming" };
+  conversation.messages.push(message);
+  conversation.updatedAt = Date.now();
+  state.conversations = [conversation, ...state.conversations.filter((c) => c !== conversation)];
+  persist();
+  renderConversationList();
+  renderThread();
+  const controller = new AbortController();
+  state.active = { controller, conversation, message };
+  setBusy(true);
+  let askedForKey = false;
+  try {
+    if (!state.models.length) {
+      await loadModels(); // asks for a key itself on 401
+      askedForKey = state.modelsError?.kind === "auth";
+    }
+    if (state.modelsError) throw state.modelsError;
+    message.model = ui.model.value;
+    const body = { model: message.model, messages: history(conversation, message) };
+    body.temperature = state.settings.temperature;
+    if (state.settings.maxTokens) body.max_tokens = state.settings.maxTokens;
+    for await (const chunk of streamChat(body, { apiKey: state.apiKey, signal: controller.signal })) {
+      const choice = chunk.choices?.[0];
+      if (choice?.delta?.content) {
+        message.content += choice.delta.content;
+        queueRefresh(message);
+      }
+      if (choice?.finish_reason) message.finishReason = choice.finish_reason;
+      if (chunk.usage) {
+        message.usage = { prompt: chunk.usage.prompt_tokens, completion: chunk.usage.completion_tokens };
+      }
+    }
+    message.state = "done";
+  } catch (error) {
+    if (error.name === "AbortError") {
+      message.state = "stopped";
+    } else {
+      message.state = "error";
+      message.error = storedError(error);
+    }
+  } finally {
+    state.active = null;
+    conversation.updatedAt = Date.now();
+    persist();
+    refreshMessage(message);
+    setBusy(false);
+  }
+  if (message.error?.kind === "auth" && !askedForKey && (await requestKey())) await retry(conversation, message);
+}
+
+async function retry(conversation, message) {
+  if (state.active || conversation.messages.at(-1) !== message) return;
+  conversation.messages.pop();
+  await generate(conversation);
+}
+
+async function send() {
+  const text = ui.input.value;
+  if (state.active || !text.trim()) return;
+  let conversation = current();
+  if (!conversation) {
+    conversation = store.newConversation();
+    state.conversations.unshift(conversation);
+    state.currentId = conversation.id;
+    store.saveCurrentId(conversation.id);
+  }
+  if (!conversation.title) conversation.title = store.titleFrom(text);
+  conversation.messages.push({ id: store.newId(), role: "user", content: text });
+  ui.input.value = "";
+  resizeInput();
+  await generate(conversation);
+}
+
+// ---- conversations ----
+
+function openConversation(id) {
+  state.currentId = id;
+  store.saveCurrentId(id);
+  renderConversationList();
+  renderThread();
+  closeSidebar();
+  ui.input.focus();
+}
+
+async function deleteConversation(conversation) {
+  if (!(await confirmDelete(conversation.title || t("untitled")))) return;
+  if (state.active?.conversation === conversation) state.active.controller.abort();
+  state.conversations = state.conversations.filter((c) => c !== conversation);
+  persist();
+  if (state.currentId === conversation.id) {
+    state.currentId = null;
+    store.saveCurrentId(null);
+    renderThread();
+  }
+  renderConversationList();
+}
+
+async function renameConversation(conversation, item) {
+  const title = await editTitle(item, conversation.title || t("untitled"));
+  if (title !== null) {
+    conversation.title = title;
+    persist();
+  }
+  renderConversationList();
+}
+
+// ---- input ----
+
+function resizeInput() {
+  ui.input.style.height = "auto";
+  ui.input.style.height = `${Math.min(ui.input.scrollHeight, 240)}px`;
+}
+
+function onInputKeydown(event) {
+  if (event.key !== "Enter" || event.shiftKey) return;
+  // While a Hangul syllable is being composed, Enter commits it to the text box: sending now would
+  // drop or duplicate the last syllable. Safari reports the commit as keyCode 229 after compositionend.
+  if (event.isComposing || event.keyCode === 229 || state.composing) return;
+  event.preventDefault();
+  send();
+}
+
+async function copyText(text, button) {
+  let ok = false;
+  try {
+    await navigator.clipboard.writeText(text);
+    ok = true;
+  } catch {
+    // No async clipboard outside secure contexts (plain http on a LAN address): use a hidden textarea.
+    const area = document.createElement("textarea");
+    area.value = text;
+    area.setAttribute("readonly", "");
+    area.className = "clipboard-helper";
+    document.body.append(area);
+    area.select();
+    ok = document.execCommand("copy");
+    area.remove();
+  }
+  const label = button.querySelector("span") ?? button;
+  const before = label.textContent;
+  label.textContent = ok ? t("copied") : t("copyFailed");
+  button.dataset.copied = String(ok);
+  setTimeout(() => {
+    label.textContent = before;
+    delete button.dataset.copied;
+  }, 1500);
+}
+
+function openSidebar() {
+  ui.app.classList.add("sidebar-open");
+  ui.menu.setAttribute("aria-expanded", "true");
+  ui.scrim.hidden = false;
+}
+
+function closeSidebar() {
+  ui.app.classList.remove("sidebar-open");
+  ui.menu.setAttribute("aria-expanded", "false");
+  ui.scrim.hidden = true;
+}
+
+function wire() {
+  $("composer").addEventListener("submit", (event) => {
+    event.preventDefault();
+    send();
+  });
+  ui.input.addEventListener("keydown", onInputKeydown);
+  ui.input.addEventListener("compositionstart", () => (state.composing = true));
+  ui.input.addEventListener("compositionend", () => (state.composing = false));
+  ui.input.addEventListener("blur", () => (state.composing = false));
+  ui.input.addEventListener("input", resizeInput);
+  ui.stop.addEventListener("click", () => state.active?.controller.abort());
+  $("new-chat").addEventListener("click", () => openConversation(null));
+  ui.model.addEventListener("change", () => {
+    state.settings.model = ui.model.value;
+    store.saveSettings(state.settings);
+  });
+  $("lang-toggle").addEventListener("click", () => {
+    state.settings.lang = getLang() === "ko" ? "en" : "ko";
+    store.saveSettings(state.settings);
+    setLang(state.settings.lang);
+    renderAll();
+  });
+  $("settings-open").addEventListener("click", async () => {
+    const changes = await editSettings(state.settings, { onOpenKey: () => requestKey().then(loadModels) });
+    if (!changes) return;
+    Object.assign(state.settings, changes);
+    store.saveSettings(state.settings);
+  });
+  ui.menu.addEventListener("click", () =>
+    ui.app.classList.contains("sidebar-open") ? closeSidebar() : openSidebar(),
+  );
+  ui.scrim.addEventListener("click", closeSidebar);
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && ui.app.classList.contains("sidebar-open")) closeSidebar();
+  });
+  ui.list.addEventListener("click", (event) => {
+    const button = event.target.closest("button[data-action]");
+    const item = event.target.closest("li[data-conv-id]");
+    const conversation = state.conversations.find((c) => c.id === item?.dataset.convId);
+    if (!button || !conversation) return;
+    if (button.dataset.action === "open") openConversation(conversation.id);
+    else if (button.dataset.action === "rename") renameConversation(conversation, item);
+    else if (button.dataset.action === "delete") deleteConversation(conversation);
+  });
+  ui.thread.addEventListener("click", (event) => {
+    const codeCopy = event.target.closest(".copy-code");
+    if (codeCopy) return copyText(codeCopy.closest(".code-block").querySelector("code").textContent, codeCopy);
+    const button = event.target.closest("button[data-action]");
+    const id = event.target.closest("[data-msg-id]")?.dataset.msgId;
+    const conversation = current();
+    const message = conversation?.messages.find((m) => m.id === id);
+    if (!button || !message) return;
+    if (button.dataset.action === "copy") copyText(message.content, button);
+    else if (button.dataset.action === "retry") retry(conversation, message);
+  });
+}
+
+function start() {
+  // A reply that was streaming when the page closed can't resume: keep what arrived, marked stopped.
+  for (const message of state.conversations.flatMap((c) => c.messages)) {
+    if (message.state === "streaming") message.state = "stopped";
+  }
+  if (!current()) state.currentId = null;
+  setLang(state.settings.lang);
+  wire();
+  renderAll();
+  resizeInput();
+  ui.input.focus();
+  loadModels();
+}
+
+start();
