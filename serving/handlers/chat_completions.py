@@ -1,0 +1,169 @@
+"""``POST /v1/chat/completions``: a validated request in, a ChatCompletion or a stream of chunks out."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+
+from serving.chat import (
+    ChatTemplateError,
+    ToolPlan,
+    held_back_suffix,
+    messages_to_dicts,
+    parse_tool_output,
+    plan_output,
+    render_prompt,
+)
+from serving.errors import APIError
+from serving.generation import SequenceJob, SequenceResult, run_jobs, stream_jobs
+from serving.handlers.logprobs import chat_logprobs
+from serving.handlers.sse import DONE, sse
+from serving.protocol import (
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionMessage,
+    ChatCompletionRequest,
+    ChoiceLogprobs,
+    ChunkChoice,
+    ChunkDelta,
+    ChunkToolCall,
+    ChunkToolCallFunction,
+    Usage,
+    random_id,
+)
+from serving.sampling import resolve_max_tokens, to_sampling_settings
+from serving.state import ServerState
+
+UsageSink = Callable[[int, int], None]
+
+
+def _prepare(state: ServerState, request: ChatCompletionRequest) -> tuple[list[int], ToolPlan, list[SequenceJob]]:
+    if request.n and request.n > state.settings.max_n:
+        raise APIError(f"n={request.n} is larger than this server allows ({state.settings.max_n})", param="n")
+    tools = [t.model_dump(exclude_none=True) for t in request.tools] if request.tools else None
+    if request.tool_choice == "none":
+        tools = None
+    try:
+        prompt_ids = render_prompt(state.tokenizer, messages_to_dicts(request), tools)
+    except ChatTemplateError as err:
+        raise APIError(str(err), param="messages") from err
+    plan = plan_output(request)
+    max_tokens = resolve_max_tokens(request.max_completion_tokens or request.max_tokens, len(prompt_ids),
+                                    state.engine.max_model_len)
+    logprobs = (request.top_logprobs or 0) if request.logprobs else None
+    jobs = [
+        SequenceJob(i, prompt_ids, to_sampling_settings(request, max_tokens, logprobs=logprobs,
+                                                        structured=plan.structured, choice_index=i))
+        for i in range(request.n or 1)
+    ]
+    return prompt_ids, plan, jobs
+
+
+def _finish_reason(result_reason: str | None, has_calls: bool) -> str:
+    if has_calls:
+        return "tool_calls"
+    return "length" if result_reason == "length" else "stop"
+
+
+async def create_chat_completion(
+    state: ServerState, request: ChatCompletionRequest, lora: str | None, report_usage: UsageSink
+) -> ChatCompletion:
+    """Run the request to the end and build one ChatCompletion."""
+    prompt_ids, plan, jobs = _prepare(state, request)
+    request_id = random_id("chatcmpl")
+    results = await run_jobs(state.engine, jobs, request_id, lora, state.metrics)
+    choices = [_choice(state, request, plan, r) for r in results]
+    completion_tokens = sum(len(r.token_ids) for r in results)
+    report_usage(len(prompt_ids), completion_tokens)
+    usage = Usage(prompt_tokens=len(prompt_ids), completion_tokens=completion_tokens,
+                  total_tokens=len(prompt_ids) + completion_tokens)
+    return ChatCompletion(id=request_id, model=request.model, choices=choices, usage=usage)
+
+
+def _choice(state: ServerState, request: ChatCompletionRequest, plan: ToolPlan, result: SequenceResult) -> ChatChoice:
+    content, calls = parse_tool_output(plan, result.text)
+    logprobs = None
+    if request.logprobs:
+        logprobs = ChoiceLogprobs(content=chat_logprobs(state, result.logprobs, request.top_logprobs or 0))
+    message = ChatCompletionMessage(content=content, tool_calls=calls or None)
+    return ChatChoice(index=result.index, message=message, logprobs=logprobs,
+                      finish_reason=_finish_reason(result.finish_reason, bool(calls)))
+
+
+class _ChoiceStream:
+    """Per-choice streaming state: what has been sent, what is held back for tool-call parsing."""
+
+    def __init__(self, plan: ToolPlan) -> None:
+        self.plan = plan
+        self.text = ""
+        self.sent = 0
+        self.buffering = plan.mode in ("named", "required")
+
+    def visible(self, piece: str) -> str:
+        """Text that can go to the client now."""
+        self.text += piece
+        if self.buffering:
+            return ""
+        if self.plan.mode == "auto":
+            if "<tool_call>" in self.text[self.sent:]:
+                self.buffering = True
+                cut = self.text.index("<tool_call>", self.sent)
+                out, self.sent = self.text[self.sent:cut], cut
+                return out
+            end = len(self.text) - held_back_suffix(self.text)
+        else:
+            end = len(self.text)
+        out, self.sent = self.text[self.sent:end], end
+        return out
+
+
+async def stream_chat_completion(
+    state: ServerState, request: ChatCompletionRequest, lora: str | None, report_usage: UsageSink
+) -> AsyncIterator[str]:
+    """Validate and start the request (errors raise before the stream starts), then yield SSE events."""
+    prompt_ids, plan, jobs = _prepare(state, request)
+    request_id = random_id("chatcmpl")
+    created = int(time.time())
+    include_usage = bool(request.stream_options and request.stream_options.include_usage)
+    k = request.top_logprobs or 0
+
+    def chunk(index: int, delta: ChunkDelta, finish: str | None = None, logprobs=None) -> str:
+        choice = ChunkChoice(index=index, delta=delta, finish_reason=finish,
+                             logprobs=ChoiceLogprobs(content=logprobs) if logprobs is not None else None)
+        return sse(ChatCompletionChunk(id=request_id, created=created, model=request.model, choices=[choice]))
+
+    async def events() -> AsyncIterator[str]:
+        streams = {job.index: _ChoiceStream(plan) for job in jobs}
+        completion_tokens = 0
+        for job in jobs:
+            yield chunk(job.index, ChunkDelta(role="assistant", content=""))
+        async for index, delta in stream_jobs(state.engine, jobs, request_id, lora, state.metrics):
+            completion_tokens += len(delta.token_ids)
+            text = streams[index].visible(delta.text)
+            logprobs = chat_logprobs(state, delta.logprobs, k) if request.logprobs and delta.logprobs else None
+            if text or logprobs:
+                yield chunk(index, ChunkDelta(content=text or None), logprobs=logprobs)
+            if delta.finish_reason is None:
+                continue
+            stream = streams[index]
+            rest = stream.text[stream.sent:]
+            content, calls = parse_tool_output(plan, rest) if stream.buffering or plan.mode == "auto" else (rest, [])
+            if content:
+                yield chunk(index, ChunkDelta(content=content))
+            if calls:
+                tool_deltas = [ChunkToolCall(index=i, id=c.id, type="function",
+                                             function=ChunkToolCallFunction(name=c.function.name,
+                                                                            arguments=c.function.arguments))
+                               for i, c in enumerate(calls)]
+                yield chunk(index, ChunkDelta(tool_calls=tool_deltas))
+            yield chunk(index, ChunkDelta(), _finish_reason(delta.finish_reason, bool(calls)))
+        report_usage(len(prompt_ids), completion_tokens)
+        if include_usage:
+            usage = Usage(prompt_tokens=len(prompt_ids), completion_tokens=completion_tokens,
+                          total_tokens=len(prompt_ids) + completion_tokens)
+            yield sse(ChatCompletionChunk(id=request_id, created=created, model=request.model, choices=[],
+                                          usage=usage))
+        yield DONE
+
+    return events()

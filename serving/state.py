@@ -1,0 +1,57 @@
+"""What the routes share: settings, the engine, the served names and the metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from serving.config import ServerSettings
+from serving.engines.base import Engine
+from serving.errors import model_not_found
+from serving.metrics import ServerMetrics
+from serving.protocol import Model, ModelList
+
+
+@dataclass
+class ServerState:
+    """One server's engine and the names it answers to."""
+
+    settings: ServerSettings
+    engine: Engine
+    served_model_name: str
+    metrics: ServerMetrics
+
+    @property
+    def tokenizer(self) -> Any:
+        """The engine's tokenizer."""
+        return self.engine.tokenizer
+
+    def resolve_model(self, name: str | None) -> str | None:
+        """The LoRA adapter a request's ``model`` selects (None for the base model); 404 if unknown."""
+        if name is None or name in (self.served_model_name, self.engine.model_path):
+            return None
+        if name in self.engine.lora_names():
+            return name
+        raise model_not_found(name)
+
+    def model_list(self) -> ModelList:
+        """The base model and every LoRA adapter, as ``/v1/models`` lists them."""
+        base = self.served_model_name
+        data = [Model(id=base, root=self.engine.model_path, max_model_len=self.engine.max_model_len)]
+        data += [Model(id=name, root=self.settings.lora.get(name), parent=base,
+                       max_model_len=self.engine.max_model_len) for name in self.engine.lora_names()]
+        return ModelList(data=data)
+
+    def token_text(self, token_id: int) -> str:
+        """The text of one token (for logprobs)."""
+        return _decode_one(self.tokenizer, token_id)
+
+
+@lru_cache(maxsize=262_144)
+def _decode_cached(tokenizer_id: int, tokenizer: Any, token_id: int) -> str:
+    return tokenizer.decode([token_id])
+
+
+def _decode_one(tokenizer: Any, token_id: int) -> str:
+    return _decode_cached(id(tokenizer), tokenizer, token_id)
