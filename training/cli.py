@@ -1,10 +1,99 @@
-"""Placeholder sub-app; the area's owner fills in the commands."""
+"""``nexus-k train pretrain|sft`` and ``nexus-k finetune``. Heavy imports stay inside the commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 train_app = typer.Typer(no_args_is_help=True)
 
+_OVERRIDE_HELP = "Override a config value, e.g. --set train.max_steps=100 (repeatable)."
 
-def finetune() -> None:
-    """LoRA fine-tuning (not yet written)."""
-    raise typer.Exit(1)
+
+@train_app.command("pretrain")
+def pretrain(
+    config: Path = typer.Option(..., "--config", "-c", help="YAML config, e.g. configs/train/ko-small.yaml."),
+    overrides: list[str] = typer.Option([], "--set", help=_OVERRIDE_HELP),
+) -> None:
+    """Pretrain a Llama-architecture model from scratch on Korean text (torchrun for several processes)."""
+    from training.config import PretrainConfig, load_config
+    from training.pretrain import run_pretrain
+
+    run_pretrain(load_config(PretrainConfig, config, overrides))
+
+
+@train_app.command("sft")
+def sft(
+    config: Path = typer.Option(..., "--config", "-c", help="YAML config, e.g. configs/train/sft-chat.yaml."),
+    overrides: list[str] = typer.Option([], "--set", help=_OVERRIDE_HELP),
+) -> None:
+    """Full chat fine-tuning on OpenAI ``messages`` JSONL, loss on assistant tokens only."""
+    from training.config import SftConfig, load_config
+    from training.sft import run_sft
+
+    run_sft(load_config(SftConfig, config, overrides))
+
+
+def finetune(
+    base: str = typer.Option(..., "--base", help="Base model: HF folder, .gguf file or hub name."),
+    data: Path = typer.Option(..., "--data", help='Chat data: JSONL, one {"messages": [...]} per line.'),
+    out: Path = typer.Option(..., "--out", help="Output folder for the adapter, model card and report."),
+    lora_r: int = typer.Option(16, "--lora-r", help="LoRA rank."),
+    lora_alpha: int | None = typer.Option(None, "--lora-alpha", help="LoRA alpha (default: 2 x rank)."),
+    lora_dropout: float = typer.Option(0.05, "--lora-dropout", help="Dropout on the LoRA input."),
+    target_modules: str = typer.Option(
+        "", "--target-modules", help="Comma-separated layer names (default: detected projections)."
+    ),
+    epochs: float = typer.Option(3.0, "--epochs", help="Passes over the data."),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Optimizer steps (overrides --epochs)."),
+    max_length: int = typer.Option(1024, "--max-length", help="Longest conversation in tokens."),
+    batch_size: int = typer.Option(4, "--batch-size", help="Conversations per forward pass."),
+    grad_accum: int = typer.Option(2, "--grad-accum", help="Forward passes per optimizer step."),
+    lr: float = typer.Option(2e-4, "--lr", help="Peak learning rate."),
+    warmup_ratio: float = typer.Option(0.05, "--warmup-ratio", help="Fraction of steps warming up."),
+    seed: int = typer.Option(0, "--seed", help="Seed for split, order and initialisation."),
+    heldout_fraction: float = typer.Option(
+        0.1, "--heldout-fraction", help="Fraction held out for eval loss (0: none)."
+    ),
+    eval_every: int = typer.Option(0, "--eval-every", help="Eval every N steps (0: before and after)."),
+    redact_pii: bool = typer.Option(True, "--redact/--no-redact", help="Redact personal data first."),
+    precision: str = typer.Option("bf16", "--precision", help="bf16 (autocast) or fp32."),
+    threads: int | None = typer.Option(None, "--threads", help="torch CPU threads."),
+    keep_checkpoints: bool = typer.Option(False, "--keep-checkpoints", help="Keep resumable checkpoints."),
+) -> None:
+    """LoRA fine-tuning on an agency's own chat data; nothing leaves the machine."""
+    from training.finetune import FinetuneConfig, run_finetune
+
+    targets = [t.strip() for t in target_modules.split(",") if t.strip()]
+    cfg = FinetuneConfig(
+        base=base,
+        data=str(data),
+        out=str(out),
+        lora_r=lora_r,
+        lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout,
+        target_modules=targets,
+        epochs=epochs,
+        max_steps=max_steps,
+        max_length=max_length,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        lr=lr,
+        warmup_ratio=warmup_ratio,
+        seed=seed,
+        heldout_fraction=heldout_fraction,
+        eval_every=eval_every,
+        redact_pii=redact_pii,
+        precision=precision,
+        threads=threads,
+        keep_checkpoints=keep_checkpoints,
+    )
+    report = run_finetune(cfg)
+    summary = report["summary"]
+    held = f", held-out loss {summary['heldout_loss']:.4f}" if "heldout_loss" in summary else ""
+    redacted = sum(report["data"]["redactions"].values())
+    typer.echo(
+        f"adapter written to {out} ({summary['steps']} steps, train loss "
+        f"{summary['final_train_loss']:.4f}{held}; {redacted} personal data items redacted)"
+    )

@@ -96,9 +96,7 @@ def redact(text: str) -> tuple[str, dict[str, int]]:
     text = _sub(_CARD_GROUPED, "card", text, counts)
     text = _sub(_CARD_BARE, "card", text, counts, accept=lambda m: _luhn_ok(m.group(0)))
     text = _sub(_PHONE, "phone", text, counts)
-    text = _sub(
-        _ACCOUNT_GROUPED, "account", text, counts, accept=lambda m: 10 <= _digit_count(m.group(0)) <= 14
-    )
+    text = _sub(_ACCOUNT_GROUPED, "account", text, counts, accept=lambda m: 10 <= _digit_count(m.group(0)) <= 14)
 
     def replace_keyword(match: re.Match[str]) -> str:
         counts["account"] += 1
