@@ -1,0 +1,1 @@
+"""kmmlu task YAMLs."""

@@ -1,0 +1,1 @@
+"""kobbq task YAMLs."""

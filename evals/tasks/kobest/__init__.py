@@ -1,0 +1,1 @@
+"""kobest task YAMLs."""

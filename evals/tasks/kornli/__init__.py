@@ -1,0 +1,1 @@
+"""kornli task YAMLs."""

@@ -1,0 +1,1 @@
+"""korquad task YAMLs."""

@@ -1,0 +1,1 @@
+"""kosbi task YAMLs."""

@@ -1,0 +1,1 @@
+"""nsmc task YAMLs."""
