@@ -93,6 +93,18 @@ def interpolate_angles(angles: np.ndarray) -> np.ndarray:
     return np.array([(i / p) * padded[i] + ((p - i) / p) * padded[i + 1] for i in range(p + 1)])
 
 
+def split_constant(operator):
+    """Split off the identity term: a global phase on hardware, and Aer rejects a parameterised one."""
+    from qiskit.quantum_info import SparsePauliOp
+
+    labels = operator.paulis.to_labels()
+    keep = [i for i, label in enumerate(labels) if set(label) != {"I"}]
+    constant = float(sum(operator.coeffs[i].real for i in range(len(labels)) if i not in keep))
+    if not keep:
+        return SparsePauliOp("I" * operator.num_qubits, 0.0), constant
+    return operator[keep], constant
+
+
 def _parameter_values(circuit, gammas: np.ndarray, betas: np.ndarray) -> np.ndarray:
     """Angles in ``circuit.parameters`` order (``qaoa_ansatz`` names them γ[l] and β[l])."""
     values = []
@@ -171,7 +183,7 @@ class QAOASolver:
             engine_name = getattr(backend, "name", type(backend).__name__)
             pm = generate_preset_pass_manager(optimization_level=cfg.optimization_level, backend=backend,
                                               seed_transpiler=cfg.seed)
-            hamiltonian = cost_qubo.to_ising() / scale
+            hamiltonian, constant = split_constant(cost_qubo.to_ising() / scale)
 
             def make_energy(reps: int):
                 t = time.perf_counter()
@@ -181,7 +193,7 @@ class QAOASolver:
 
                 def energy(g: np.ndarray, b: np.ndarray) -> float:
                     job = estimator.run([(isa, obs, _parameter_values(isa, g, b))])
-                    return float(job.result()[0].data.evs)
+                    return float(job.result()[0].data.evs) + constant
                 return energy
 
         rng = np.random.default_rng(cfg.seed)
@@ -222,7 +234,7 @@ class QAOASolver:
                 quality["exact"] = distribution_quality(problem, landscape, index_to_bits(kernel.basis, n),
                                                         kernel.probabilities(gammas, betas))
         else:
-            circuit = self.ansatz(cost_qubo.to_ising() / scale, n, k, fixed_weight, cfg.reps)
+            circuit = self.ansatz(hamiltonian, n, k, fixed_weight, cfg.reps)
             circuit.measure_all()
             isa = pm.run(circuit)
             ops = isa.count_ops()

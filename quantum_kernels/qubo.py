@@ -114,7 +114,7 @@ class QUBO:
             terms.append(("ZZ", [i, j], w / 4))
         terms = [("Z", [i], float(z[i])) for i in range(n) if z[i] != 0.0] + terms
         terms.append(("", [], float(const)))
-        return SparsePauliOp.from_sparse_list(terms, num_qubits=n).simplify(atol=0.0)
+        return SparsePauliOp.from_sparse_list(terms, num_qubits=n).simplify(atol=1e-12)
 
     def all_energies(self, dtype: type = np.float64) -> np.ndarray:
         """The energy of every basis state, indexed by the state's integer (bit i = variable i).
