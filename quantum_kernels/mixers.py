@@ -78,7 +78,7 @@ def dicke_state_circuit(n: int, k: int):
             theta = 2 * np.arccos(np.sqrt(ell / m))
             target, mid = top - ell, top - ell + 1
             qc.cx(target, top)
-            qc.append(RYGate(theta).control(2), [top, mid, target])
+            qc.append(RYGate(theta).control(2, annotated=True), [top, mid, target])
             qc.cx(target, top)
 
     for m in range(n, 1, -1):
