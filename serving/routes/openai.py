@@ -81,8 +81,9 @@ async def list_models(state: StateDep) -> ModelList:
 @router.get("/v1/models/{model_id:path}", response_model=Model)
 async def retrieve_model(model_id: str, state: StateDep) -> Model:
     """One model by id (404 if not served)."""
-    state.resolve_model(model_id)
-    return next(m for m in state.model_list().data if m.id in (model_id, state.served_model_name))
+    lora = state.resolve_model(model_id)
+    wanted = lora or state.served_model_name
+    return next(m for m in state.model_list().data if m.id == wanted)
 
 
 @router.post("/v1/chat/completions", response_model=ChatCompletion)
