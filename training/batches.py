@@ -47,7 +47,7 @@ class IndexedBatchSource:
         seed: int,
         shuffle: bool = True,
     ) -> None:
-        if not items:
+        if len(items) == 0:
             raise ValueError("no training examples")
         self.items, self.collate = items, collate
         self.micro, self.accum, self.info = micro_batch_size, grad_accum_steps, info

@@ -104,3 +104,20 @@ def decoder_layers(model: Any) -> list[Any]:
     core = model.get_base_model() if hasattr(model, "get_base_model") else model
     layers = getattr(getattr(core, "model", None), "layers", None)
     return list(layers) if layers is not None else []
+
+
+def save_trained_model(lm: Any, wrapped: Any, tokenizer: Any, out_dir: Path, info: Any) -> Path | None:
+    """Write an HF folder (safetensors, config, tokenizer) that vLLM serves; under FSDP the shards are
+    gathered first. Every process must call this; only the main one writes."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = None
+    if info.strategy == "fsdp" and info.distributed:
+        full = get_model_state_dict(wrapped, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        state = {k.removeprefix("lm."): v for k, v in full.items()}
+    if not info.is_main:
+        return None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lm.save_pretrained(out_dir, state_dict=state, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
