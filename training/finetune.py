@@ -95,9 +95,10 @@ def detect_target_modules(model: Any) -> list[str]:
     return others
 
 
-def prepare_data(cfg: FinetuneConfig, tokenizer: Any) -> tuple[list, list, ChatDataStats]:
+def prepare_data(cfg: FinetuneConfig, tokenizer: Any, conversations: list | None = None) -> tuple[list, list, ChatDataStats]:
     """Validate, redact, encode and split the chat data; raises one UserError listing every bad line."""
-    conversations = read_conversations(cfg.data)
+    if conversations is None:
+        conversations = read_conversations(cfg.data)
     stats = ChatDataStats()
     if cfg.redact_pii:
         redact_conversations(conversations, stats)
@@ -108,6 +109,7 @@ def prepare_data(cfg: FinetuneConfig, tokenizer: Any) -> tuple[list, list, ChatD
 
 def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     """Run the whole fine-tune and write the artifacts into ``cfg.out``; returns the report."""
+    conversations = read_conversations(cfg.data)  # fails fast, before torch or any model is loaded
     import torch
 
     from training.batches import IndexedBatchSource, pad_collate
@@ -121,7 +123,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     tokenizer = load_tokenizer(cfg.base)
-    train_items, held_items, stats = prepare_data(cfg, tokenizer)
+    train_items, held_items, stats = prepare_data(cfg, tokenizer, conversations)
     log.info(
         "data: %d training and %d held-out conversations; redactions %s",
         len(train_items),
