@@ -95,7 +95,9 @@ def detect_target_modules(model: Any) -> list[str]:
     return others
 
 
-def prepare_data(cfg: FinetuneConfig, tokenizer: Any, conversations: list | None = None) -> tuple[list, list, ChatDataStats]:
+def prepare_data(
+    cfg: FinetuneConfig, tokenizer: Any, conversations: list | None = None
+) -> tuple[list, list, ChatDataStats]:
     """Validate, redact, encode and split the chat data; raises one UserError listing every bad line."""
     if conversations is None:
         conversations = read_conversations(cfg.data)

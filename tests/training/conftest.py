@@ -58,12 +58,26 @@ def pretrain_yaml(tmp_path: Path, tiny_model_dir: Path, corpus_file: Path) -> Ca
         data: dict[str, Any] = {
             "output_dir": str(out or tmp_path / "run"),
             "tokenizer": str(tiny_model_dir),
-            "model": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-                      "num_key_value_heads": 1, "intermediate_size": 128, "max_position_embeddings": 256},
+            "model": {
+                "hidden_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "num_key_value_heads": 1,
+                "intermediate_size": 128,
+                "max_position_embeddings": 256,
+            },
             "data": {"train": [str(corpus_file)], "heldout_docs": 5, "seq_len": 64},
             "optim": {"lr": 3e-3, "warmup_steps": 2},
-            "train": {"max_steps": 8, "micro_batch_size": 4, "grad_accum_steps": 2, "precision": "fp32",
-                      "log_every": 1, "eval_every": 4, "checkpoint_every": 4, "threads": 1},
+            "train": {
+                "max_steps": 8,
+                "micro_batch_size": 4,
+                "grad_accum_steps": 2,
+                "precision": "fp32",
+                "log_every": 1,
+                "eval_every": 4,
+                "checkpoint_every": 4,
+                "threads": 1,
+            },
         }
         for name, values in sections.items():
             data.setdefault(name, {}).update(values)

@@ -60,7 +60,8 @@ def test_over_long_conversations_are_reported(tmp_path: Path, tiny_model_dir: Pa
     long_answer = "가나다라마바사 " * 200
     path = write_chat(tmp_path / "long.jsonl", [CHAT_PAIRS[0], ("길게 말해 줘", long_answer), CHAT_PAIRS[1]])
     cfg = FinetuneConfig(base=str(tiny_model_dir), data=str(path), out=str(tmp_path / "out"), max_length=128)
-    with pytest.raises(UserError, match=r"1 problem\(s\), nothing was trained: line 2: \d+ tokens, over the limit of 128"):
+    expected = r"1 problem\(s\), nothing was trained: line 2: \d+ tokens, over the limit of 128"
+    with pytest.raises(UserError, match=expected):
         prepare_data(cfg, AutoTokenizer.from_pretrained(tiny_model_dir))
 
 
@@ -102,9 +103,21 @@ def test_cli_rejects_bad_data_in_one_line_and_trains_nothing(tmp_path: Path, tin
     data = _write_lines(tmp_path / "bad.jsonl", [GOOD, "not json", json.dumps({"messages": [{"role": "robot"}]})])
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "nexus_k.cli", "finetune", "--base", str(tiny_model_dir), "--data", str(data),
-         "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "nexus_k.cli",
+            "finetune",
+            "--base",
+            str(tiny_model_dir),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
