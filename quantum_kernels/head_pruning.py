@@ -133,7 +133,7 @@ def _texts(config: PruneConfig) -> tuple[str, str]:
 
         text = bundled_korean_text()
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    cut = max(1, int(round(len(lines) * (1 - config.heldout_fraction))))
+    cut = max(1, round(len(lines) * (1 - config.heldout_fraction)))
     if cut >= len(lines):
         raise ValueError("calibration text needs at least two non-empty lines (scoring and held-out)")
     return "\n".join(lines[:cut]), "\n".join(lines[cut:])
@@ -141,8 +141,13 @@ def _texts(config: PruneConfig) -> tuple[str, str]:
 
 def prune_heads(config: PruneConfig, out_dir: str | Path) -> PruneReport:
     """Score heads, solve the QUBO, compare perplexities, zero the pruned heads and save the model."""
-    from quantum_kernels.head_scores import (attention_layers, perplexity, score_heads, tokenize_chunks,
-                                             zero_pruned_heads)
+    from quantum_kernels.head_scores import (
+        attention_layers,
+        perplexity,
+        score_heads,
+        tokenize_chunks,
+        zero_pruned_heads,
+    )
 
     seconds: dict[str, float] = {}
     t = time.perf_counter()

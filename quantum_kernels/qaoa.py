@@ -84,6 +84,8 @@ class QAOAResult:
     """``exact`` (from the kernel's distribution) and ``sampled`` P(optimum), P(feasible), ratio."""
     circuit: dict[str, Any] = field(default_factory=dict)
     """Transpiled circuit size (primitives engine): depth, two-qubit gates, operations."""
+    by_depth: dict[int, dict[str, float]] = field(default_factory=dict)
+    """Depth p -> expected energy, evaluations, seconds and (kernel + landscape) exact quality at p."""
 
 
 def interpolate_angles(angles: np.ndarray) -> np.ndarray:
@@ -198,6 +200,8 @@ class QAOASolver:
 
         rng = np.random.default_rng(cfg.seed)
         angles: dict[int, dict[str, list[float]]] = {}
+        by_depth: dict[int, dict[str, float]] = {}
+        basis_bits = index_to_bits(kernel.basis, n) if cfg.engine == "kernel" and landscape is not None else None
         gammas = betas = np.zeros(0)
         for reps in range(1, cfg.reps + 1):
             energy = make_energy(reps)
@@ -223,6 +227,11 @@ class QAOASolver:
             gammas, betas = res.x[:reps].copy(), res.x[reps:].copy()
             angles[reps] = {"gammas": gammas.tolist(), "betas": betas.tolist()}
             timings["optimise"] += time.perf_counter() - t
+            by_depth[reps] = {"expected_energy": float(res.fun) * scale, "evaluations": evaluations,
+                              "seconds": timings["optimise"]}
+            if cfg.engine == "kernel" and landscape is not None:
+                by_depth[reps].update(distribution_quality(
+                    problem, landscape, basis_bits, kernel.probabilities(gammas, betas)))
             log.info("QAOA p=%d: <H>=%.5f after %d evaluations", reps, res.fun * scale, res.nfev)
         expected = float(res.fun) * scale
 
@@ -231,8 +240,8 @@ class QAOASolver:
         if cfg.engine == "kernel":
             counts = kernel.sample(gammas, betas, cfg.shots, seed=cfg.seed)
             if landscape is not None:
-                quality["exact"] = distribution_quality(problem, landscape, index_to_bits(kernel.basis, n),
-                                                        kernel.probabilities(gammas, betas))
+                quality["exact"] = {k: v for k, v in by_depth[cfg.reps].items()
+                                    if k in ("p_optimum", "p_feasible", "ratio", "p_optimum_vs_uniform")}
         else:
             circuit = self.ansatz(hamiltonian, n, k, fixed_weight, cfg.reps)
             circuit.measure_all()
@@ -256,4 +265,4 @@ class QAOASolver:
         solution = Solution("qaoa", bits[pick], float(energies[pick]), bool(feasible[pick]),
                             sum(timings.values()), {"config": asdict(cfg)})
         return QAOAResult(solution, counts, angles, expected, timings, evaluations, engine_name, quality,
-                          circuit_info)
+                          circuit_info, by_depth)
