@@ -127,7 +127,7 @@ class VLLMEngine:
             seed=seed,
             disable_log_stats=True,
             # Compact JSON: without this, a weak model can fill max_tokens with legal whitespace.
-            structured_outputs_config=StructuredOutputsConfig(disable_any_whitespace=True),
+            structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
         )
         llm = AsyncLLM.from_engine_args(args)
         tokenizer = AutoTokenizer.from_pretrained(model)
