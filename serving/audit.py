@@ -8,9 +8,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
-from serving.db import AuditRecord, get_sessionmaker
+from serving.db import AuditRecord, get_engine, get_sessionmaker, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +59,13 @@ class AuditStore:
     """Writes and reads audit rows."""
 
     def __init__(self, database_url: str) -> None:
+        self.engine = get_engine(database_url)
         self.sessions = get_sessionmaker(database_url)
 
     def write(self, entry: AuditEntry) -> None:
         """Commit one row (returns once it is durable in the database)."""
-        with self.sessions.begin() as s:
-            s.add(AuditRecord(**entry.__dict__))
+        with self.engine.begin() as conn:
+            conn.execute(insert(AuditRecord).values(created_at=utcnow(), **entry.__dict__))
 
     def recent(self, limit: int = 20, org: str | None = None) -> list[AuditRecord]:
         """The newest rows, newest first."""
@@ -90,9 +91,7 @@ def prompt_text(body: Any) -> str | None:
         return None
     if isinstance(body.get("messages"), list):
         return "\n".join(
-            f"{m.get('role', '?')}: {_content_text(m.get('content'))}"
-            for m in body["messages"]
-            if isinstance(m, dict)
+            f"{m.get('role', '?')}: {_content_text(m.get('content'))}" for m in body["messages"] if isinstance(m, dict)
         )
     for key in ("prompt", "input"):
         value = body.get(key)

@@ -107,8 +107,17 @@ class KeyStore:
         with self.sessions() as s:
             rows = s.execute(select(ApiKey, Organisation).join(Organisation).order_by(ApiKey.id)).all()
         return [
-            KeyInfo(k.id, k.prefix, o.name, k.created_at, k.revoked_at, o.rpm, o.token_quota,
-                    o.tokens_remaining, o.tokens_used)
+            KeyInfo(
+                k.id,
+                k.prefix,
+                o.name,
+                k.created_at,
+                k.revoked_at,
+                o.rpm,
+                o.token_quota,
+                o.tokens_remaining,
+                o.tokens_used,
+            )
             for k, o in rows
         ]
 
@@ -141,9 +150,7 @@ class KeyStore:
         """The principal for a presented key, or None for an unknown or revoked one."""
         digest = hash_key(key)
         with self.sessions() as s:
-            row = s.execute(
-                select(ApiKey, Organisation).join(Organisation).where(ApiKey.key_hash == digest)
-            ).first()
+            row = s.execute(select(ApiKey, Organisation).join(Organisation).where(ApiKey.key_hash == digest)).first()
         if row is None:
             return None
         api_key, org = row

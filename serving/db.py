@@ -151,7 +151,7 @@ def _create_tables(engine: Engine) -> None:
 @lru_cache(maxsize=8)
 def get_engine(url: str) -> Engine:
     """The process's engine for ``url`` (one pool per URL)."""
-    log.info("security database: %s", make_url(url).render_as_string(hide_password=True))
+    log.debug("security database: %s", make_url(url).render_as_string(hide_password=True))
     return make_engine(url)
 
 

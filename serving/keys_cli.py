@@ -56,9 +56,15 @@ def list_keys(database_url: str | None = DatabaseOption) -> None:
     table = Table("id", "prefix", "organisation", "created (UTC)", "status", "rpm", "quota", "remaining", "used")
     for k in _store(database_url).list():
         table.add_row(
-            str(k.id), k.prefix + "…", k.org, k.created_at.strftime("%Y-%m-%d %H:%M"),
-            "revoked" if k.revoked_at else "active", _num(k.rpm), _num(k.token_quota),
-            _num(k.tokens_remaining), str(k.tokens_used),
+            str(k.id),
+            k.prefix + "…",
+            k.org,
+            k.created_at.strftime("%Y-%m-%d %H:%M"),
+            "revoked" if k.revoked_at else "active",
+            _num(k.rpm),
+            _num(k.token_quota),
+            _num(k.tokens_remaining),
+            str(k.tokens_used),
         )
     Console().print(table)
 
@@ -89,9 +95,15 @@ def audit(
     table = Table("time (UTC)", "organisation", "key", "request", "model", "status", "prompt", "completion", "ms")
     for r in AuditStore(_url(database_url)).recent(limit, org):
         table.add_row(
-            r.created_at.strftime("%Y-%m-%d %H:%M:%S"), r.org_name or "-", r.key_prefix or "-",
-            f"{r.method} {r.path}", r.model or "-", str(r.status), str(r.prompt_tokens),
-            str(r.completion_tokens), f"{r.latency_ms:.0f}",
+            r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            r.org_name or "-",
+            r.key_prefix or "-",
+            f"{r.method} {r.path}",
+            r.model or "-",
+            str(r.status),
+            str(r.prompt_tokens),
+            str(r.completion_tokens),
+            f"{r.latency_ms:.0f}",
         )
     Console().print(table)
 

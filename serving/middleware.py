@@ -72,14 +72,13 @@ class SecurityMiddleware:
         self.keys = KeyStore(settings.database_url)
         self.quota = QuotaStore(settings.database_url)
         self.audit = AuditStore(settings.database_url)
+        self.page_paths = frozenset(settings.page_paths)
 
     def is_public(self, method: str, path: str) -> bool:
         """``/health`` and the chat page's static files need no key (the page asks the user for one)."""
         if path in self.settings.public_paths:
             return True
-        return method in ("GET", "HEAD") and (
-            path in self.settings.page_paths or path.startswith(tuple(self.settings.page_prefixes))
-        )
+        return method in ("GET", "HEAD") and path in self.page_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and await to_thread.run_sync(self.keys.keys_exist):
@@ -142,34 +141,40 @@ class _Exchange:
         if token is not None:
             self.principal = await to_thread.run_sync(self.mw.keys.authenticate, token)
         if self.principal is None and await to_thread.run_sync(self.mw.keys.keys_exist):
-            message = (
-                "Incorrect API key provided." if token else "Missing API key: send `Authorization: Bearer <key>`."
+            message = "Incorrect API key provided." if token else "Missing API key: send `Authorization: Bearer <key>`."
+            return APIError(
+                message, 401, "invalid_request_error", None, "invalid_api_key", {"WWW-Authenticate": "Bearer"}
             )
-            return APIError(message, 401, "invalid_request_error", None, "invalid_api_key",
-                            {"WWW-Authenticate": "Bearer"})
         self.state["principal"] = self.principal
         if self.principal is not None and self.principal.rpm:
-            decision = await to_thread.run_sync(self.mw.quota.acquire_rate, self.principal.org_id,
-                                                self.principal.rpm)
+            decision = await to_thread.run_sync(self.mw.quota.acquire_rate, self.principal.org_id, self.principal.rpm)
             if not decision.allowed:
                 return APIError(
                     f"Rate limit reached for organisation {self.principal.org_name!r}: "
                     f"{self.principal.rpm} requests per minute. Retry after {decision.retry_after_s} s.",
-                    429, "requests", None, "rate_limit_exceeded",
+                    429,
+                    "requests",
+                    None,
+                    "rate_limit_exceeded",
                     {"Retry-After": str(decision.retry_after_s)},
                 )
         refusal = await self.read_body(settings.max_request_bytes)
         if refusal is not None or self.client_gone:
             return refusal
-        if self.principal is not None and self.principal.metered and self.scope["method"] == "POST" \
-                and self.scope["path"].startswith("/v1/"):
+        if (
+            self.principal is not None
+            and self.principal.metered
+            and self.scope["method"] == "POST"
+            and self.scope["path"].startswith("/v1/")
+        ):
             return await self.reserve()
         return None
 
     async def read_body(self, limit: int) -> APIError | None:
         """Take the whole body (at most ``limit`` bytes) and check it is sane UTF-8 JSON of bounded depth."""
-        too_big = APIError(f"Request body larger than {limit} bytes.", 413, "invalid_request_error",
-                           None, "request_too_large")
+        too_big = APIError(
+            f"Request body larger than {limit} bytes.", 413, "invalid_request_error", None, "request_too_large"
+        )
         length = _header(self.scope, b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             return too_big
@@ -193,12 +198,18 @@ class _Exchange:
         try:
             self.body.decode("utf-8")
         except UnicodeDecodeError as err:
-            return APIError(f"Request body is not valid UTF-8 (byte {err.start}).", 400,
-                            "invalid_request_error", None, "invalid_utf8")
+            return APIError(
+                f"Request body is not valid UTF-8 (byte {err.start}).",
+                400,
+                "invalid_request_error",
+                None,
+                "invalid_utf8",
+            )
         depth = self.mw.settings.max_json_depth
         if json_depth_exceeds(self.body, depth):
-            return APIError(f"JSON nested deeper than {depth} levels.", 400, "invalid_request_error",
-                            None, "json_too_deep")
+            return APIError(
+                f"JSON nested deeper than {depth} levels.", 400, "invalid_request_error", None, "json_too_deep"
+            )
         try:
             self.body_json = json.loads(self.body)
         except ValueError:
@@ -208,10 +219,11 @@ class _Exchange:
     async def reserve(self) -> APIError | None:
         """Reserve the most tokens this request can use from the organisation's credits."""
         assert self.principal is not None
-        engine = getattr(getattr(self.scope.get("app"), "state", None), "engine", None)
-        context = getattr(engine, "max_model_len", None) or self.mw.settings.context_tokens
-        need = reservation_for(self.scope["path"], self.body_json, len(self.body or b""), context,
-                               self.mw.settings.max_n)
+        nexus = getattr(getattr(self.scope.get("app"), "state", None), "nexus", None)
+        context = getattr(getattr(nexus, "engine", None), "max_model_len", None) or self.mw.settings.context_tokens
+        need = reservation_for(
+            self.scope["path"], self.body_json, len(self.body or b""), context, self.mw.settings.max_n
+        )
         if await to_thread.run_sync(self.mw.quota.reserve, self.principal.org_id, need):
             self.reserved = need
             return None
@@ -219,7 +231,10 @@ class _Exchange:
         return APIError(
             f"You exceeded your current quota: this request may use up to {need} tokens and organisation "
             f"{self.principal.org_name!r} has {left} left. Lower max_tokens or ask for more credits.",
-            429, "insufficient_quota", None, "insufficient_quota",
+            429,
+            "insufficient_quota",
+            None,
+            "insufficient_quota",
         )
 
     async def replay_receive(self) -> Message:
@@ -237,8 +252,9 @@ class _Exchange:
             names = {k.lower() for k, _ in headers}
             if b"x-request-id" not in names:
                 headers.append((b"x-request-id", self.request_id.encode()))
-            self.streaming = any(k.lower() == b"content-type" and v.startswith(b"text/event-stream")
-                                 for k, v in headers)
+            self.streaming = any(
+                k.lower() == b"content-type" and v.startswith(b"text/event-stream") for k, v in headers
+            )
             message = {**message, "headers": headers}
         elif message["type"] == "http.response.body":
             chunk = message.get("body", b"")
@@ -277,20 +293,25 @@ class _Exchange:
         prompt, completion = self.usage()
         principal = self.principal
         entry = AuditEntry(
-            request_id=self.request_id, method=self.scope["method"], path=self.scope["path"][:300],
-            status=self.status, latency_ms=(time.perf_counter() - self.started) * 1000,
+            request_id=self.request_id,
+            method=self.scope["method"],
+            path=self.scope["path"][:300],
+            status=self.status,
+            latency_ms=(time.perf_counter() - self.started) * 1000,
             org_name=principal.org_name if principal else None,
             key_prefix=principal.key_prefix if principal else None,
-            model=self.state.get("served_model"), prompt_tokens=prompt, completion_tokens=completion,
+            model=self.state.get("served_model"),
+            prompt_tokens=prompt,
+            completion_tokens=completion,
             error_type=self.error_type,
         )
         try:
             if self.reply is not None:
                 entry.prompt_text, entry.reply_text, entry.pii_counts = redact_pair(
-                    prompt_text(self.body_json), self.reply.text())
+                    prompt_text(self.body_json), self.reply.text()
+                )
             if principal is not None:
-                await to_thread.run_sync(self.mw.quota.settle, principal.org_id, self.reserved,
-                                         prompt + completion)
+                await to_thread.run_sync(self.mw.quota.settle, principal.org_id, self.reserved, prompt + completion)
             await to_thread.run_sync(self.mw.audit.write, entry)
         except Exception:
             log.exception("could not settle or audit request %s", self.request_id)

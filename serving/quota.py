@@ -22,7 +22,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from serving.db import Organisation, RateWindow, get_sessionmaker
+from serving.db import Organisation, RateWindow, get_engine
 
 WINDOW_S = 60
 
@@ -36,20 +36,21 @@ class RateDecision:
 
 
 class QuotaStore:
-    """Rate windows and credits in the security database."""
+    """Rate windows and credits in the security database (SQLAlchemy Core: these run on every request)."""
 
     def __init__(self, database_url: str) -> None:
-        self.sessions = get_sessionmaker(database_url)
+        self.engine = get_engine(database_url)
 
     def acquire_rate(self, org_id: int, rpm: int, now: float | None = None) -> RateDecision:
         """Count one request against ``rpm`` if it fits the sliding minute, else say when to retry."""
         now = time.time() if now is None else now
         window = int(now // WINDOW_S)
         elapsed = (now % WINDOW_S) / WINDOW_S
-        with self.sessions.begin() as s:
-            previous = s.scalar(
-                select(RateWindow.count).where(RateWindow.org_id == org_id, RateWindow.window == window - 1)
-            ) or 0
+        with self.engine.begin() as s:
+            previous = (
+                s.scalar(select(RateWindow.count).where(RateWindow.org_id == org_id, RateWindow.window == window - 1))
+                or 0
+            )
             allowed_now = rpm - math.floor(previous * (1.0 - elapsed))
             self._ensure_window(s, org_id, window)
             counted = s.execute(
@@ -59,15 +60,15 @@ class QuotaStore:
             ).rowcount
             if counted:
                 return RateDecision(True)
-            current = s.scalar(
-                select(RateWindow.count).where(RateWindow.org_id == org_id, RateWindow.window == window)
-            ) or 0
+            current = (
+                s.scalar(select(RateWindow.count).where(RateWindow.org_id == org_id, RateWindow.window == window)) or 0
+            )
         return RateDecision(False, _retry_after(rpm, previous, current, elapsed))
 
     @staticmethod
     def _ensure_window(s: Any, org_id: int, window: int) -> None:
         """Create this minute's row if no replica did yet (and drop rows no estimate needs any more)."""
-        insert_fn = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
+        insert_fn = pg_insert if s.dialect.name == "postgresql" else sqlite_insert
         created = s.execute(
             insert_fn(RateWindow).values(org_id=org_id, window=window, count=0).on_conflict_do_nothing()
         ).rowcount
@@ -76,7 +77,7 @@ class QuotaStore:
 
     def reserve(self, org_id: int, tokens: int) -> bool:
         """Take ``tokens`` from the organisation's credits if it has that many (atomic)."""
-        with self.sessions.begin() as s:
+        with self.engine.begin() as s:
             return bool(
                 s.execute(
                     update(Organisation)
@@ -91,12 +92,12 @@ class QuotaStore:
         if reserved or used:
             # Unlimited organisations keep NULL (NULL + x stays NULL).
             values["tokens_remaining"] = Organisation.tokens_remaining + (reserved - used)
-        with self.sessions.begin() as s:
+        with self.engine.begin() as s:
             s.execute(update(Organisation).where(Organisation.id == org_id).values(**values))
 
     def remaining(self, org_id: int) -> int | None:
         """Credits left (None: unlimited)."""
-        with self.sessions() as s:
+        with self.engine.connect() as s:
             return s.scalar(select(Organisation.tokens_remaining).where(Organisation.id == org_id))
 
 

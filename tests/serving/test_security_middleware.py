@@ -1,0 +1,219 @@
+"""The security middleware on a small stand-in server: keys, limits, credits, audit, body checks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, PlainTextResponse, StreamingResponse
+from fastapi.testclient import TestClient
+
+from serving.audit import AuditStore
+from serving.auth import KeyStore
+from serving.config import ServerSettings
+from serving.security import install_security
+
+PROMPT_TOKENS = 4
+
+
+def make_fake_app(database_url: str, audit_content: bool = False, max_request_bytes: int = 10_000) -> FastAPI:
+    """A server with the real middleware and routes that keep the lead's contract: each sets
+    ``served_model`` and ``usage`` (4 prompt tokens, ``max_tokens`` completion tokens, default 6)."""
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):  # type: ignore[no-untyped-def]
+        body = await request.json()
+        request.state.served_model = "fake"
+        completion = int(body.get("max_tokens") or 6)
+        delay = float(body.get("delay", 0))
+        if body.get("stream"):
+
+            async def chunks():  # type: ignore[no-untyped-def]
+                for _ in range(completion):
+                    await asyncio.sleep(delay)
+                    yield f"data: {json.dumps({'choices': [{'delta': {'content': '네'}}]})}\n\n"
+                request.state.usage = {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": completion}
+                yield "data: [DONE]\n\n"
+
+            return StreamingResponse(chunks(), media_type="text/event-stream")
+        await asyncio.sleep(delay)
+        request.state.usage = {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": completion}
+        return {"choices": [{"message": {"role": "assistant", "content": "연락처는 010-1234-5678 입니다"}}]}
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        return {"object": "list", "data": []}
+
+    @app.get("/metrics")
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse("nexus_k_engine_unfinished_requests 0\n")
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/")
+    async def page() -> HTMLResponse:
+        return HTMLResponse("<html>채팅</html>")
+
+    install_security(
+        app,
+        ServerSettings(
+            database_url=database_url,
+            audit_content=audit_content,
+            max_request_bytes=max_request_bytes,
+            max_model_len=64,
+        ),
+    )
+    return app
+
+
+def fake_app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` in the multi-process tests (database from the environment)."""
+    return make_fake_app(os.environ["NEXUS_K_DATABASE_URL"])
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'security.db'}"
+
+
+@pytest.fixture
+def client(db_url: str) -> TestClient:
+    return TestClient(make_fake_app(db_url))
+
+
+def chat(client: TestClient, key: str | None = None, **body) -> object:  # type: ignore[no-untyped-def]
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return client.post(
+        "/v1/chat/completions", json={"messages": [{"role": "user", "content": "안녕"}], **body}, headers=headers
+    )
+
+
+def test_open_until_the_first_key_then_every_route_but_health_and_page_needs_one(client, db_url) -> None:
+    assert chat(client, "anything").status_code == 200  # no keys yet: loopback development mode
+    key = KeyStore(db_url).create("행정안전부")
+    for path in ("/v1/models", "/metrics"):
+        missing = client.get(path)
+        assert missing.status_code == 401
+        assert missing.json()["error"]["code"] == "invalid_api_key"
+        assert missing.headers["www-authenticate"] == "Bearer"
+        assert client.get(path, headers={"Authorization": "Bearer nxk-wrong"}).status_code == 401
+        assert client.get(path, headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    assert client.get("/health").status_code == 200
+    assert client.get("/").status_code == 200
+    assert client.post("/", json={}).status_code == 401  # only GET of the page is open
+    assert chat(client, key).status_code == 200
+    assert client.get("/v1/models", headers={"Authorization": f"Basic {key}"}).status_code == 401
+
+
+def test_revoked_key_is_refused_and_server_stays_closed(client, db_url) -> None:
+    store = KeyStore(db_url)
+    key = store.create("a")
+    assert chat(client, key).status_code == 200
+    store.revoke(key[:12])
+    assert chat(client, key).status_code == 401
+    assert chat(client).status_code == 401  # revoking every key does not open the server
+
+
+def test_keys_are_stored_hashed(db_url, tmp_path) -> None:
+    key = KeyStore(db_url).create("a")
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("security.db*"))
+    assert key.encode() not in raw
+    assert key[4:].encode() not in raw
+    assert key[:12].encode() in raw  # the visible prefix
+
+
+def test_rate_limit_gives_429_with_retry_after(client, db_url) -> None:
+    key = KeyStore(db_url).create("a", rpm=3)
+    assert [chat(client, key).status_code for _ in range(3)] == [200, 200, 200]
+    refused = chat(client, key)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    other = KeyStore(db_url).create("b", rpm=3)
+    assert chat(client, other).status_code == 200  # limits are per organisation
+
+
+def test_credits_are_reserved_then_settled_to_real_usage(client, db_url) -> None:
+    store = KeyStore(db_url)
+    key = store.create("a", token_quota=200)
+    ok = chat(client, key, max_tokens=10)
+    assert ok.status_code == 200
+    info = store.list()[0]
+    assert info.tokens_used == PROMPT_TOKENS + 10
+    assert info.tokens_remaining == 200 - PROMPT_TOKENS - 10
+    streamed = chat(client, key, max_tokens=5, stream=True)
+    assert streamed.text.endswith("data: [DONE]\n\n")
+    assert store.list()[0].tokens_remaining == 200 - 2 * PROMPT_TOKENS - 15
+    # A request that could use more than what is left is refused up front, OpenAI-style.
+    refused = chat(client, key, max_tokens=60, n=3)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["type"] == "insufficient_quota"
+    assert refused.json()["error"]["code"] == "insufficient_quota"
+    assert store.list()[0].tokens_remaining == 200 - 2 * PROMPT_TOKENS - 15  # refusals cost nothing
+    assert client.get("/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+
+
+def test_audit_row_per_request_without_content_by_default(client, db_url) -> None:
+    key = KeyStore(db_url).create("a", rpm=100)
+    chat(client, key, max_tokens=3)
+    chat(client, "nxk-bad")
+    rows = AuditStore(db_url).recent()
+    assert [r.status for r in rows] == [401, 200]
+    ok = rows[1]
+    assert (ok.org_name, ok.model, ok.prompt_tokens, ok.completion_tokens) == ("a", "fake", 4, 3)
+    assert ok.latency_ms > 0 and ok.key_prefix == key[:12] and ok.path == "/v1/chat/completions"
+    assert ok.prompt_text is None and ok.reply_text is None
+    assert rows[0].org_name is None and rows[0].error_type == "invalid_request_error"
+
+
+def test_audit_content_is_redacted(db_url) -> None:
+    client = TestClient(make_fake_app(db_url, audit_content=True))
+    chat(client, messages=[{"role": "user", "content": "제 번호는 900101-1234567, 메일 kim@example.go.kr"}])
+    chat(client, stream=True, max_tokens=2)
+    streamed, plain = AuditStore(db_url).recent()
+    assert "900101-1234567" not in plain.prompt_text and "kim@example.go.kr" not in plain.prompt_text
+    assert "[RRN]" in plain.prompt_text and "[EMAIL]" in plain.prompt_text
+    assert plain.reply_text == "연락처는 [PHONE] 입니다"
+    assert plain.pii_counts["phone"] == 1 and plain.pii_counts["rrn"] == 1
+    assert streamed.reply_text == "네네"
+
+
+def test_oversized_body_is_413_by_header_and_by_stream(client, db_url) -> None:
+    big = {"messages": [{"role": "user", "content": "가" * 5000}]}
+    assert client.post("/v1/chat/completions", json=big).status_code == 413
+
+    def chunks():  # type: ignore[no-untyped-def]
+        yield b'{"messages": [{"role": "user", "content": "'
+        for _ in range(100):
+            yield b"x" * 1000
+        yield b'"}]}'
+
+    chunked = client.post("/v1/chat/completions", content=chunks(), headers={"content-type": "application/json"})
+    assert chunked.status_code == 413
+    assert chunked.json()["error"]["code"] == "request_too_large"
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b'{"messages": [{"role": "user", "content": "\xff\xfe"}]}', "invalid_utf8"),
+        (b'{"messages": ' + b"[" * 500 + b"]" * 500 + b"}", "json_too_deep"),
+        (b'{"a": ' + b'{"b": ' * 100 + b"1" + b"}" * 101, "json_too_deep"),
+    ],
+)
+def test_bad_bodies_are_clean_400(client, body, code) -> None:
+    response = client.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == code
+
+
+def test_brackets_inside_strings_do_not_count_as_depth(client) -> None:
+    text = "[" * 300 + "{" * 300
+    assert chat(client, messages=[{"role": "user", "content": text}]).status_code == 200
