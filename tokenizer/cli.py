@@ -1,5 +1,83 @@
-"""Placeholder sub-app; the area's owner fills in the commands."""
+"""``nexus-k tokenizer``: train, measure, trim and extend Korean tokenizers.
+
+Heavy libraries (tokenizers, transformers, torch) are imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import typer
 
 app = typer.Typer(no_args_is_help=True)
+
+CorpusOpt = typer.Option(..., "--corpus", help="Text/gzip/JSONL/TSV/CSV file or hf:NAME_OR_DIR; repeatable.")
+TextFieldOpt = typer.Option("text", "--text-field", help="JSONL field or TSV/CSV/datasets column with the text.")
+
+
+@app.command()
+def train(
+    corpus: list[str] = CorpusOpt,
+    out: Path = typer.Option(..., "--out", help="Output folder for the tokenizer."),
+    vocab_size: int = typer.Option(32000, "--vocab-size", help="Vocabulary size including specials and bytes."),
+    algorithm: str = typer.Option("bpe", "--algorithm", help="bpe or unigram."),
+    pretokenize: str = typer.Option("none", "--pretokenize", help="none or kiwi (morpheme-aware, training only)."),
+    backend: str = typer.Option(
+        "auto", "--backend", help="hf (Hugging Face tokenizers), sentencepiece, or auto (hf BPE, SP Unigram)."
+    ),
+    min_frequency: int = typer.Option(2, "--min-frequency", help="BPE: minimum pair count to merge."),
+    max_chars: int | None = typer.Option(None, "--max-chars", help="Read at most this many characters."),
+    seed: int = typer.Option(0, "--seed", help="Seed (SentencePiece sampling)."),
+    text_field: str = TextFieldOpt,
+    split: str = typer.Option("train", "--split", help="Split of a datasets source."),
+    dataset_config: str | None = typer.Option(None, "--dataset-config", help="Config of a datasets source."),
+) -> None:
+    """Train a Korean tokenizer (NFC, byte fallback, ChatML specials) loadable by AutoTokenizer and vLLM."""
+    from tokenizer.train import TrainConfig, train_tokenizer
+
+    config = TrainConfig(
+        corpus=corpus,
+        out=str(out),
+        vocab_size=vocab_size,
+        algorithm=algorithm,  # type: ignore[arg-type]
+        backend=backend,  # type: ignore[arg-type]
+        pretokenize=pretokenize,  # type: ignore[arg-type]
+        min_frequency=min_frequency,
+        max_chars=max_chars,
+        seed=seed,
+        text_field=text_field,
+        split=split,
+        dataset_config=dataset_config,
+    )
+    result = train_tokenizer(config)
+    typer.echo(
+        f"saved {result.vocab_size}-token tokenizer to {result.out} "
+        f"({result.corpus_chars:,} chars, trained in {result.train_seconds:.1f}s)"
+    )
+
+
+@app.command()
+def stats(
+    tokenizer: list[str] = typer.Option(..., "--tokenizer", help="Folder, hub name or .gguf file; repeatable."),
+    text: list[str] = typer.Option(..., "--text", help="Text file (any corpus format); repeatable."),
+    text_field: str = TextFieldOpt,
+    max_texts: int | None = typer.Option(None, "--max-texts", help="Use at most this many texts per file."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Tokens per character / eojeol, bytes per token, unknown rate and round-trip exactness, side by side."""
+    from itertools import islice
+
+    from rich.console import Console
+
+    from tokenizer.sources import SourceOptions, iter_source
+    from tokenizer.stats import compare, load_tokenizer, rows_as_dicts, stats_table
+
+    options = SourceOptions(text_field=text_field)
+    sources = {name: list(islice(iter_source(name, options), max_texts)) for name in text}
+    loaded = {name: load_tokenizer(name) for name in tokenizer}
+    rows = compare(loaded, sources)
+    if as_json:
+        typer.echo(json.dumps(rows_as_dicts(rows), indent=2, ensure_ascii=False))
+    else:
+        Console().print(stats_table(rows))
