@@ -230,7 +230,7 @@ async function retry(conversation, message) {
 }
 
 async function send() {
-  const text = ui.input.value;
+  const text = ui.input.value.trim();
   if (state.active || !text.trim()) return;
   let conversation = current();
   if (!conversation) {

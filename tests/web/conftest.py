@@ -1,0 +1,188 @@
+"""Fixtures for the chat page tests: real Nexus-K servers (in-process uvicorn) and Debian's chromium.
+
+Each server is ``serving.app.build_app(settings)`` on the tiny random-weight model with the transformers
+engine, started by its own lifespan exactly as ``nexus-k serve --engine hf`` does, on a free port.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+
+CHROMIUM = Path("/usr/bin/chromium")
+# The machines that run these tests are shared and often busy: wait longer than Playwright's defaults.
+ACTION_TIMEOUT_MS = 60_000
+expect.set_options(timeout=30_000)
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+MODEL_NAME = "tiny-ko"
+ADAPTER_NAME = "민원-lora"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class WebServer:
+    """A running server: its address, its database and the handle to stop it."""
+
+    base_url: str
+    database_url: str
+    server: object
+    thread: threading.Thread
+
+    def metric(self, name: str) -> float:
+        """One Prometheus sample's value from /metrics."""
+        for line in httpx.get(f"{self.base_url}/metrics", timeout=10).text.splitlines():
+            if line.startswith(f"{name} ") or line.startswith(f"{name}{{"):
+                return float(line.rsplit(" ", 1)[1])
+        raise KeyError(name)
+
+    def stop(self) -> None:
+        """Shut the server down (its engine too) and wait until the port is closed."""
+        self.server.should_exit = True
+        self.thread.join(timeout=60)
+
+
+def start_web_server(model_dir: Path, workdir: Path, lora: dict[str, str] | None = None,
+                     timeout: float = 300) -> WebServer:
+    """Start a server in a thread and wait for GET /health == 200."""
+    import uvicorn
+
+    from serving.app import build_app
+    from serving.config import ServerSettings
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    database_url = f"sqlite:///{workdir / 'nexus-k.db'}"
+    settings = ServerSettings(model=str(model_dir), engine="hf", port=port, served_model_name=MODEL_NAME,
+                              max_model_len=512, database_url=database_url, lora=lora or {})
+    config = uvicorn.Config(build_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name=f"web-server-{port}", daemon=True)
+    thread.start()
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not thread.is_alive():
+            raise RuntimeError("the server thread exited during start-up (see the log above)")
+        try:
+            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
+                return WebServer(base_url, database_url, server, thread)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    server.should_exit = True
+    raise RuntimeError(f"server did not answer /health within {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def web_lora_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small random LoRA adapter for the tiny model, so /v1/models lists an adapter."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    adapter = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    out = tmp_path_factory.mktemp("web-lora")
+    adapter.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def web_server(tiny_model_dir: Path, web_lora_dir: Path, tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[WebServer]:
+    """An open server (no API keys) serving the tiny model and one LoRA adapter."""
+    server = start_web_server(tiny_model_dir, tmp_path_factory.mktemp("web-open"),
+                              lora={ADAPTER_NAME: str(web_lora_dir)})
+    yield server
+    server.stop()
+
+
+@dataclass
+class SecuredServer:
+    """A server whose database holds keys, so requests without a valid key get 401."""
+
+    web: WebServer
+    key: str
+    """A key with no limits."""
+    rate_limited_key: str
+    """A key allowed one request per minute."""
+    quota_key: str
+    """A key with a token quota too small for any answer."""
+
+
+@pytest.fixture(scope="session")
+def secured_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredServer]:
+    """A server that requires API keys, with one normal, one rate-limited and one out-of-quota key."""
+    from serving.auth import KeyStore
+
+    workdir = tmp_path_factory.mktemp("web-secured")
+    store = KeyStore(f"sqlite:///{workdir / 'nexus-k.db'}")
+    key, rate_limited, out_of_quota = (store.create("행정안전부"), store.create("한도기관", rpm=1),
+                                       store.create("소진기관", token_quota=1))
+    secured = SecuredServer(start_web_server(tiny_model_dir, workdir), key, rate_limited, out_of_quota)
+    yield secured
+    secured.web.stop()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's chromium driven by Playwright (never a downloaded browser)."""
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium package to run the browser tests")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def open_page(browser) -> Iterator[Callable[..., Page]]:
+    """Open the chat page of a server in a fresh browser context (so an empty localStorage).
+
+    ``storage`` (key -> JSON value) is written to localStorage before the page's first script runs, on
+    the first load only, so reload tests see what the page saved itself. JavaScript errors fail the test.
+    """
+    contexts = []
+    errors: list[str] = []
+
+    def _open(base_url: str, *, storage: dict | None = None, viewport: dict | None = None,
+              bypass_csp: bool = False, permissions: list[str] | None = None) -> Page:
+        context = browser.new_context(base_url=base_url, viewport=viewport or {"width": 1280, "height": 860},
+                                      locale="ko-KR", bypass_csp=bypass_csp, permissions=permissions or [])
+        contexts.append(context)
+        if storage:
+            seed = {key: json.dumps(value) for key, value in storage.items()}
+            context.add_init_script(
+                "if (!sessionStorage.getItem('seeded')) { sessionStorage.setItem('seeded', '1');"
+                f" for (const [k, v] of Object.entries({json.dumps(seed)})) localStorage.setItem(k, v); }}"
+            )
+        context.set_default_timeout(ACTION_TIMEOUT_MS)
+        context.set_default_navigation_timeout(2 * ACTION_TIMEOUT_MS)
+        page = context.new_page()
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto("/")
+        return page
+
+    yield _open
+    for context in contexts:
+        context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
