@@ -101,7 +101,7 @@ class EngineBackend(LM):
             jobs.append((ids, SamplingSettings(max_tokens=0, temperature=0.0, prompt_logprobs=1)))
         raw = self._loop.run_until_complete(self._run_all(jobs, "log-likelihood"))
         out = []
-        for (ctx, cont), (ids, _), (_, prompt_lps) in zip(pairs, jobs, raw, strict=True):
+        for (_ctx, cont), (ids, _), (_, prompt_lps) in zip(pairs, jobs, raw, strict=True):
             if prompt_lps is None:
                 raise UserError(f"engine {self.name} returned no prompt log-probabilities")
             tail = prompt_lps[len(ids) - len(cont):]

@@ -1,0 +1,83 @@
+"""Backends on the tiny model: batched, context-sharing scores equal a plain forward pass per request."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from evals.backends.base import GenerationRequest, LoglikelihoodRequest, cut_at_stop, encode_pair
+
+CONTEXTS = ["콜라독립 815는 코카콜라에서 만들었나요? 답변: ", "물병을 냉동실에 넣었다.  그래서", "짧은 문장"]
+CHOICES = ["아니오", "예", "물이 얼었다.", "부정적인 의견입니다 정말로"]
+REQUESTS = [LoglikelihoodRequest(c, " " + x) for c in CONTEXTS for x in CHOICES]
+
+
+def reference_scores(backend, requests):
+    """Log-likelihood of each continuation from one unbatched forward pass over context + continuation."""
+    out = []
+    for request in requests:
+        ctx, cont = encode_pair(backend.tokenizer, request.context, request.continuation)
+        with torch.inference_mode():
+            logits = backend.model(torch.tensor([ctx + cont])).logits[0].float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        positions = range(len(ctx) - 1, len(ctx) + len(cont) - 1)
+        out.append((sum(logprobs[p, t].item() for p, t in zip(positions, cont, strict=True)),
+                    all(logprobs[p].argmax().item() == t for p, t in zip(positions, cont, strict=True))))
+    return out
+
+
+def test_encode_pair_moves_trailing_spaces(hf_backend) -> None:
+    ctx, cont = encode_pair(hf_backend.tokenizer, "답변: ", " 예")
+    assert hf_backend.tokenizer.decode(ctx) == "답변:"
+    assert hf_backend.tokenizer.decode(cont) == "  예"
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_hf_loglikelihood_equals_plain_forward(hf_backend, batch_size: int) -> None:
+    hf_backend.batch_size = batch_size
+    got = hf_backend.loglikelihood(REQUESTS)
+    for result, (logprob, greedy) in zip(got, reference_scores(hf_backend, REQUESTS), strict=True):
+        assert result.logprob == pytest.approx(logprob, abs=1e-3)
+        assert result.is_greedy == greedy
+
+
+def test_hf_generation_is_greedy_and_cut_at_stop(hf_backend) -> None:
+    requests = [GenerationRequest("안녕하세요", max_tokens=6), GenerationRequest("질문: 뭐예요?", 4, chat=True),
+                GenerationRequest("안녕하세요", max_tokens=6, stop=("\n",))]
+    first = hf_backend.generate_until(requests)
+    assert first == hf_backend.generate_until(requests)  # greedy: the same twice
+    assert "\n" not in first[2]
+    assert cut_at_stop("가나\n다라", ["\n", "다"]) == "가나"
+
+
+def test_engine_backend_matches_hf_backend(tiny_model_dir, hf_backend) -> None:
+    """The project's own transformers engine, driven through the Engine protocol."""
+    from evals.backends.engine import EngineBackend
+
+    backend = EngineBackend(str(tiny_model_dir), kind="hf", dtype="float32", max_model_len=1024)
+    try:
+        got = backend.loglikelihood(REQUESTS[:6])
+        expected = hf_backend.loglikelihood(REQUESTS[:6])
+        for a, b in zip(got, expected, strict=True):
+            assert a.logprob == pytest.approx(b.logprob, abs=1e-3)
+            assert a.is_greedy == b.is_greedy
+        texts = backend.generate_until([GenerationRequest("안녕하세요", max_tokens=4)])
+        assert isinstance(texts[0], str)
+    finally:
+        backend.close()
+
+
+@pytest.mark.slow
+def test_openai_backend_against_our_server(served_tiny: str, hf_backend) -> None:
+    """echo + logprobs + max_tokens=0 on `nexus-k serve` gives the scores the local model gives."""
+    from evals.backends.openai_api import OpenAIBackend
+
+    backend = OpenAIBackend("tiny-ko", base_url=served_tiny, api_key="unused", concurrency=4)
+    got = backend.loglikelihood(REQUESTS[:8])
+    expected = hf_backend.loglikelihood(REQUESTS[:8])
+    for a, b in zip(got, expected, strict=True):
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-3)
+    texts = backend.generate_until([GenerationRequest("안녕하세요", 4), GenerationRequest("뭐 해?", 4, chat=True)])
+    assert all(isinstance(t, str) for t in texts)
+    chat = OpenAIBackend("tiny-ko", base_url=served_tiny, api_key="unused", api="chat")
+    assert not chat.supports_loglikelihood
