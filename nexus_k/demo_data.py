@@ -36,9 +36,9 @@ class DemoDataConfig:
     """Folder holding ``chatbot_data/`` and ``square/`` (the project's shared data layout)."""
     heldout_percent: int = 5
     """Percent of distinct answers (with all their pairs) set aside for evaluation."""
-    max_train: int | None = 1500
+    max_train: int | None = 256
     """Keep at most this many training pairs (a seeded sample; None keeps all). CPU training budget."""
-    max_heldout: int | None = 300
+    max_heldout: int | None = 160
     """Keep at most this many held-out pairs (a seeded sample; None keeps all)."""
     max_chars: int = 160
     """Drop pairs whose question + answer exceed this many characters (keeps sequences short)."""

@@ -121,8 +121,14 @@ def _fake_converter(calls: list[Path], fail: bool = False):
             if fail:
                 raise RuntimeError("conversion crashed")
             record = demo_model.ConversionRecord(
-                source_file=gguf.name, source_sha256=source_sha256, source_package="fake", dtype="bfloat16",
-                chat_template="nexus-k gemma", eos_token_ids=[1, 106], transformers_version="x", seconds=0.0,
+                source_file=gguf.name,
+                source_sha256=source_sha256,
+                source_package="fake",
+                dtype="bfloat16",
+                chat_template="nexus-k gemma",
+                eos_token_ids=[1, 106],
+                transformers_version="x",
+                seconds=0.0,
             )
             (out_dir / demo_model.MARKER_FILE).write_text(json.dumps(record.__dict__))
         return record
@@ -168,7 +174,9 @@ def test_an_incomplete_or_outdated_folder_is_converted_again(cache: Path, fake_c
 
 def _render(tokenizer, messages, generation_prompt=True) -> str:
     return tokenizer.apply_chat_template(
-        messages, chat_template=demo_model.GEMMA_CHAT_TEMPLATE, tokenize=False,
+        messages,
+        chat_template=demo_model.GEMMA_CHAT_TEMPLATE,
+        tokenize=False,
         add_generation_prompt=generation_prompt,
     )
 
@@ -177,12 +185,15 @@ def test_gemma_chat_template_folds_the_system_prompt_into_the_first_user_turn(ti
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    text = _render(tokenizer, [
-        {"role": "system", "content": "존댓말로 답하세요."},
-        {"role": "user", "content": "안녕하세요"},
-        {"role": "assistant", "content": "반갑습니다."},
-        {"role": "user", "content": [{"type": "text", "text": "날씨 어때요?"}]},
-    ])
+    text = _render(
+        tokenizer,
+        [
+            {"role": "system", "content": "존댓말로 답하세요."},
+            {"role": "user", "content": "안녕하세요"},
+            {"role": "assistant", "content": "반갑습니다."},
+            {"role": "user", "content": [{"type": "text", "text": "날씨 어때요?"}]},
+        ],
+    )
     assert text == (
         f"{tokenizer.bos_token}<start_of_turn>user\n존댓말로 답하세요.\n\n안녕하세요<end_of_turn>\n"
         "<start_of_turn>model\n반갑습니다.<end_of_turn>\n"

@@ -1,0 +1,81 @@
+"""End to end on the real packaged GGUF: convert it, then chat in Korean through the Gemma template."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from nexus_k import demo_model
+from nexus_k.settings import get_settings
+
+HANGUL = re.compile(r"[가-힣]")
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec(demo_model.GGUF_PACKAGE) is None, reason="demo extra not installed"
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real GGUF converted into a private cache (the first-run path a user goes through)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("NEXUS_K_CACHE_DIR", str(tmp_path_factory.mktemp("demo-cache")))
+    get_settings.cache_clear()
+    try:
+        yield demo_model.prepare_demo_model(progress=False)
+    finally:
+        mp.undo()
+        get_settings.cache_clear()
+
+
+def _korean_reply(model, tokenizer, prompt: str) -> tuple[list[int], str]:
+    import torch
+
+    batch = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
+    with torch.inference_mode():
+        out = model.generate(**batch, max_new_tokens=16, do_sample=False)
+    prompt_ids = batch["input_ids"][0].tolist()
+    return prompt_ids, tokenizer.decode(out[0, len(prompt_ids) :], skip_special_tokens=True)
+
+
+def test_converted_folder_is_complete_and_reused(converted: Path) -> None:
+    record = json.loads((converted / demo_model.MARKER_FILE).read_text())
+    assert record["source_sha256"] == demo_model.PINNED_GGUF_SHA256
+    generation = json.loads((converted / "generation_config.json").read_text())
+    assert set(generation["eos_token_id"]) == {1, 106}  # <eos>, <end_of_turn>
+    assert (converted / "GEMMA_TERMS.html").is_file()
+    assert "quantization_config" not in json.loads((converted / "config.json").read_text())
+    started = time.perf_counter()
+    assert demo_model.prepare_demo_model(progress=False) == converted
+    assert time.perf_counter() - started < 5, "a finished conversion must be reused, not redone"
+
+
+def test_converted_model_chats_in_korean(converted: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(converted)
+    assert tokenizer("안녕").input_ids[0] == tokenizer.bos_token_id
+    model = AutoModelForCausalLM.from_pretrained(converted, dtype=torch.bfloat16).eval()
+    prompt_ids, text = _korean_reply(model, tokenizer, "안녕하세요! 자기소개를 해 주세요.")
+    assert prompt_ids.count(tokenizer.bos_token_id) == 1
+    assert tokenizer.decode(prompt_ids[-3:]) == "<start_of_turn>model\n"
+    assert len(HANGUL.findall(text)) >= 3, text
+
+    adapter = demo_model.demo_adapter_dir()
+    if adapter is not None:
+        from peft import PeftModel
+
+        tuned = PeftModel.from_pretrained(model, adapter).eval()
+        _, tuned_text = _korean_reply(tuned, tokenizer, "오늘 너무 피곤해요.")
+        assert len(HANGUL.findall(tuned_text)) >= 3, tuned_text
