@@ -58,7 +58,7 @@ def test_reply_streams_completes_and_survives_reload(open_page, web_server):
     expect(message.locator(".message-footer .meta")).to_contain_text(MODEL_NAME)
 
     page.reload()
-    expect(page.locator("#thread > article.user")).to_have_text(re.compile("여권 재발급 절차"))
+    expect(page.locator("#thread > article.user .message-body")).to_have_text(re.compile("여권 재발급 절차"))
     reloaded = last_message(page)
     expect(reloaded).to_have_attribute("data-state", "done")
     assert answer_text(reloaded) == final

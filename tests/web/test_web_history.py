@@ -28,13 +28,13 @@ def test_list_shows_newest_first_and_switches(open_page, web_server):
     expect(page.locator(".conversation-title")).to_have_text(["예산 집행 문의", "인사 발령 안내"])
     expect(page.locator("#empty-state")).to_be_visible()  # nothing chosen yet: a fresh chat
 
-    page.get_by_role("button", name="인사 발령 안내").click()
+    page.get_by_role("button", name="인사 발령 안내", exact=True).click()
     expect(page.locator("#thread > article")).to_have_count(2)
-    expect(page.locator("#thread article.user")).to_have_text("발령 공지 초안")
+    expect(page.locator("#thread article.user .message-body")).to_have_text("발령 공지 초안")
     expect(page.locator("#thread article.assistant li")).to_have_text(["발령일: 3월 1일", "대상: 5명"])
-    expect(page.get_by_role("button", name="인사 발령 안내")).to_have_attribute("aria-current", "page")
+    expect(page.get_by_role("button", name="인사 발령 안내", exact=True)).to_have_attribute("aria-current", "page")
 
-    page.get_by_role("button", name="예산 집행 문의").click()
+    page.get_by_role("button", name="예산 집행 문의", exact=True).click()
     expect(page.locator("#thread article.assistant strong")).to_have_text("87%")
     page.reload()
     expect(page.locator("#thread article.assistant strong")).to_have_text("87%")  # the choice is remembered
@@ -69,7 +69,7 @@ def test_rename_with_enter_escape_and_ime(open_page, web_server):
 
 def test_delete_asks_first_and_forgets(open_page, web_server):
     page = open_history(open_page, web_server)
-    page.get_by_role("button", name="인사 발령 안내").click()
+    page.get_by_role("button", name="인사 발령 안내", exact=True).click()
 
     page.get_by_role("button", name="삭제: 인사 발령 안내").click()
     dialog = page.locator("#delete-dialog")
