@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nexus_k", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "nexus_k", *args], capture_output=True, text=True, timeout=900)
 
 
 def test_help_lists_every_area():
