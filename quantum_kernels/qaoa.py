@@ -44,6 +44,8 @@ class QAOAConfig:
     """Bitstrings sampled at the end."""
     maxiter: int = 150
     """Optimiser iterations per depth."""
+    starts: int = 1
+    """Optimiser starts per depth (best grid points at p = 1, perturbed interpolations after)."""
     optimizer: str = "COBYLA"
     """Any gradient-free ``scipy.optimize.minimize`` method."""
     optimization_level: int = 1
@@ -58,8 +60,8 @@ class QAOAConfig:
             raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
         if not 1 <= self.reps <= 10:
             raise ValueError("reps must be in [1, 10]")
-        if self.shots < 1 or self.maxiter < 1:
-            raise ValueError("shots and maxiter must be >= 1")
+        if self.shots < 1 or self.maxiter < 1 or self.starts < 1:
+            raise ValueError("shots, maxiter and starts must be >= 1")
 
 
 @dataclass
@@ -207,23 +209,24 @@ class QAOASolver:
             energy = make_energy(reps)
             t = time.perf_counter()
             if reps == 1:
-                # A coarse grid picks the basin; the optimiser refines it.
+                # A coarse grid picks the basins; the optimiser refines the best few.
                 grid = [(g, b) for g in (0.1, 0.3, 0.8, 1.6) for b in (-0.6, -0.25, 0.25, 0.6)]
                 values = [energy(np.array([g]), np.array([b])) for g, b in grid]
                 evaluations += len(grid)
-                g0, b0 = grid[int(np.argmin(values))]
-                start = np.array([g0, b0])
+                starts = [np.array(grid[i]) for i in np.argsort(values)[: cfg.starts]]
             else:
-                start = np.concatenate([interpolate_angles(gammas), interpolate_angles(betas)])
-                start = start + rng.normal(0, 1e-3, size=start.shape)
+                grown = np.concatenate([interpolate_angles(gammas), interpolate_angles(betas)])
+                starts = [grown + rng.normal(0, 1e-3 if i == 0 else 0.1, size=grown.shape)
+                          for i in range(cfg.starts)]
 
             def objective(theta: np.ndarray, reps: int = reps, energy=energy) -> float:
                 return energy(theta[:reps], theta[reps:])
 
-            res = minimize(objective, start, method=cfg.optimizer,
-                           options={"maxiter": cfg.maxiter, "rhobeg": 0.2} if cfg.optimizer == "COBYLA"
-                           else {"maxiter": cfg.maxiter})
-            evaluations += int(res.nfev)
+            options = {"maxiter": cfg.maxiter, "rhobeg": 0.2} if cfg.optimizer == "COBYLA" else {
+                "maxiter": cfg.maxiter}
+            runs = [minimize(objective, start, method=cfg.optimizer, options=options) for start in starts]
+            evaluations += sum(int(r.nfev) for r in runs)
+            res = min(runs, key=lambda r: r.fun)
             gammas, betas = res.x[:reps].copy(), res.x[reps:].copy()
             angles[reps] = {"gammas": gammas.tolist(), "betas": betas.tolist()}
             timings["optimise"] += time.perf_counter() - t
@@ -232,7 +235,7 @@ class QAOASolver:
             if cfg.engine == "kernel" and landscape is not None:
                 by_depth[reps].update(distribution_quality(
                     problem, landscape, basis_bits, kernel.probabilities(gammas, betas)))
-            log.info("QAOA p=%d: <H>=%.5f after %d evaluations", reps, res.fun * scale, res.nfev)
+            log.info("QAOA p=%d: <H>=%.5f after %d evaluations", reps, res.fun * scale, evaluations)
         expected = float(res.fun) * scale
 
         t = time.perf_counter()

@@ -99,7 +99,7 @@ class QAOAKernel:
                 bits = self.basis
                 sel = np.flatnonzero(((bits >> i) & 1 == 1) & ((bits >> j) & 1 == 0))
                 partner = bits[sel] ^ ((1 << i) | (1 << j))
-                self._tables.append((sel.astype(np.int64), np.searchsorted(bits, partner).astype(np.int64)))
+                self._tables.append((sel.astype(np.int32), np.searchsorted(bits, partner).astype(np.int32)))
         else:
             self.basis = np.arange(2**n, dtype=np.int64)
             self._tables = None
