@@ -20,6 +20,9 @@ from serving.errors import APIError
 
 MAX_SERVER_VARIABLES = 20
 """Largest problem the server simulates (a 2^20 statevector; seconds per request)."""
+MAX_CONCURRENT_JOBS = 2
+"""QAOA jobs simulated at once; further requests wait for a slot (each job is CPU-bound)."""
+_job_slots = asyncio.Semaphore(MAX_CONCURRENT_JOBS)
 
 
 def _param(loc: tuple[Any, ...]) -> str | None:
@@ -56,6 +59,7 @@ async def qaoa(
 ) -> QAOAResponse:
     """Run QAOA (exact statevector kernel) on the problem, with a classical baseline and quality measures."""
     try:
-        return await asyncio.to_thread(run_qaoa_request, body, MAX_SERVER_VARIABLES)
+        async with _job_slots:
+            return await asyncio.to_thread(run_qaoa_request, body, MAX_SERVER_VARIABLES)
     except ProblemTooLarge as exc:
         raise APIError(str(exc), 400, param=exc.param) from exc
