@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from serving.engines.base import EngineError, GenerationDelta, SamplingSettings
-from serving.engines.hf_scheduler import BASE_ADAPTER, Request, Scheduler, SchedulerConfig
+from serving.engines.hf_scheduler import BASE_ADAPTER, Request, Scheduler, SchedulerConfig, SchedulerStats
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +129,10 @@ class HFEngine:
     def num_unfinished_requests(self) -> int:
         """Requests whose stream has not ended yet."""
         return len(self._streams)
+
+    def stats(self) -> SchedulerStats:
+        """Live scheduler counters (running and waiting sequences, steps, peak batch size)."""
+        return self._scheduler.stats
 
     def _grammar_cache(self) -> Any:
         with self._grammar_lock:

@@ -7,6 +7,7 @@ cannot wander off into endless spaces and newlines.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -14,6 +15,8 @@ from typing import Any
 import xgrammar as xgr
 
 from serving.engines.base import EngineError, StructuredOutput
+
+_XGRAMMAR_PREFIX = re.compile(r"^\[[^\]]*\]\s*\S+:\d+:\s*")
 
 
 def choice_ebnf(choices: list[str]) -> str:
@@ -70,7 +73,9 @@ class GrammarCache:
         except EngineError:
             raise
         except Exception as exc:  # xgrammar raises RuntimeError/ValueError with a readable message
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            lines = str(exc).strip().splitlines() or [type(exc).__name__]
+            # xgrammar prefixes its messages with "[time] source.cc:line: ".
+            message = _XGRAMMAR_PREFIX.sub("", lines[0])
             raise EngineError(f"invalid structured output: {message}") from exc
 
     def matcher(self, compiled: xgr.CompiledGrammar) -> xgr.GrammarMatcher:

@@ -117,24 +117,19 @@ def _sample_rows(logits: torch.Tensor, samplers: list[SequenceSampler]) -> torch
     top_p = [s.params.top_p for s in samplers]
     vocab = scaled.shape[-1]
     if any(0 < k < vocab for k in top_k) or any(p < 1.0 for p in top_p):
-        scaled, order = scaled.sort(dim=-1, descending=True)
+        ranked, order = scaled.sort(dim=-1, descending=True)
         ks = torch.tensor([k if 0 < k < vocab else vocab for k in top_k], device=device).unsqueeze(1)
         ranks = torch.arange(vocab, device=device).unsqueeze(0)
-        scaled = scaled.masked_fill(ranks >= ks, float("-inf"))
+        ranked = ranked.masked_fill(ranks >= ks, float("-inf"))
         if any(p < 1.0 for p in top_p):
-            probs = scaled.softmax(dim=-1)
+            probs = ranked.softmax(dim=-1)
             mass_before = probs.cumsum(dim=-1) - probs
             ps = torch.tensor(top_p, device=device).unsqueeze(1)
-            scaled = scaled.masked_fill(mass_before > ps, float("-inf"))
-    else:
-        order = None
+            ranked = ranked.masked_fill(mass_before > ps, float("-inf"))
+        # Back to vocabulary order, so that a row samples the same way whatever the other rows ask for.
+        scaled = torch.empty_like(scaled).scatter_(1, order, ranked)
     probs = scaled.softmax(dim=-1)
-    picks = torch.cat(
-        [torch.multinomial(probs[r], 1, generator=s.generator) for r, s in enumerate(samplers)]
-    )
-    if order is not None:
-        picks = order.gather(1, picks.unsqueeze(1)).squeeze(1)
-    return picks
+    return torch.cat([torch.multinomial(probs[r], 1, generator=s.generator) for r, s in enumerate(samplers)])
 
 
 def sample_step(logits: torch.Tensor, samplers: list[SequenceSampler], vocab_size: int) -> StepSamples:

@@ -72,6 +72,20 @@ class SchedulerConfig:
     """Most (padded) prompt tokens prefilled in one forward pass."""
 
 
+@dataclass
+class SchedulerStats:
+    """Counters the scheduler thread keeps (read from other threads for metrics and tests)."""
+
+    running: int = 0
+    """Sequences in the decode batch now."""
+    waiting: int = 0
+    """Requests queued for prefill now."""
+    prefill_passes: int = 0
+    decode_steps: int = 0
+    peak_batch: int = 0
+    """Most sequences ever decoded in one step."""
+
+
 class Scheduler:
     """Runs the model in its own thread; the asyncio side only submits requests and aborts."""
 
@@ -89,6 +103,7 @@ class Scheduler:
         self._running: list[Sequence] = []
         self._batch: KVBatch | None = None
         self._outbox: list[tuple[Request, GenerationDelta | BaseException]] = []
+        self.stats = SchedulerStats()
         self._thread = threading.Thread(target=self._run, name="hf-engine-scheduler", daemon=True)
         self._thread.start()
 
@@ -120,8 +135,10 @@ class Scheduler:
                 except Exception as exc:  # keep serving: fail the batch, not the engine
                     logger.exception("hf engine step failed")
                     self._fail_all(EngineError(f"generation failed: {type(exc).__name__}: {exc}"))
+                self.stats.running, self.stats.waiting = len(self._running), len(self._waiting)
                 self._flush()
         self._abort_all()
+        self.stats.running = self.stats.waiting = 0
         self._flush()
 
     def _take_commands(self, block: bool) -> bool:
@@ -232,6 +249,7 @@ class Scheduler:
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
         want_prompt_lp = todo[0].params.prompt_logprobs is not None
         cache = BatchCache()
+        self.stats.prefill_passes += 1
         out = self._forward(ids, mask, positions, cache, [r.adapter for r in todo],
                             keep=0 if want_prompt_lp else 1)
         first: dict[int, list[TokenLogprob | None]] = {}
@@ -276,6 +294,8 @@ class Scheduler:
         ids = torch.tensor([[s.output_ids[-1]] for s in self._running], dtype=torch.long, device=self.device)
         positions = torch.tensor([[s.position] for s in self._running], dtype=torch.long, device=self.device)
         mask = batch.append_column()
+        self.stats.decode_steps += 1
+        self.stats.peak_batch = max(self.stats.peak_batch, batch.rows)
         out = self._forward(ids, mask, positions, batch.cache, [s.request.adapter for s in self._running], keep=1)
         logits = out.logits[:, -1, :].float()
         samples = sample_step(logits, [s.sampler for s in self._running], self.vocab_size)
