@@ -11,22 +11,25 @@ app = typer.Typer(no_args_is_help=True, help="Offline Korean competence and bias
 
 @app.command("run")
 def run(
-    model: str = typer.Option(..., "--model", "-m", help="Local model folder, hub name, or the endpoint's model."),
-    tasks: str = typer.Option(..., "--tasks", "-t", help="Comma-separated tasks or families (see `eval list`)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for results.json, samples and report.html."),
+    model: str | None = typer.Option(None, "--model", "-m",
+                                     help="Local model folder, hub name, or the endpoint's model name."),
+    tasks: str | None = typer.Option(None, "--tasks", "-t", help="Comma-separated tasks or families (`eval list`)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Folder for results.json, samples and report.html."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="Run config YAML (configs/eval/*.yaml)."),
     limit: int | None = typer.Option(None, "--limit", help="Only the first N documents of each task."),
     num_fewshot: int | None = typer.Option(None, "--num-fewshot", help="Few-shot examples (task default)."),
-    backend: str = typer.Option("auto", "--backend", help="auto, hf, vllm, engine-hf or openai."),
-    base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint (…/v1)."),
+    backend: str | None = typer.Option(None, "--backend", help="auto (default), hf, vllm, engine-hf or openai."),
+    base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint (.../v1)."),
     api_key: str | None = typer.Option(None, "--api-key", envvar="NEXUS_K_EVAL_API_KEY",
                                        help="Key for the endpoint (else OPENAI_API_KEY)."),
-    api: str = typer.Option("completions", "--api", help="Endpoint route: completions or chat."),
+    api: str | None = typer.Option(None, "--api", help="Endpoint route: completions (default) or chat."),
     data_dir: Path | None = typer.Option(None, "--data-dir", envvar="NEXUS_K_EVAL_DATA",
                                          help="Local copies of the data sets (else the hub)."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Contexts per forward pass / requests in flight."),
-    dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16."),
-    device: str = typer.Option("cpu", "--device", help="Torch device for the transformers backend."),
-    seed: int = typer.Option(1234, "--seed", help="Seed for few-shot sampling."),
+    batch_size: int | None = typer.Option(None, "--batch-size",
+                                          help="Contexts per forward pass / requests in flight (16)."),
+    dtype: str | None = typer.Option(None, "--dtype", help="auto (default), float32, bfloat16 or float16."),
+    device: str | None = typer.Option(None, "--device", help="Torch device for the transformers backend (cpu)."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed for few-shot sampling (1234)."),
 ) -> None:
     """Evaluate a model on tasks; writes results.json, samples_<task>.jsonl and report.html."""
     from rich.console import Console
@@ -36,17 +39,27 @@ def run(
     from evals.runner import run_evaluation
     from nexus_k.errors import UserError
 
-    if api not in ("completions", "chat"):
+    if api not in (None, "completions", "chat"):
         raise UserError("--api must be completions or chat")
-    config = RunConfig(model=model, tasks=[t for t in tasks.split(",") if t.strip()], out_dir=out,
-                       backend=backend, base_url=base_url, api_key=api_key, api=api, limit=limit,
-                       num_fewshot=num_fewshot, data_dir=data_dir, batch_size=batch_size, dtype=dtype,
-                       device=device, seed=seed)
-    results = run_evaluation(config)
-    report = write_report(results, config.out_dir)
+    given = {
+        "model": model, "tasks": [t for t in tasks.split(",") if t.strip()] if tasks else None, "out_dir": out,
+        "backend": backend, "base_url": base_url, "api_key": api_key, "api": api, "limit": limit,
+        "num_fewshot": num_fewshot, "data_dir": data_dir, "batch_size": batch_size, "dtype": dtype,
+        "device": device, "seed": seed,
+    }
+    if config is not None:
+        run_config = RunConfig.from_file(config, **given)
+    else:
+        missing = [flag for flag, key in (("--model", "model"), ("--tasks", "tasks"), ("--out", "out_dir"))
+                   if not given[key]]
+        if missing:
+            raise UserError(f"missing {', '.join(missing)} (or give --config)")
+        run_config = RunConfig(**{k: v for k, v in given.items() if v is not None})
+    results = run_evaluation(run_config)
+    report = write_report(results, run_config.out_dir)
     console = Console()
     console.print(results_table(results))
-    console.print(f"results: {config.out_dir / 'results.json'}  report: {report}")
+    console.print(f"results: {run_config.out_dir / 'results.json'}  report: {report}")
 
 
 @app.command("compare")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -167,6 +167,27 @@ class RunConfig:
             raise UserError("no tasks given (see `nexus-k eval list`)")
         if self.base_url and self.backend == "auto":
             self.backend = "openai"
+
+    @classmethod
+    def from_file(cls, path: Path, **overrides: Any) -> RunConfig:
+        """Fields from a YAML file (``configs/eval/*.yaml``), with ``overrides`` that are not None on top."""
+        import yaml
+
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except OSError as err:
+            raise UserError(f"cannot read config {path}: {err.strerror}") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{path}: a run config must be a YAML mapping")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UserError(f"{path}: unknown keys {unknown}; known: {sorted(known)}")
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        missing = [name for name in ("model", "tasks", "out_dir") if name not in data]
+        if missing:
+            raise UserError(f"missing {', '.join(missing)} (give them on the command line or in {path})")
+        return cls(**data)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready copy, with the API key left out."""

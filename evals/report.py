@@ -91,6 +91,7 @@ def _korean_font() -> None:
     """Use a font with Hangul if the system has one (labels stay readable either way)."""
     from matplotlib import font_manager, rcParams
 
+    rcParams["axes.unicode_minus"] = False  # Hangul fonts often lack U+2212
     names = {f.name for f in font_manager.fontManager.ttflist}
     for candidate in ("NanumGothic", "Noto Sans CJK KR", "Noto Sans KR", "UnDotum", "Baekmuk Gulim"):
         if candidate in names:

@@ -1,13 +1,16 @@
 """An OpenAI-compatible endpoint: our own server, a vLLM server, or a foreign API.
 
 Log-likelihoods use ``/v1/completions`` with ``echo=True, logprobs=1, max_tokens=0`` (servers that
-refuse ``max_tokens=0`` get 1 and the generated token is ignored). Generation uses completions, or chat
-completions for chat prompts and for APIs that only offer chat (``api="chat"``), which cannot score.
+refuse ``max_tokens=0`` get 1 and the generated token is ignored); the context is echoed once on its own
+to learn where the continuation's tokens start (greedy-match flags are not available this way).
+Generation uses completions, or chat completions for chat prompts and for APIs that only offer chat
+(``api="chat"``), which cannot score.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -36,6 +39,8 @@ class OpenAIBackend(LM):
                                               timeout=timeout, max_retries=max_retries)
         self._echo_max_tokens = 0
         self._openai = openai
+        self._context_lengths: dict[str, int] = {}
+        self._lock = threading.Lock()
 
     @property
     def supports_loglikelihood(self) -> bool:  # type: ignore[override]
@@ -67,36 +72,49 @@ class OpenAIBackend(LM):
 
     # --- log-likelihood ------------------------------------------------------------------------------
 
-    def _echo(self, prompt: str) -> Any:
+    def _echo(self, prompt: str) -> list[float | None]:
+        """Log-probabilities of every prompt token (the first is None), via echo."""
         kwargs = dict(model=self.model, prompt=prompt, echo=True, logprobs=1, temperature=0.0)
+        response = None
         if self._echo_max_tokens == 0:
             try:
-                return self.client.completions.create(max_tokens=0, **kwargs)
+                response = self._call(self.client.completions.create, max_tokens=0, **kwargs)
             except self._openai.BadRequestError:
                 log.info("server refuses max_tokens=0 with echo; asking for 1 token and ignoring it")
                 self._echo_max_tokens = 1
-        return self._call(self.client.completions.create, max_tokens=1, **kwargs)
+        generated = self._echo_max_tokens
+        if response is None:
+            response = self._call(self.client.completions.create, max_tokens=generated, **kwargs)
+        logprobs = response.choices[0].logprobs
+        if logprobs is None or not logprobs.token_logprobs:
+            raise UserError(f"{self.base_url} returned no prompt log-probabilities (echo + logprobs)")
+        values = list(logprobs.token_logprobs)
+        return values[: len(values) - generated] if generated else values
+
+    def _context_tokens(self, context: str) -> int:
+        """How many tokens the context alone has (cached: choices share their context)."""
+        with self._lock:
+            if context in self._context_lengths:
+                return self._context_lengths[context]
+        count = len(self._echo(context))
+        with self._lock:
+            self._context_lengths[context] = count
+        return count
 
     def _score(self, request: LoglikelihoodRequest) -> Loglikelihood:
-        # Trailing context spaces belong to the continuation (lm-evaluation-harness's split).
-        split = len(request.context.rstrip())
-        prompt = request.context + request.continuation
-        choice = self._echo(prompt).choices[0]
-        lp = choice.logprobs
-        if lp is None or not lp.token_logprobs:
-            raise UserError(f"{self.base_url} returned no prompt log-probabilities (echo + logprobs)")
-        logprob, greedy, n = 0.0, True, 0
-        for token, offset, value, top in zip(lp.tokens, lp.text_offset, lp.token_logprobs,
-                                             lp.top_logprobs or [None] * len(lp.tokens), strict=False):
-            if offset < split or offset >= len(prompt) or value is None:
-                continue
-            logprob += value
-            n += 1
-            if top:
-                greedy = greedy and max(top, key=top.get) == token
-        if n == 0:
-            raise UserError(f"{self.base_url}: no continuation tokens found in the echoed prompt")
-        return Loglikelihood(logprob=logprob, is_greedy=greedy, n_tokens=n)
+        # lm-evaluation-harness's split: trailing context spaces go to the continuation, and the
+        # continuation is whatever follows the context's own tokens in the tokens of the whole text.
+        # Token counts come from the server, so no local tokenizer is needed (text offsets are not
+        # reliable for byte-level tokens that split a Hangul syllable).
+        context = request.context.rstrip()
+        continuation = request.context[len(context):] + request.continuation
+        n_context = self._context_tokens(context) if context else 0
+        values = self._echo(context + continuation)
+        tail = [v for v in values[n_context:] if v is not None]
+        if not tail:
+            raise UserError(f"{self.base_url}: the continuation {request.continuation!r} has no tokens of its own")
+        return Loglikelihood(logprob=sum(tail), is_greedy=False, n_tokens=len(tail),
+                             extra={"greedy_unknown": True})
 
     def loglikelihood(self, requests: list[LoglikelihoodRequest]) -> list[Loglikelihood]:
         """Score every request with an echoed completion."""

@@ -92,3 +92,14 @@ def test_kobbq_prompts_match_the_shipped_prompt_file(shared_data: Path) -> None:
 def test_missing_local_data_without_hub_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no hub data set"):
         load_docs(all_tasks()["kosbi"], tmp_path)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[2] / "configs" / "eval").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_run_config_is_valid(path: Path, tmp_path: Path) -> None:
+    from evals.config import RunConfig
+
+    config = RunConfig.from_file(path, model="some/model", out_dir=tmp_path)
+    assert resolve_tasks(config.tasks)
+    with pytest.raises(UserError, match="missing model"):
+        RunConfig.from_file(path, out_dir=tmp_path)
