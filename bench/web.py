@@ -47,11 +47,20 @@ def 안내(이름: str) -> str:
 MEASURE = """async ({ text, repeats }) => {
   const { renderMarkdown } = await import("/assets/markdown.js");
   const box = document.createElement("div");
+  box.style.width = "760px";
+  box.style.whiteSpace = "pre-wrap";
   document.body.append(box);
+  // Each render is followed by a forced layout (offsetHeight): what a frame really pays.
   const time = (render) => {
-    render();  // warm-up
+    render();
+    void box.offsetHeight;  // warm-up
     const start = performance.now();
-    for (let i = 0; i < repeats; i++) render();
+    for (let i = 0; i < repeats; i++) {
+      box.replaceChildren();
+      void box.offsetHeight;
+      render();
+      void box.offsetHeight;
+    }
     return (performance.now() - start) / repeats;
   };
   const markdown = time(() => box.replaceChildren(renderMarkdown(text)));
@@ -75,10 +84,16 @@ class BenchConfig:
     """Where the results go (the resolved config is saved in the same file)."""
 
 
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Static files without a log line per request."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Say nothing."""
+
+
 def serve_static(directory: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
     """Serve the page's files on a free loopback port (ES modules do not load from file://)."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
-    handler.log_message = lambda *args: None
+    handler = functools.partial(QuietHandler, directory=str(directory))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
@@ -95,14 +110,17 @@ def run(config: BenchConfig) -> dict:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=config.chromium, args=CHROMIUM_ARGS)
             page = browser.new_page()
-            page.goto(f"{base_url}/index.html")
+            # A blank page on the same origin: the renderer module alone, without the chat app.
+            page.route("**/blank.html", lambda route: route.fulfill(
+                body="<!doctype html><meta charset=utf-8><title>bench</title>", content_type="text/html"))
+            page.goto(f"{base_url}/blank.html")
             version = browser.version
             for size in track(config.sizes, description="rendering"):
                 text = (BLOCK * (size // len(BLOCK) + 1))[:size]
                 result = page.evaluate(MEASURE, {"text": text, "repeats": config.repeats})
                 rows.append({"chars": size, "markdown_ms": round(result["markdown"], 3),
                              "text_content_ms": round(result["plain"], 3),
-                             "ratio": round(result["markdown"] / max(result["plain"], 1e-6), 1)})
+                             "ratio": round(result["markdown"] / result["plain"], 1) if result["plain"] else None})
                 logger.info("%d chars: %.2f ms markdown, %.3f ms textContent", size, result["markdown"],
                             result["plain"])
             browser.close()

@@ -70,8 +70,8 @@ def take(url: str, out_dir: Path) -> list[Path]:
             context = browser.new_context(viewport=viewport, locale="ko-KR", device_scale_factor=1)
             context.add_init_script(script)
             page = context.new_page()
-            page.goto(url, timeout=120_000)
-            page.locator("#model-select:not([disabled])").wait_for(timeout=60_000)
+            page.goto(url, timeout=300_000)
+            page.locator("#model-select:not([disabled])").wait_for(timeout=120_000)
             page.locator("#composer-input").fill("수수료는 카드로 낼 수 있나요?")
             path = out_dir / name
             page.screenshot(path=str(path))

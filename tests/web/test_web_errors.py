@@ -38,11 +38,14 @@ def test_missing_key_asks_for_one_then_works(open_page, secured_server):
     expect(dialog).to_be_visible()  # /v1/models answered 401
     expect(page.locator("#banner")).to_contain_text("API 키가 없거나 올바르지 않습니다")
 
+    expect(dialog.locator("#key-rejected")).to_be_hidden()  # no key was given yet: nothing was refused
     dialog.get_by_label("API 키").fill("nk-wrong-key")
-    dialog.get_by_role("button", name="저장").click()
-    expect(dialog).to_be_visible()  # still 401: asked again
+    dialog.get_by_role("button", name="저장", exact=True).click()
+    # Still 401: asked again, saying the key was refused.
+    expect(dialog.locator("#key-rejected")).to_have_text("서버가 이 키를 거부했습니다. 키를 다시 확인해 주세요.")
+    expect(dialog.get_by_label("API 키")).to_have_value("nk-wrong-key")
     dialog.get_by_label("API 키").fill(secured_server.key)
-    dialog.get_by_role("button", name="저장").click()
+    dialog.get_by_role("button", name="저장", exact=True).click()
     expect(dialog).to_be_hidden()
     wait_for_models(page)
     expect(page.locator("#banner")).to_be_hidden()
@@ -67,7 +70,7 @@ def test_revoked_key_on_send_asks_and_retries(open_page, secured_server):
     dialog = page.locator("#key-dialog")
     expect(dialog).to_be_visible()
     dialog.get_by_label("API 키").fill(secured_server.key)
-    dialog.get_by_role("button", name="저장").click()
+    dialog.get_by_role("button", name="저장", exact=True).click()
     # With a valid key saved, the failed answer is retried by itself and replaced.
     expect(page.locator("#thread .message-error")).to_have_count(0)
     expect(wait_answer_finished(page)).to_have_attribute("data-state", "done")

@@ -92,13 +92,19 @@ function refreshMessage(message) {
   if (pinned) scrollToBottom();
 }
 
-let refreshQueued = null;
+// Streaming re-renders the whole answer's Markdown. Once per frame at most, and for long answers (where
+// one render takes a while) never more than a third of the time, so typing and scrolling stay smooth.
+let refreshQueued = false;
+let nextRefreshAt = 0;
 function queueRefresh(message) {
   if (refreshQueued) return;
-  refreshQueued = requestAnimationFrame(() => {
-    refreshQueued = null;
+  refreshQueued = true;
+  setTimeout(() => requestAnimationFrame(() => {
+    refreshQueued = false;
+    const start = performance.now();
     refreshMessage(message);
-  });
+    nextRefreshAt = performance.now() + 2 * (performance.now() - start);
+  }), Math.max(0, nextRefreshAt - performance.now()));
 }
 
 function renderModels() {
@@ -135,8 +141,9 @@ function renderAll() {
 
 // ---- server ----
 
-async function requestKey() {
-  const key = await askApiKey(state.apiKey);
+/** Ask for an API key (rejected: the server just answered 401); true when a new key was saved. */
+async function requestKey(rejected = true) {
+  const key = await askApiKey(state.apiKey, rejected);
   if (key === null) return false;
   state.apiKey = key;
   store.saveApiKey(key);
@@ -356,7 +363,7 @@ function wire() {
     renderAll();
   });
   $("settings-open").addEventListener("click", async () => {
-    const changes = await editSettings(state.settings, { onOpenKey: () => requestKey().then(loadModels) });
+    const changes = await editSettings(state.settings, { onOpenKey: () => requestKey(false).then(loadModels) });
     if (!changes) return;
     Object.assign(state.settings, changes);
     store.saveSettings(state.settings);

@@ -39,10 +39,14 @@ export async function editSettings(settings, { onOpenKey }) {
   };
 }
 
-/** Ask for an API key; resolves to the new key, "" to forget the saved one, or null when cancelled. */
-export async function askApiKey(currentKey) {
+/**
+ * Ask for an API key; resolves to the new key, "" to forget the saved one, or null when cancelled.
+ * rejected: the server has just refused currentKey, and the dialog says so.
+ */
+export async function askApiKey(currentKey, rejected = false) {
   const input = $("api-key");
   input.value = currentKey;
+  $("key-rejected").hidden = !(rejected && currentKey);
   $("forget-key").hidden = !currentKey;
   const answer = await show($("key-dialog"));
   if (answer === "forget") return "";
