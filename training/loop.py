@@ -79,18 +79,19 @@ class CausalLMLoss(nn.Module):
         super().__init__()
         self.lm = lm
         core = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
-        self._body = core.base_model
-        self._head = core.get_output_embeddings()
+        # A plain tuple, not attributes: registering them as submodules would list every weight twice.
+        self._parts = (core.base_model, core.get_output_embeddings())
         self._softcap = getattr(core.config, "final_logit_softcapping", None)
 
     def forward(
         self, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (summed NLL, number of predicted tokens) for one micro-batch."""
-        hidden = self._body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)[0]
+        body, head = self._parts
+        hidden = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)[0]
         targets = labels[:, 1:]
         keep = targets != -100
-        logits = self._head(hidden[:, :-1][keep]).float()
+        logits = head(hidden[:, :-1][keep]).float()
         if self._softcap:
             logits = torch.tanh(logits / self._softcap) * self._softcap
         nll = F.cross_entropy(logits, targets[keep], reduction="sum")

@@ -108,16 +108,21 @@ def decoder_layers(model: Any) -> list[Any]:
 
 def save_trained_model(lm: Any, wrapped: Any, tokenizer: Any, out_dir: Path, info: Any) -> Path | None:
     """Write an HF folder (safetensors, config, tokenizer) that vLLM serves; under FSDP the shards are
-    gathered first. Every process must call this; only the main one writes."""
+    gathered into a plain copy first. Every process must call this; only the main one writes."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    state = None
     if info.strategy == "fsdp" and info.distributed:
         full = get_model_state_dict(wrapped, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        state = {k.removeprefix("lm."): v for k, v in full.items()}
+        if info.is_main:
+            # The sharded model's parameters are DTensors: touching them on one rank only would wait forever
+            # for the others, so the main process saves a plain copy.
+            plain = type(lm)(lm.config)
+            plain.load_state_dict({k.removeprefix("lm."): v for k, v in full.items()})
+            plain.generation_config = lm.generation_config
+            lm = plain
     if not info.is_main:
         return None
     out_dir.mkdir(parents=True, exist_ok=True)
-    lm.save_pretrained(out_dir, state_dict=state, safe_serialization=True)
+    lm.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     return out_dir
