@@ -33,12 +33,14 @@ PROMPTS = [
 log = logging.getLogger("bench.demo")
 
 
-def heldout_conversations(adapter: Path, data_dir: str) -> list[list[dict[str, str]]]:
-    """The adapter's held-out conversations, rebuilt from its committed data recipe."""
+def heldout_conversations(recipe_file: Path | None, data_dir: str) -> list[list[dict[str, str]]]:
+    """The adapter's held-out conversations, rebuilt from its data recipe (default recipe if None)."""
     from nexus_k.demo_data import DemoDataConfig, build_demo_data
 
-    recipe = json.loads((adapter / "data_recipe.json").read_text(encoding="utf-8"))
-    config = DemoDataConfig(**{**recipe["config"], "data_dir": data_dir})
+    config = DemoDataConfig(data_dir=data_dir)
+    if recipe_file is not None:
+        recipe = json.loads(recipe_file.read_text(encoding="utf-8"))
+        config = DemoDataConfig(**{**recipe["config"], "data_dir": data_dir})
     _, heldout, _ = build_demo_data(config)
     return [record["messages"] for record in heldout]
 
@@ -95,14 +97,30 @@ def reply(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
     return tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
 
+def evaluate(model, tokenizer, batches, max_new_tokens: int) -> tuple[dict, list[dict]]:
+    """Perplexity on the held-out batches and greedy replies to the sample prompts."""
+    started = time.perf_counter()
+    nll, tokens = score(model, batches)
+    perplexity = {
+        "assistant_tokens": tokens,
+        "nll_per_token": round(nll / tokens, 4),
+        "perplexity": round(math.exp(nll / tokens), 2),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    samples = [{"prompt": p, "reply": reply(model, tokenizer, p, max_new_tokens)} for p in PROMPTS]
+    return perplexity, samples
+
+
 def main() -> None:
-    """Run the comparison and write bench/results/demo.json."""
+    """Run the comparison and write (or update) bench/results/demo.json."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--data-dir", default=os.environ.get("NEXUS_K_SHARED_DATA", str(REPO.parent / "shared" / "data"))
     )
+    parser.add_argument("--models", default="base,tuned", help="which to run: base, tuned or both")
+    parser.add_argument("--recipe", type=Path, help="data recipe (default: the committed adapter's)")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--max-new-tokens", type=int, default=40)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -113,43 +131,36 @@ def main() -> None:
 
     from nexus_k.demo_model import DEMO_MODEL_NAME, demo_adapter_dir, prepare_demo_model, read_conversion_record
 
+    wanted = [m.strip() for m in args.models.split(",") if m.strip()]
     base_dir = prepare_demo_model()
     adapter = demo_adapter_dir()
-    if adapter is None:
+    if "tuned" in wanted and adapter is None:
         raise SystemExit("no committed adapter in nexus_k/adapters/ko_chat; train it first (docs/demo.md)")
+    recipe = args.recipe or (adapter / "data_recipe.json" if adapter else None)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.bfloat16)
-    model = PeftModel.from_pretrained(model, adapter).eval()
-
-    conversations = heldout_conversations(adapter, args.data_dir)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.bfloat16).eval()
+    conversations = heldout_conversations(recipe, args.data_dir)
     batches = make_batches(tokenizer, conversations, args.batch_size)
-    results: dict = {"model": DEMO_MODEL_NAME, "heldout_conversations": len(conversations), "perplexity": {}}
-    for name in ("base", "tuned"):
-        started = time.perf_counter()
-        if name == "base":
-            with model.disable_adapter():
-                nll, tokens = score(model, batches)
-        else:
-            nll, tokens = score(model, batches)
-        results["perplexity"][name] = {
-            "assistant_tokens": tokens,
-            "nll_per_token": round(nll / tokens, 4),
-            "perplexity": round(math.exp(nll / tokens), 2),
-            "seconds": round(time.perf_counter() - started, 1),
-        }
-        log.info("%s: perplexity %.2f on %d assistant tokens", name, math.exp(nll / tokens), tokens)
-    ppl = results["perplexity"]
-    results["perplexity_ratio_tuned_over_base"] = round(ppl["tuned"]["perplexity"] / ppl["base"]["perplexity"], 3)
 
-    samples = []
-    for prompt in PROMPTS:
-        with model.disable_adapter():
-            base_reply = reply(model, tokenizer, prompt, args.max_new_tokens)
-        samples.append(
-            {"prompt": prompt, "base": base_reply, "tuned": reply(model, tokenizer, prompt, args.max_new_tokens)}
+    # Runs of base and tuned may be split (CPU time is scarce); results merge when the held-out set matches.
+    results: dict = json.loads(args.out.read_text(encoding="utf-8")) if args.out.is_file() else {}
+    if results.get("heldout_conversations") != len(conversations):
+        results = {}
+    results.update({"model": DEMO_MODEL_NAME, "heldout_conversations": len(conversations)})
+    results.setdefault("perplexity", {})
+    results.setdefault("samples", {"decoding": f"greedy, at most {args.max_new_tokens} new tokens"})
+    for name in wanted:
+        if name == "tuned":
+            model = PeftModel.from_pretrained(model, adapter).eval()
+        perplexity, samples = evaluate(model, tokenizer, batches, args.max_new_tokens)
+        results["perplexity"][name] = perplexity
+        results["samples"][name] = samples
+        log.info(
+            "%s: perplexity %.2f on %d assistant tokens", name, perplexity["perplexity"], perplexity["assistant_tokens"]
         )
-        log.info("%s -> %s", prompt, samples[-1]["tuned"])
-    results["samples"] = {"decoding": f"greedy, at most {args.max_new_tokens} new tokens", "conversations": samples}
+    ppl = results["perplexity"]
+    if {"base", "tuned"} <= set(ppl):
+        results["perplexity_ratio_tuned_over_base"] = round(ppl["tuned"]["perplexity"] / ppl["base"]["perplexity"], 3)
     record = read_conversion_record(base_dir)
     results["conversion"] = asdict(record) if record else None
     results["machine"] = {
