@@ -65,6 +65,16 @@ def start(kind: str, model: Path, log: Path) -> tuple[subprocess.Popen, str]:
 
 
 async def one_request(client: httpx.AsyncClient, base: str) -> dict:
+    """One streamed chat request; a connection dropped before any byte (keep-alive race) is retried once."""
+    try:
+        return await _one_request(client, base)
+    except (httpx.ReadError, httpx.RemoteProtocolError):
+        result = await _one_request(client, base)
+        result["retried"] = 1
+        return result
+
+
+async def _one_request(client: httpx.AsyncClient, base: str) -> dict:
     """One streamed chat request: TTFT, inter-token latency, tokens."""
     body = {"model": "bench", "messages": PROMPT, "max_tokens": OUTPUT_TOKENS, "ignore_eos": True,
             "temperature": 0.8, "stream": True, "stream_options": {"include_usage": True}}
@@ -108,6 +118,7 @@ async def load(base: str, concurrency: int, per_client: int) -> dict:
         "ttft_p50_s": statistics.median(ttft),
         "ttft_p99_s": ttft[min(len(ttft) - 1, int(0.99 * len(ttft)))],
         "itl_mean_s": statistics.mean(r["itl"] for r in results),
+        "retried_requests": sum(r.get("retried", 0) for r in results),
     }
 
 
