@@ -81,3 +81,27 @@ def test_openai_backend_against_our_server(served_tiny: str, hf_backend) -> None
     assert all(isinstance(t, str) for t in texts)
     chat = OpenAIBackend("tiny-ko", base_url=served_tiny, api_key="unused", api="chat")
     assert not chat.supports_loglikelihood
+
+
+@pytest.mark.slow
+def test_vllm_engine_backend_matches_hf_backend(tiny_model_dir, hf_backend, tmp_path, monkeypatch) -> None:
+    """vLLM in-process (through serving.engines.load_engine) scores like the transformers backend."""
+    from serving.engines import vllm_available
+
+    if not vllm_available():
+        pytest.skip("vLLM is not installed")
+    from evals.backends.engine import EngineBackend
+
+    monkeypatch.setenv("VLLM_CACHE_ROOT", str(tmp_path / "vllm-cache"))
+    backend = EngineBackend(str(tiny_model_dir), kind="vllm", dtype="float32", enforce_eager=True,
+                            kv_cache_gib=1, max_model_len=1024)
+    try:
+        got = backend.loglikelihood(REQUESTS)
+        expected = hf_backend.loglikelihood(REQUESTS)
+        for a, b in zip(got, expected, strict=True):
+            assert a.logprob == pytest.approx(b.logprob, abs=1e-2)
+        assert backend.describe()["backend"] == "vllm"
+        texts = backend.generate_until([GenerationRequest("안녕하세요", max_tokens=4, stop=("\n",))])
+        assert isinstance(texts[0], str)
+    finally:
+        backend.close()
