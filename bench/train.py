@@ -118,10 +118,13 @@ def main() -> None:
     parser.add_argument("--max-docs", type=int, default=150_000, help="Training reviews to tokenize.")
     parser.add_argument("--speed-steps", type=int, default=15, help="Timed steps per throughput round.")
     parser.add_argument("--rounds", type=int, default=2, help="Alternating throughput rounds per loop.")
+    parser.add_argument("--micro-batch", type=int, help="Sequences per step (default: the config's).")
+    parser.add_argument("--tokenizer-docs", type=int, default=100_000, help="Reviews to train the BPE on.")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-budget-run", action="store_true", help="Only measure throughput and MFU.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    log.info("bench started: %s", vars(args))
     torch.set_num_threads(args.threads)
     started = time.time()
 
@@ -133,7 +136,9 @@ def main() -> None:
 
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     else:
-        tokenizer = korean_tokenizer(cfg.data, tmp / "tokenizer", 32000, 100_000)
+        tokenizer = korean_tokenizer(cfg.data, tmp / "tokenizer", 32000, args.tokenizer_docs)
+    if args.micro_batch:
+        cfg.train.micro_batch_size = args.micro_batch
     precision, micro, seq_len = cfg.train.precision, cfg.train.micro_batch_size, cfg.data.seq_len
 
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
