@@ -303,6 +303,7 @@ def prepare_demo_model(progress: bool = True) -> Path:
             gguf = gguf_path()
         staging = Path(tempfile.mkdtemp(prefix=f".{DEMO_BASE_NAME}-converting-", dir=target.parent))
         try:
+            staging.chmod(0o755)  # mkdtemp makes it private; the served folder is an ordinary cache entry
             record = write_hf_folder(gguf, staging, expected, step)
             install_atomically(staging, target)
         finally:
