@@ -88,6 +88,9 @@ async def stream_jobs(
                 running -= 1
                 continue
             if isinstance(item, EngineError):
+                # The transformers engine reports its own internal failures as EngineError too.
+                if str(item).startswith(("generation failed:", "prefill failed:")):
+                    raise APIError(str(item), 500, "server_error")
                 raise APIError(str(item), 400)
             if isinstance(item, Exception):
                 raise item
