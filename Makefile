@@ -35,8 +35,13 @@ lint: install
 test: install system-deps lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: install
-	@for b in serve tokenizer train evals quantum demo load fuzz; do \
+$(VENV)/.nexus-k-bench: $(STAMP)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[cpu,demo,dev,bench]'
+	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
+	@touch $@
+
+bench: install $(VENV)/.nexus-k-bench
+	@for b in serve tokenizer train evals quantum demo web load fuzz; do \
 	  if [ -f bench/$$b.py ]; then echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; fi; \
 	done
 
