@@ -67,8 +67,13 @@ def korean_tokenizer(cfg: DataConfig, out: Path, vocab: int, docs: int):
     from nexus_k.tiny_model import CHATML_TEMPLATE, build_korean_bpe
 
     texts = [d for _, d in zip(range(docs), training_documents(cfg), strict=False)]
-    tok = PreTrainedTokenizerFast(tokenizer_object=build_korean_bpe(vocab, texts), bos_token="<s>",
-                                  eos_token="<|im_end|>", unk_token="<unk>", pad_token="<pad>")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=build_korean_bpe(vocab, texts),
+        bos_token="<s>",
+        eos_token="<|im_end|>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+    )
     tok.chat_template = CHATML_TEMPLATE
     tok.save_pretrained(out)
     return tok
@@ -77,8 +82,15 @@ def korean_tokenizer(cfg: DataConfig, out: Path, vocab: int, docs: int):
 def ours_tokens_per_s(model, seqs, micro: int, steps: int, warmup: int, precision: str) -> float:
     """Tokens/s of our loop over ``steps`` optimizer steps after ``warmup`` steps."""
     source = IndexedBatchSource(seqs, stack_collate, micro, 1, DistInfo(), seed=0)
-    loop = LoopConfig(max_steps=warmup + steps, micro_batch_size=micro, precision=precision, log_every=1,
-                      eval_every=0, checkpoint_every=0, resume=False)
+    loop = LoopConfig(
+        max_steps=warmup + steps,
+        micro_batch_size=micro,
+        precision=precision,
+        log_every=1,
+        eval_every=0,
+        checkpoint_every=0,
+        resume=False,
+    )
     result, _ = run_training(model, source, None, loop, OptimConfig(warmup_steps=2), DistInfo(), None, "ours")
     timed = result.history["train"][warmup:]
     tokens = micro * seqs.shape[1] * len(timed)
@@ -100,10 +112,23 @@ def trainer_tokens_per_s(model, seqs, micro: int, steps: int, warmup: int, preci
 
     data = Dataset.from_dict({"input_ids": seqs.tolist(), "labels": seqs.tolist()})
     args = TrainingArguments(
-        output_dir=str(tmp / "trainer"), per_device_train_batch_size=micro, max_steps=warmup + steps,
-        learning_rate=1e-3, warmup_steps=2, lr_scheduler_type="cosine", weight_decay=0.1, adam_beta2=0.95,
-        max_grad_norm=1.0, bf16=precision == "bf16", use_cpu=True, save_strategy="no", report_to=[],
-        logging_steps=10_000, disable_tqdm=True, dataloader_num_workers=0, seed=0,
+        output_dir=str(tmp / "trainer"),
+        per_device_train_batch_size=micro,
+        max_steps=warmup + steps,
+        learning_rate=1e-3,
+        warmup_steps=2,
+        lr_scheduler_type="cosine",
+        weight_decay=0.1,
+        adam_beta2=0.95,
+        max_grad_norm=1.0,
+        bf16=precision == "bf16",
+        use_cpu=True,
+        save_strategy="no",
+        report_to=[],
+        logging_steps=10_000,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        seed=0,
     )
     Trainer(model=model, args=args, train_dataset=data, callbacks=[Clock()]).train()
     return micro * seqs.shape[1] * steps / (marks["end"] - marks["start"])
@@ -161,26 +186,44 @@ def main() -> None:
     fpt = flops_per_token(model, seq_len)
     speed = {
         "model_parameters": count_parameters(model),
-        "micro_batch": micro, "seq_len": seq_len, "precision": precision, "threads": args.threads,
-        "steps_timed_per_round": args.speed_steps, "rounds": args.rounds,
-        "ours_tokens_per_s": [round(x, 1) for x in ours], "trainer_tokens_per_s": [round(x, 1) for x in theirs],
-        "ours_median": round(statistics.median(ours), 1), "trainer_median": round(statistics.median(theirs), 1),
+        "micro_batch": micro,
+        "seq_len": seq_len,
+        "precision": precision,
+        "threads": args.threads,
+        "steps_timed_per_round": args.speed_steps,
+        "rounds": args.rounds,
+        "ours_tokens_per_s": [round(x, 1) for x in ours],
+        "trainer_tokens_per_s": [round(x, 1) for x in theirs],
+        "ours_median": round(statistics.median(ours), 1),
+        "trainer_median": round(statistics.median(theirs), 1),
         "ratio_ours_over_trainer": round(statistics.median(ours) / statistics.median(theirs), 3),
         "flops_per_token": fpt,
         "matmul_peak_gflops": {k: round(v / 1e9, 1) for k, v in peaks.items()},
         "mfu_ours": round(statistics.median(ours) * fpt / peaks[precision], 4),
         "mfu_trainer": round(statistics.median(theirs) * fpt / peaks[precision], 4),
     }
-    results = {"machine": {"platform": platform.platform(), "cpus": torch.get_num_threads(),
-                           "torch": torch.__version__}, "throughput": speed, "data": data_stats}
+    results = {
+        "machine": {"platform": platform.platform(), "cpus": torch.get_num_threads(), "torch": torch.__version__},
+        "throughput": speed,
+        "data": data_stats,
+    }
 
     if not args.skip_budget_run:
         budget = args.budget_min * 60
         tokens_per_step = micro * cfg.train.grad_accum_steps * seq_len
         steps = max(10, int(budget * statistics.median(ours) / tokens_per_step * 0.9))
-        loop = LoopConfig(max_steps=steps, micro_batch_size=micro, grad_accum_steps=cfg.train.grad_accum_steps,
-                          precision=precision, log_every=10, eval_every=max(steps // 6, 1), eval_batches=0,
-                          checkpoint_every=0, resume=False, time_budget_s=budget)
+        loop = LoopConfig(
+            max_steps=steps,
+            micro_batch_size=micro,
+            grad_accum_steps=cfg.train.grad_accum_steps,
+            precision=precision,
+            log_every=10,
+            eval_every=steps // 5 if steps >= 50 else 0,
+            eval_batches=0,
+            checkpoint_every=0,
+            resume=False,
+            time_budget_s=budget,
+        )
         optim = OptimConfig(**{**cfg.optim.__dict__, "warmup_steps": min(cfg.optim.warmup_steps, steps // 10)})
         torch.manual_seed(0)
         model = build_llama(cfg.model, tokenizer)
@@ -189,8 +232,12 @@ def main() -> None:
         result, _ = run_training(model, run_source, eval_set, loop, optim, DistInfo(), None, "nsmc")
         plot_loss_curve(result, RESULTS / "train_loss.png", f"~10M model on NSMC, {args.budget_min:g} min budget")
         results["budget_run"] = {
-            "budget_min": args.budget_min, "planned_steps": steps, "wall_s": round(time.time() - t0, 1),
-            "tokens_per_step": tokens_per_step, **metrics_summary(result), "eval": result.history["eval"],
+            "budget_min": args.budget_min,
+            "planned_steps": steps,
+            "wall_s": round(time.time() - t0, 1),
+            "tokens_per_step": tokens_per_step,
+            **metrics_summary(result),
+            "eval": result.history["eval"],
         }
     results["bench_wall_s"] = round(time.time() - started, 1)
     results["command"] = " ".join(["python", "bench/train.py", *sys.argv[1:]])
