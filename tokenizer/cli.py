@@ -81,3 +81,52 @@ def stats(
         typer.echo(json.dumps(rows_as_dicts(rows), indent=2, ensure_ascii=False))
     else:
         Console().print(stats_table(rows))
+
+
+@app.command()
+def trim(
+    model: str = typer.Option(..., "--model", help="Model folder, hub name or .gguf file."),
+    corpus: list[str] = CorpusOpt,
+    out: Path = typer.Option(..., "--out", help="Output folder for the trimmed model."),
+    text_field: str = TextFieldOpt,
+    max_chars: int | None = typer.Option(None, "--max-chars", help="Read at most this many characters."),
+    keep_reserved: bool = typer.Option(False, "--keep-reserved", help="Keep <unusedN>-style placeholders."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 ..."),
+) -> None:
+    """Keep only the vocabulary a corpus uses (plus special and byte tokens); shrink embedding and lm_head."""
+    from tokenizer.trim import TrimConfig, trim_model
+
+    report = trim_model(
+        TrimConfig(model, corpus, str(out), text_field, max_chars, keep_reserved=keep_reserved, dtype=dtype)
+    )
+    typer.echo(
+        f"vocabulary {report.vocab_before:,} -> {report.vocab_after:,}; parameters "
+        f"{report.parameters_before:,} -> {report.parameters_after:,} (-{report.parameter_cut:.1%})"
+    )
+    if report.max_logit_diff is not None:
+        typer.echo(
+            f"logits on kept text: max |diff| {report.max_logit_diff:.2e}, argmax agreement "
+            f"{report.argmax_agreement:.1%}; forward {report.forward_seconds_before:.3f}s -> "
+            f"{report.forward_seconds_after:.3f}s"
+        )
+    typer.echo(f"saved to {out}")
+
+
+@app.command()
+def extend(
+    model: str = typer.Option(..., "--model", help="Base model folder, hub name or .gguf file."),
+    tokenizer: str = typer.Option(..., "--tokenizer", help="Korean tokenizer whose pieces are added."),
+    num_new: int = typer.Option(..., "--num-new", help="How many tokens to add."),
+    out: Path = typer.Option(..., "--out", help="Output folder for the extended model."),
+    corpus: list[str] | None = typer.Option(None, "--corpus", help="Rank candidates by use on this text."),
+    text_field: str = TextFieldOpt,
+    dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 ..."),
+) -> None:
+    """Add Korean tokens to a model's tokenizer; new embeddings are the mean of their base pieces (EEVE)."""
+    from tokenizer.extend import ExtendConfig, extend_model
+
+    added = extend_model(
+        ExtendConfig(model, tokenizer, num_new, str(out), corpus or None, text_field=text_field, dtype=dtype)
+    )
+    examples = ", ".join(repr(t.text) for t in added[:8])
+    typer.echo(f"added {len(added)} tokens ({examples} ...); saved to {out}")
