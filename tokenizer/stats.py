@@ -44,6 +44,8 @@ def load_tokenizer(spec: str | Path):
     from transformers import AutoTokenizer
 
     path = Path(spec)
+    if not path.exists() and (path.is_absolute() or str(spec).startswith(".")):
+        raise UserError(f"tokenizer not found: {spec}")
     try:
         if path.suffix == ".gguf":
             if not path.is_file():

@@ -20,6 +20,8 @@ def load_model_and_tokenizer(spec: str | Path, dtype: str = "auto"):
     from tokenizer.stats import load_tokenizer
 
     path = Path(spec)
+    if not path.exists() and (path.is_absolute() or str(spec).startswith(".") or path.suffix == ".gguf"):
+        raise UserError(f"model not found: {spec}")
     kwargs: dict = {"dtype": dtype if dtype == "auto" else getattr(torch, dtype)}
     source = str(spec)
     if path.suffix == ".gguf":
