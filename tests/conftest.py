@@ -9,6 +9,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+# Before any test module imports transformers: huggingface_hub reads these once, at import time.
+for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
+    os.environ.setdefault(_var, "1")
+
 
 def shared_data_dir() -> Path:
     """Where the real Korean data sets live (``../shared/data`` beside the checkout by default)."""
