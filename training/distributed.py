@@ -70,6 +70,9 @@ def init_distributed(strategy: str = "ddp", backend: str = "auto") -> DistInfo:
 def shutdown_distributed() -> None:
     """Leave the process group, if one was joined."""
     if dist.is_initialized():
+        # Every rank finishes its collectives first: a gloo group torn down while a peer still
+        # talks to it can leave a worker thread waiting forever at exit.
+        dist.barrier()
         dist.destroy_process_group()
 
 
