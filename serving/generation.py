@@ -111,6 +111,7 @@ async def stream_jobs(
             for task in tasks:
                 task.cancel()
             for index in unfinished:
+                metrics.aborted.inc()
                 with contextlib.suppress(Exception):
                     await engine.abort(ids[index])
             for task in tasks:

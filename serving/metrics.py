@@ -28,6 +28,9 @@ class ServerMetrics:
         self.unfinished = Gauge("nexus_k_engine_unfinished_requests", "Requests the engine still holds",
                                 registry=self.registry)
         self.unfinished.set_function(lambda: float(unfinished_requests()))
+        self.aborted = Counter("nexus_k_engine_aborted_requests",
+                               "Engine requests aborted before they finished (client gone, error, stop)",
+                               registry=self.registry)
 
     def count_tokens(self, prompt: int, completion: int) -> None:
         """Add a finished request's token counts."""

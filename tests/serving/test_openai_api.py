@@ -235,23 +235,29 @@ def test_malformed_json_is_a_400(live_server):
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
 
 
-def _unfinished(live_server) -> float:
+def _metric(live_server, name: str) -> float:
     text = httpx.get(f"{live_server.base_url}/metrics").text
-    line = next(x for x in text.splitlines() if x.startswith("nexus_k_engine_unfinished_requests"))
+    line = next(x for x in text.splitlines() if x.startswith(name + " "))
     return float(line.split()[-1])
 
 
 def test_client_disconnect_aborts_the_engine_request(live_server):
-    body = {"model": live_server.model, "messages": KO, "max_tokens": 400, "stream": True, "ignore_eos": True}
+    # As long a reply as the context allows, and the client leaves at its first token: on a fast machine a
+    # tiny model can otherwise finish a few hundred tokens before the client has read a handful of lines.
+    aborted_before = _metric(live_server, "nexus_k_engine_aborted_requests_total")
+    body = {"model": live_server.model, "messages": KO, "stream": True, "ignore_eos": True}  # the whole context
     with httpx.stream("POST", f"{live_server.api}/chat/completions", json=body, timeout=60) as response:
         lines = response.iter_lines()
-        for _ in range(6):
-            next(lines)
-        assert _unfinished(live_server) >= 1
+        while not next(lines).startswith("data: {"):
+            pass
     deadline = time.monotonic() + 20
-    while _unfinished(live_server) != 0 and time.monotonic() < deadline:
+    while time.monotonic() < deadline and (
+        _metric(live_server, "nexus_k_engine_unfinished_requests") != 0
+        or _metric(live_server, "nexus_k_engine_aborted_requests_total") == aborted_before
+    ):
         time.sleep(0.2)
-    assert _unfinished(live_server) == 0
+    assert _metric(live_server, "nexus_k_engine_aborted_requests_total") == aborted_before + 1
+    assert _metric(live_server, "nexus_k_engine_unfinished_requests") == 0
 
 
 def test_tokenize_detokenize_and_metrics(live_server):
