@@ -34,9 +34,7 @@ def sentencepiece_to_fast(model_proto: bytes):
         model = models.Unigram(pieces, unk_id=unk_id, byte_fallback=True)
     elif proto.trainer_spec.model_type == sentencepiece_model_pb2.TrainerSpec.BPE:
         vocab = {piece: i for i, (piece, _) in enumerate(pieces)}
-        model = models.BPE(
-            vocab, _bpe_merges(vocab), unk_token=pieces[unk_id][0], fuse_unk=True, byte_fallback=True
-        )
+        model = models.BPE(vocab, _bpe_merges(vocab), unk_token=pieces[unk_id][0], fuse_unk=True, byte_fallback=True)
     else:
         raise ValueError("only SentencePiece BPE and Unigram models can be converted")
     tok = Tokenizer(model)

@@ -90,9 +90,7 @@ def measure(tokenizer, texts: list[str], tokenizer_name: str, text_name: str) ->
 
 def compare(tokenizers: dict[str, object], sources: dict[str, list[str]]) -> list[TokenizerStats]:
     """Measure every tokenizer on every text source (rows in tokenizer-major order)."""
-    return [
-        measure(tok, texts, name, source) for name, tok in tokenizers.items() for source, texts in sources.items()
-    ]
+    return [measure(tok, texts, name, source) for name, tok in tokenizers.items() for source, texts in sources.items()]
 
 
 def stats_table(rows: list[TokenizerStats]):

@@ -89,11 +89,11 @@ def other_korean_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def other_korean_tokenizer(other_korean_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 500-token byte-level BPE tokenizer trained on :data:`OTHER_KOREAN_LINES`."""
+    """A byte-level BPE tokenizer trained on :data:`OTHER_KOREAN_LINES` (all ~650 merges it allows)."""
     from tokenizer.train import TrainConfig, train_tokenizer
 
     out = tmp_path_factory.mktemp("other-tok")
-    train_tokenizer(TrainConfig(corpus=[str(other_korean_corpus)], out=str(out), vocab_size=500, show_progress=False))
+    train_tokenizer(TrainConfig(corpus=[str(other_korean_corpus)], out=str(out), vocab_size=1000, show_progress=False))
     return out
 
 
@@ -106,8 +106,12 @@ def sentencepiece_models(korean_corpus: Path, tmp_path_factory: pytest.TempPathF
     for algorithm in ("bpe", "unigram"):
         tok_dir = tmp_path_factory.mktemp(f"sp-{algorithm}-tok")
         config = TrainConfig(
-            corpus=[str(korean_corpus)], out=str(tok_dir), vocab_size=1200, algorithm=algorithm,
-            backend="sentencepiece", show_progress=False,
+            corpus=[str(korean_corpus)],
+            out=str(tok_dir),
+            vocab_size=1200,
+            algorithm=algorithm,
+            backend="sentencepiece",
+            show_progress=False,
         )
         train_tokenizer(config)
         models[algorithm] = write_model(tok_dir, tmp_path_factory.mktemp(f"sp-{algorithm}-model"), tie=False)

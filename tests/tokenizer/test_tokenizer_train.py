@@ -84,7 +84,11 @@ def test_vocab_size_is_respected(trained_bpe: Path) -> None:
 @pytest.mark.parametrize(("algorithm", "backend"), [("unigram", "sentencepiece"), ("bpe", "sentencepiece")])
 def test_sentencepiece_backends_round_trip(korean_corpus: Path, tmp_path: Path, algorithm: str, backend: str) -> None:
     config = TrainConfig(
-        corpus=[str(korean_corpus)], out=str(tmp_path), vocab_size=1500, algorithm=algorithm, backend=backend,
+        corpus=[str(korean_corpus)],
+        out=str(tmp_path),
+        vocab_size=1500,
+        algorithm=algorithm,
+        backend=backend,
         show_progress=False,
     )
     result = train_tokenizer(config)
@@ -99,8 +103,12 @@ def test_sentencepiece_is_deterministic(korean_corpus: Path, tmp_path: Path) -> 
     digests = []
     for run in ("a", "b"):
         config = TrainConfig(
-            corpus=[str(korean_corpus)], out=str(tmp_path / run), vocab_size=1500, algorithm="unigram",
-            show_progress=False, seed=7,
+            corpus=[str(korean_corpus)],
+            out=str(tmp_path / run),
+            vocab_size=1500,
+            algorithm="unigram",
+            show_progress=False,
+            seed=7,
         )
         train_tokenizer(config)
         digests.append(hashlib.sha256((tmp_path / run / "tokenizer.json").read_bytes()).hexdigest())

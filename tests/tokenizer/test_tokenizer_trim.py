@@ -67,15 +67,17 @@ def test_trim_tiny_model_through_cli(tiny_model_dir: Path, tmp_path: Path) -> No
     lines = _story_lines(12)
     corpus.write_text("\n".join(lines), encoding="utf-8")
     out = tmp_path / "trimmed"
-    result = runner.invoke(app, ["tokenizer", "trim", "--model", str(tiny_model_dir), "--corpus", str(corpus),
-                                 "--out", str(out)])
+    result = runner.invoke(
+        app, ["tokenizer", "trim", "--model", str(tiny_model_dir), "--corpus", str(corpus), "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     assert "max |diff|" in result.output and "argmax agreement 100.0%" in result.output
     record = assert_trim_is_exact(tiny_model_dir, out, lines)
     report = record["report"]
     assert report["parameters_after"] < report["parameters_before"]
-    assert report["parameter_cut"] == pytest.approx(1 - report["parameters_after"] / report["parameters_before"],
-                                                    abs=1e-4)
+    assert report["parameter_cut"] == pytest.approx(
+        1 - report["parameters_after"] / report["parameters_before"], abs=1e-4
+    )
     assert report["max_logit_diff"] <= 1e-5 and report["argmax_agreement"] == 1.0
     assert record["config"]["corpus"] == [str(corpus)]
     # Tied embeddings stay tied: the output layer is the trimmed input embedding.
@@ -86,8 +88,9 @@ def test_trim_tiny_model_through_cli(tiny_model_dir: Path, tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("algorithm", ["bpe", "unigram"])
-def test_trim_sentencepiece_untied_models(sentencepiece_models: dict[str, Path], tmp_path: Path,
-                                          algorithm: str) -> None:
+def test_trim_sentencepiece_untied_models(
+    sentencepiece_models: dict[str, Path], tmp_path: Path, algorithm: str
+) -> None:
     lines = _story_lines(10)
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(lines), encoding="utf-8")
