@@ -57,7 +57,7 @@ def test_reply_streams_completes_and_survives_reload(open_page, web_server):
     # gibberish, so it can be a little shorter than the last streamed render, never much.
     assert len(final) >= 0.9 * max(streaming_lengths) - 1
     expect(message.locator(".message-footer .meta")).to_contain_text(re.compile(r"입력 \d+ · 출력 \d+ 토큰"))
-    expect(message.locator(".message-footer .meta")).to_contain_text(MODEL_NAME)
+    expect(message.locator(".message-footer .meta")).to_contain_text(ADAPTER_NAME)
 
     page.reload()
     expect(page.locator("#thread > article.user .message-body")).to_have_text(re.compile("여권 재발급 절차"))
@@ -104,6 +104,9 @@ def test_model_picker_and_settings_reach_the_request(open_page, web_server):
     wait_for_models(page)
     options = page.locator("#model-select option")
     expect(options).to_have_text([MODEL_NAME, f"{ADAPTER_NAME} (어댑터)"])
+    # With nothing saved, the adapter served on top of the base is the default; the choice is kept.
+    expect(page.locator("#model-select")).to_have_value(ADAPTER_NAME)
+    page.locator("#model-select").select_option(MODEL_NAME)
     page.locator("#model-select").select_option(ADAPTER_NAME)
 
     page.get_by_role("button", name="설정").click()

@@ -122,8 +122,11 @@ function renderModels() {
   }
   ui.model.replaceChildren(...options);
   ui.model.disabled = !state.models.length;
-  if (state.models.some((m) => m.id === state.settings.model)) ui.model.value = state.settings.model;
-  else if (state.models.length) state.settings.model = state.models[0].id;
+  // No saved choice: an adapter the operator served on top of a base (the demo's Korean chat tuning) first.
+  if (state.models.length && !state.models.some((m) => m.id === state.settings.model)) {
+    state.settings.model = (state.models.find((m) => m.parent) ?? state.models[0]).id;
+  }
+  if (state.models.length) ui.model.value = state.settings.model;
 }
 
 function setBusy(busy) {

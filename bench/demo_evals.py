@@ -1,0 +1,108 @@
+"""KoBEST and KoBBQ of the demo model, base vs Korean-chat-tuned, through the product's own path.
+
+    python bench/demo_evals.py [--limit 200] [--tasks kobest_boolq,...,kobbq]
+
+Starts ``nexus-k serve`` with no ``--model`` (the bundled Gemma 3 270M with the committed adapter served as
+``nexus-k-ko-chat`` beside the plain base ``gemma-3-270m``), then runs ``nexus-k eval run --backend openai``
+against it once per model name, on the same documents. Writes bench/results/demo_evals.json and prints a
+Markdown table for docs/demo.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from nexus_k.demo_model import DEMO_BASE_NAME, DEMO_MODEL_NAME  # noqa: E402
+from tests.serving.conftest import free_port  # noqa: E402
+
+TASKS = "kobest_boolq,kobest_copa,kobest_hellaswag,kobest_sentineg,kobest_wic,kobbq"
+
+
+def start_server(log: Path) -> tuple[subprocess.Popen, str]:
+    """``nexus-k serve`` on the demo model; returns the process and its /v1 base URL once healthy."""
+    port = free_port()
+    command = [sys.executable, "-m", "nexus_k", "serve", "--port", str(port), "--max-model-len", "2048"]
+    proc = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 1800
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server exited:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                return proc, f"{base}/v1"
+        except httpx.HTTPError:
+            pass
+        time.sleep(2)
+    proc.kill()
+    raise SystemExit("the server did not become healthy in 30 minutes")
+
+
+def run_eval(base_url: str, model: str, tasks: str, limit: int, out: Path, data_dir: str) -> dict:
+    """One ``nexus-k eval run`` against the server; returns its results.json."""
+    command = [sys.executable, "-m", "nexus_k", "eval", "run", "--backend", "openai", "--base-url", base_url,
+               "--model", model, "--tasks", tasks, "--limit", str(limit), "--out", str(out),
+               "--data-dir", data_dir, "--batch-size", "8"]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, env={**os.environ, "NEXUS_K_EVAL_API_KEY": "unused"})
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    results["wall_seconds"] = round(time.perf_counter() - started, 1)
+    return results
+
+
+def headline(task: str, metrics: dict) -> dict:
+    """The numbers a reader compares: accuracy for KoBEST, Acc/diff-bias for KoBBQ."""
+    if task.startswith("kobest"):
+        return {k: metrics[k] for k in ("acc", "macro_f1") if k in metrics}
+    return {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", default=TASKS)
+    parser.add_argument("--limit", type=int, default=200, help="documents per task (same ones for both models)")
+    parser.add_argument(
+        "--data-dir", default=os.environ.get("NEXUS_K_SHARED_DATA", str(REPO.parent / "shared" / "data"))
+    )
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "demo_evals.json")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="nexus-k-demo-evals-"))
+    load = [round(x, 2) for x in os.getloadavg()]
+    proc, base_url = start_server(work / "server.log")
+    try:
+        runs = {name: run_eval(base_url, name, args.tasks, args.limit, work / name, args.data_dir)
+                for name in (DEMO_BASE_NAME, DEMO_MODEL_NAME)}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=120)
+    table = {}
+    for name, result in runs.items():
+        for task, entry in result["tasks"].items():
+            table.setdefault(task, {})[name] = headline(task, entry["metrics"])
+    report = {"limit_per_task": args.limit, "tasks": args.tasks.split(","), "results": table,
+              "wall_seconds": {name: r["wall_seconds"] for name, r in runs.items()},
+              "loadavg_start": load, "loadavg_end": [round(x, 2) for x in os.getloadavg()]}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"\n| task | metric | {DEMO_BASE_NAME} (base) | {DEMO_MODEL_NAME} (tuned) |\n|---|---|---|---|")
+    for task, by_model in table.items():
+        for metric in by_model.get(DEMO_BASE_NAME, {}):
+            row = [by_model.get(n, {}).get(metric) for n in (DEMO_BASE_NAME, DEMO_MODEL_NAME)]
+            print(f"| {task} | {metric} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in row) + " |")
+
+
+if __name__ == "__main__":
+    main()
