@@ -51,6 +51,9 @@ def serve(
     enforce_eager: bool = typer.Option(False, "--enforce-eager", help="vLLM: no graph compilation."),
     kv_cache_gib: float = typer.Option(2.0, "--kv-cache-gib", help="vLLM on CPU: KV cache size."),
     allow_hub: bool = typer.Option(False, "--allow-hub", help="Allow downloading the model from the hub."),
+    timeout_graceful_shutdown: int = typer.Option(
+        30, "--timeout-graceful-shutdown", min=1,
+        help="On SIGTERM: seconds to let requests in flight finish (new ones get 503) before cutting them."),
 ) -> None:
     """Serve a model over an OpenAI-compatible HTTP API, with the Korean chat page at /."""
     import os
@@ -72,8 +75,6 @@ def serve(
         if not vllm_available():
             raise UserError("vLLM is not installed here; install it (`make install`) or pass --engine hf")
 
-    import uvicorn
-
     from serving.app import build_app
     from serving.config import ServerSettings
 
@@ -84,8 +85,10 @@ def serve(
         kv_cache_gib=kv_cache_gib,
     )
     typer.echo(f"Nexus-K: starting the {engine} engine on {model} (first start can take minutes)...", err=True)
+    from serving.drain import run_server
+
     app = build_app(settings)
-    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=30)
+    run_server(app, app.state.drain, host=host, port=port, graceful_timeout_s=timeout_graceful_shutdown)
 
 
 @model_app.command("tiny")

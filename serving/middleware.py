@@ -122,9 +122,11 @@ class _Exchange:
             return
         try:
             await self.mw.app(self.scope, self.replay_receive, self.forward)
-        except BaseException:
+        except BaseException as exc:
             if not self.finished:
                 self.status = 500 if self.status == 0 else 499
+                if isinstance(exc, anyio.get_cancelled_exc_class()) and self.server_draining():
+                    self.status, self.error_type = 503, "server_shutting_down"  # cut at the end of the grace
                 with anyio.CancelScope(shield=True):
                     await self.finish()
             raise
@@ -133,6 +135,11 @@ class _Exchange:
             self.status = 499
             with anyio.CancelScope(shield=True):
                 await self.finish()
+
+    def server_draining(self) -> bool:
+        """Whether the server has begun its SIGTERM drain (``serving.drain``)."""
+        drain = getattr(getattr(self.scope.get("app"), "state", None), "drain", None)
+        return bool(getattr(drain, "draining", False))
 
     async def admit(self) -> APIError | None:
         """Run every check before the app sees the request; an error to send back, or None."""
@@ -310,11 +317,16 @@ class _Exchange:
                 entry.prompt_text, entry.reply_text, entry.pii_counts = redact_pair(
                     prompt_text(self.body_json), self.reply.text()
                 )
-            if principal is not None:
-                await to_thread.run_sync(self.mw.quota.settle, principal.org_id, self.reserved, prompt + completion)
-            await to_thread.run_sync(self.mw.audit.write, entry)
+            await to_thread.run_sync(self._settle_and_record, entry, prompt + completion)
         except Exception:
             log.exception("could not settle or audit request %s", self.request_id)
+
+
+    def _settle_and_record(self, entry: AuditEntry, tokens: int) -> None:
+        # One worker-thread call: once started, a cancelled request still gets both done.
+        if self.principal is not None:
+            self.mw.quota.settle(self.principal.org_id, self.reserved, tokens)
+        self.mw.audit.write(entry)
 
 
 def _error_type(body: bytes) -> str | None:
