@@ -83,12 +83,12 @@ def main() -> None:
             key = KeyStore(server.database_url).create("fuzz", rpm=10**6, token_quota=10**12)
             keyed = run_schemathesis(server.base, cfg, tmp / "keyed.json", key, cfg.max_time_s)
             anonymous = run_schemathesis(server.base, cfg, tmp / "anonymous.json", None, max(30, cfg.max_time_s // 5))
-            log_tail = (tmp / "server.log").read_text(errors="replace").splitlines()
-            tracebacks = sum("Traceback" in line for line in log_tail)
+            log_lines = server.log.read_text(errors="replace").splitlines()
+            tracebacks = sum("Traceback" in line for line in log_lines)
         finally:
-            exit_status = server.stop()
+            stop = server.stop()
     report = {"config": asdict(cfg), "keyed": keyed, "without_key": anonymous,
-              "server_tracebacks": tracebacks, "server_exit_status": exit_status}
+              "server_tracebacks": tracebacks, "server_stop": stop}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(json.dumps(report, indent=2, ensure_ascii=False))

@@ -1,12 +1,19 @@
-"""Load test of the real server behind the security layer, on 127.0.0.1.
+"""Load test of the real server on 127.0.0.1, with the security layer on and off, side by side.
 
-``python bench/load.py`` builds the tiny model (offline), starts ``nexus-k serve --engine hf`` with a
-fresh security database and one API key (rate limit and credits on, so every request pays for the
-checks), then runs 64 concurrent clients for 60 s: plain requests, streams read to the end, and streams
-the client hangs up on after the first chunk. It checks that no request failed, that the engine holds
-no request afterwards (``nexus_k_engine_unfinished_requests`` on /metrics), that every request left an
-audit row, and how the server's memory moved. It also measures the middleware's own cost side by side:
-the same app in-process with and without ``install_security``. Results: ``bench/results/load.json``.
+``python bench/load.py`` builds the tiny model (offline) and runs two arms one after the other, each a
+fresh server process driven by 64 concurrent clients for 60 s (plain requests, streams read to the end,
+and streams the client hangs up on after the first chunk):
+
+* ``off``: the same app and uvicorn drain as ``nexus-k serve``, with the security middleware taken out
+  (no keys, rate limits, credits or audit);
+* ``on``: ``nexus-k serve`` itself with one API key that has a rate limit and credits, so every request
+  pays for the key lookup, the rate-window update, the credit reservation and settlement and the audit row.
+
+Per arm: completed requests/s, latency p50/p95/p99, HTTP statuses (no 5xx allowed), engine requests left
+over (``nexus_k_engine_unfinished_requests``), server memory, and how it stops on SIGTERM. For ``on`` also:
+one audit row per request sent (none lost) and credits that add up (used = sum of the audit rows, nothing
+left reserved). Plus the middleware's own cost in-process on a trivial route. Results:
+``bench/results/load.json``; it exits 1 when any check fails.
 """
 
 from __future__ import annotations
@@ -16,11 +23,13 @@ import asyncio
 import json
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -59,6 +68,8 @@ class Tally:
     ok: int = 0
     abandoned: int = 0
     failures: list[str] = field(default_factory=list)
+    statuses: Counter = field(default_factory=Counter)
+    """HTTP status of every answer the clients got (a hang-up counts the status it had seen)."""
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -73,6 +84,7 @@ async def _one_request(client: httpx.AsyncClient, cfg: LoadConfig, rng: random.R
     try:
         if roll < cfg.disconnect_share:
             async with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as r:
+                tally.statuses[r.status_code] += 1
                 if r.status_code != 200:
                     tally.failures.append(f"abandon {r.status_code}")
                     return
@@ -83,10 +95,12 @@ async def _one_request(client: httpx.AsyncClient, cfg: LoadConfig, rng: random.R
             return
         if roll < cfg.disconnect_share + cfg.stream_share:
             async with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as r:
+                tally.statuses[r.status_code] += 1
                 lines = [line async for line in r.aiter_lines() if line]
             good = r.status_code == 200 and lines and lines[-1] == "data: [DONE]" and '"error"' not in lines[-2]
         else:
             r = await client.post("/v1/chat/completions", json=body)
+            tally.statuses[r.status_code] += 1
             good = r.status_code == 200 and r.json()["choices"][0]["message"]["role"] == "assistant"
         if good:
             tally.ok += 1
@@ -97,9 +111,14 @@ async def _one_request(client: httpx.AsyncClient, cfg: LoadConfig, rng: random.R
         tally.failures.append(f"{type(err).__name__}: {err}")
 
 
-async def _client_loop(base: str, key: str, cfg: LoadConfig, seed: int, stop_at: float, tally: Tally) -> None:
+def _auth(key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+async def _client_loop(base: str, key: str | None, cfg: LoadConfig, seed: int, stop_at: float,
+                       tally: Tally) -> None:
     rng = random.Random(seed)
-    headers = {"Authorization": f"Bearer {key}"}
+    headers = _auth(key)
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=120) as client:
         while time.monotonic() < stop_at:
             await _one_request(client, cfg, rng, tally)
@@ -114,13 +133,13 @@ async def _sample_rss(pid: int, stop: asyncio.Event, samples: list[float]) -> No
         await asyncio.sleep(1.0)
 
 
-def _gauge(base: str, key: str, name: str) -> float:
-    text = httpx.get(base + "/metrics", headers={"Authorization": f"Bearer {key}"}, timeout=30).text
+def _gauge(base: str, key: str | None, name: str) -> float:
+    text = httpx.get(base + "/metrics", headers=_auth(key), timeout=30).text
     return float(next(ln for ln in text.splitlines() if ln.startswith(name + " ") or ln.startswith(name + "{"))
                  .split()[-1])
 
 
-async def run_load(base: str, key: str, pid: int, cfg: LoadConfig) -> dict:
+async def run_load(base: str, key: str | None, pid: int, cfg: LoadConfig) -> dict:
     """Drive the server for ``cfg.duration_s`` and return what happened."""
     tally, rss = Tally(), []
     stop = asyncio.Event()
@@ -140,6 +159,8 @@ async def run_load(base: str, key: str, pid: int, cfg: LoadConfig) -> dict:
         "abandoned_mid_stream": tally.abandoned,
         "failed": len(tally.failures),
         "failure_examples": tally.failures[:5],
+        "statuses": {str(code): n for code, n in sorted(tally.statuses.items())},
+        "server_errors_5xx": sum(n for code, n in tally.statuses.items() if code >= 500),
         "elapsed_s": round(elapsed, 1),
         "completed_per_s": round(tally.ok / elapsed, 2),
         "latency_s": {"p50": _pct(tally.latencies_s, 50), "p95": _pct(tally.latencies_s, 95),
@@ -189,46 +210,73 @@ def middleware_overhead(cfg: LoadConfig, tmp: Path) -> dict:
 
 @dataclass
 class BenchServer:
-    """A ``nexus-k serve`` subprocess on loopback with its own security database."""
+    """A server subprocess on loopback with its own security database."""
 
     base: str
     database_url: str
     process: subprocess.Popen
+    log: Path
 
-    def stop(self) -> int:
-        """SIGTERM (the server drains), then wait; returns the exit status."""
+    def stop(self) -> dict:
+        """SIGTERM (the server drains), then wait; the exit status and how long the stop took."""
+        started = time.monotonic()
         self.process.terminate()
         try:
-            return self.process.wait(timeout=120)
+            status = self.process.wait(timeout=120)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            return self.process.wait()
+            status = self.process.wait()
+        return {"exit_status": status, "stopped_by_sigterm": status in (0, -signal.SIGTERM),
+                "stop_s": round(time.monotonic() - started, 2)}
 
 
-def start_server(tmp: Path, max_model_len: int, env_extra: dict[str, str] | None = None) -> BenchServer:
-    """Build the tiny model (offline) and start ``nexus-k serve --engine hf`` on a free loopback port."""
+def serve_without_security(model: str, port: int, max_model_len: int) -> None:
+    """What ``nexus-k serve --engine hf`` runs, minus the security middleware (the load test's "off" arm)."""
+    from serving.app import build_app
+    from serving.config import ServerSettings
+    from serving.drain import run_server
+    from serving.middleware import SecurityMiddleware
+
+    settings = ServerSettings(model=model, engine="hf", port=port, served_model_name="tiny-ko",
+                              max_model_len=max_model_len)
+    app = build_app(settings)
+    app.user_middleware = [m for m in app.user_middleware if m.cls is not SecurityMiddleware]
+    run_server(app, app.state.drain, host="127.0.0.1", port=port, graceful_timeout_s=30)
+
+
+def start_server(tmp: Path, max_model_len: int, env_extra: dict[str, str] | None = None,
+                 secured: bool = True) -> BenchServer:
+    """Build the tiny model (offline) and start ``nexus-k serve --engine hf`` on a free loopback port
+    (``secured=False``: the same server without the security middleware)."""
     import socket
 
     from nexus_k.tiny_model import build_tiny_model
 
-    model = build_tiny_model(tmp / "tiny-model", preset="tiny")
+    model = tmp / "tiny-model"
+    if not (model / "config.json").is_file():
+        build_tiny_model(model, preset="tiny")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    url = f"sqlite:///{tmp / 'security.db'}"
+    name = "secured" if secured else "open"
+    url = f"sqlite:///{tmp / f'security-{name}.db'}"
     env = {**os.environ, "NEXUS_K_DATABASE_URL": url, "NEXUS_K_CACHE_DIR": str(tmp / "cache"), **(env_extra or {})}
-    log = (tmp / "server.log").open("w")
-    cmd = [sys.executable, "-m", "nexus_k", "serve", "--engine", "hf", "--model", str(model), "--port", str(port),
-           "--served-model-name", "tiny-ko", "--max-model-len", str(max_model_len)]
-    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    log_path = tmp / f"server-{name}.log"
+    if secured:
+        cmd = [sys.executable, "-m", "nexus_k", "serve", "--engine", "hf", "--model", str(model), "--port",
+               str(port), "--served-model-name", "tiny-ko", "--max-model-len", str(max_model_len)]
+    else:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--serve-open", str(model), "--port", str(port),
+               "--max-model-len", str(max_model_len)]
+    process = subprocess.Popen(cmd, stdout=log_path.open("w"), stderr=subprocess.STDOUT, env=env, cwd=REPO)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"server exited: {(tmp / 'server.log').read_text()[-3000:]}")
+            raise RuntimeError(f"server exited: {log_path.read_text()[-3000:]}")
         try:
             if httpx.get(base + "/health", timeout=2).status_code == 200:
-                return BenchServer(base, url, process)
+                return BenchServer(base, url, process, log_path)
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
@@ -236,35 +284,93 @@ def start_server(tmp: Path, max_model_len: int, env_extra: dict[str, str] | None
     raise RuntimeError("server did not start in 15 minutes")
 
 
+def audit_and_credits(database_url: str, org: str, sent: int) -> dict:
+    """Whether every chat request sent left one audit row and the credits add up exactly."""
+    from sqlalchemy import func, select
+
+    from serving.auth import KeyStore
+    from serving.db import AuditRecord, get_sessionmaker
+
+    with get_sessionmaker(database_url)() as s:
+        chat = AuditRecord.path == "/v1/chat/completions"
+        rows = s.scalar(select(func.count()).where(chat)) or 0
+        grouped = select(AuditRecord.status, func.count()).where(chat).group_by(AuditRecord.status)
+        by_status = {status: n for status, n in s.execute(grouped).all()}
+        tokens = s.scalar(select(func.sum(AuditRecord.prompt_tokens + AuditRecord.completion_tokens))
+                          .where(AuditRecord.org_name == org)) or 0
+    info = next(k for k in KeyStore(database_url).list() if k.org == org)
+    return {"chat_requests_sent": sent, "chat_audit_rows": rows, "audit_rows_lost": sent - rows,
+            "audit_statuses": {str(k): v for k, v in sorted(by_status.items())},
+            "tokens_used": info.tokens_used, "tokens_in_audit_rows": tokens,
+            "credits_consistent": info.tokens_used == tokens and info.tokens_remaining == info.token_quota - tokens}
+
+
+def run_arm(tmp: Path, cfg: LoadConfig, secured: bool) -> dict:
+    """One arm: a fresh server, the clients, the checks, a SIGTERM."""
+    from serving.auth import KeyStore
+
+    load_start = os.getloadavg()[0]
+    server = start_server(tmp, cfg.max_model_len, secured=secured)
+    org = "부하시험"
+    try:
+        key = KeyStore(server.database_url).create(org, rpm=10**6, token_quota=10**12) if secured else None
+        result = asyncio.run(run_load(server.base, key, server.process.pid, cfg))
+    finally:
+        result_stop = server.stop()
+    result["stop"] = result_stop
+    if secured:
+        result["audit"] = audit_and_credits(server.database_url, org, result["requests"])
+    result["load_avg_1m"] = {"start": round(load_start, 2), "end": round(os.getloadavg()[0], 2)}
+    return result
+
+
+def _ratio(a: float, b: float) -> float:
+    return round(a / b, 3) if b else float("nan")
+
+
+def checks_pass(arms: dict) -> bool:
+    """Zero failures and 5xx, no leaked engine requests, a clean stop; for "on" no lost audit rows."""
+    for arm in arms.values():
+        if arm["failed"] or arm["server_errors_5xx"] or arm["engine_unfinished_after"]:
+            return False
+        if not arm["stop"]["stopped_by_sigterm"]:
+            return False
+    audit = arms["on"]["audit"]
+    return audit["audit_rows_lost"] == 0 and audit["credits_consistent"]
+
+
 def main() -> None:
-    """Run the load test and write ``bench/results/load.json``."""
+    """Run both arms and write ``bench/results/load.json``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=LoadConfig.clients)
     parser.add_argument("--duration", type=float, default=LoadConfig.duration_s)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "load.json")
+    parser.add_argument("--serve-open", metavar="MODEL", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--max-model-len", type=int, default=LoadConfig.max_model_len, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_open:
+        serve_without_security(args.serve_open, args.port, args.max_model_len)
+        return
     cfg = LoadConfig(clients=args.clients, duration_s=args.duration)
-
-    from serving.audit import AuditStore
-    from serving.auth import KeyStore
-
+    machine = {"cpus": os.cpu_count(), "load_avg_start": [round(x, 2) for x in os.getloadavg()]}
     with tempfile.TemporaryDirectory(prefix="nexus-k-load-") as tmp_name:
         tmp = Path(tmp_name)
-        server = start_server(tmp, cfg.max_model_len)
-        try:
-            key = KeyStore(server.database_url).create("부하시험", rpm=10**6, token_quota=10**12)
-            result = asyncio.run(run_load(server.base, key, server.process.pid, cfg))
-            result["audit_rows"] = len(AuditStore(server.database_url).recent(10**7))
-        finally:
-            server.stop()
-        result["middleware_overhead"] = middleware_overhead(cfg, tmp)
-    report = {"config": asdict(cfg), "machine": {"cpus": os.cpu_count(), "load_avg_1m": os.getloadavg()[0]},
-              "result": result}
+        arms = {"off": run_arm(tmp, cfg, secured=False), "on": run_arm(tmp, cfg, secured=True)}
+        overhead = middleware_overhead(cfg, tmp)
+    machine["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
+    on, off = arms["on"], arms["off"]
+    comparison = {
+        "throughput_on_over_off": _ratio(on["completed_per_s"], off["completed_per_s"]),
+        "p50_on_over_off": _ratio(on["latency_s"]["p50"], off["latency_s"]["p50"]),
+        "p99_on_over_off": _ratio(on["latency_s"]["p99"], off["latency_s"]["p99"]),
+    }
+    report = {"config": asdict(cfg), "machine": machine, "arms": arms, "comparison": comparison,
+              "middleware_overhead_in_process": overhead, "checks_pass": checks_pass(arms)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(json.dumps(report, indent=2, ensure_ascii=False))
-    ok = result["failed"] == 0 and result["engine_unfinished_after"] == 0 and result["audit_rows"] >= result["requests"]
-    sys.exit(0 if ok else 1)
+    sys.exit(0 if report["checks_pass"] else 1)
 
 
 if __name__ == "__main__":
