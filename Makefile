@@ -47,7 +47,7 @@ bench: install $(VENV)/.nexus-k-bench
 
 # Reproduce the Korean chat LoRA adapter of the demo model (docs/demo.md; needs ../shared/data).
 demo-adapter: install
-	$(BIN)/python -m nexus_k.demo_data --out data/demo-chat
+	$(BIN)/python -m nexus_k.demo_data --out data/demo-chat --max-train 2048
 	$(BIN)/nexus-k model demo
 	$(BIN)/nexus-k finetune --base $${NEXUS_K_CACHE_DIR:-$$HOME/.cache/nexus-k}/models/gemma-3-270m \
 	  --data data/demo-chat/train.jsonl --out nexus_k/adapters/ko_chat --lora-r 8 --epochs 1 --max-length 128 \
