@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
 
 from nexus_k import __version__
 from serving.chat import ChatTemplateError, render_prompt
@@ -26,7 +28,7 @@ async def version() -> dict[str, str]:
     return {"version": __version__}
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(state: StateDep) -> Response:
     """Prometheus metrics: requests, tokens, TTFT, inter-token and end-to-end latency, engine load."""
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -41,7 +43,11 @@ async def tokenize(body: TokenizeRequest, state: StateDep) -> TokenizeResponse:
         from serving.chat import messages_to_dicts
         from serving.protocol import ChatCompletionRequest
 
-        request = ChatCompletionRequest(model=body.model or state.served_model_name, messages=body.messages)
+        try:
+            request = ChatCompletionRequest(model=body.model or state.served_model_name, messages=body.messages)
+        except ValidationError as err:  # e.g. an empty list: the chat rules apply to `messages` here too
+            first = err.errors()[0]
+            raise APIError(f"messages: {first['msg']}", param="messages") from err
         try:
             ids = render_prompt(state.tokenizer, messages_to_dicts(request), None, body.add_generation_prompt)
         except ChatTemplateError as err:

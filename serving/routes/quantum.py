@@ -23,6 +23,16 @@ MAX_SERVER_VARIABLES = 20
 MAX_CONCURRENT_JOBS = 2
 """QAOA jobs simulated at once; further requests wait for a slot (each job is CPU-bound)."""
 _job_slots = asyncio.Semaphore(MAX_CONCURRENT_JOBS)
+MAX_MAGNITUDE = 1e12
+"""Largest |coefficient|, offset or penalty accepted: near float64's limit the energies overflow to NaN."""
+
+
+def _check_magnitudes(body: QAOARequest) -> None:
+    problem = body.problem
+    values = [*problem.linear, problem.offset, *(w for _, _, w in problem.quadratic), body.penalty or 0.0]
+    if any(abs(v) > MAX_MAGNITUDE for v in values):
+        raise APIError(f"problem coefficients, offset and penalty must lie within ±{MAX_MAGNITUDE:g}", 400,
+                       param="problem")
 
 
 def _param(loc: tuple[Any, ...]) -> str | None:
@@ -58,6 +68,7 @@ async def qaoa(
                               "value": {"problem": EXAMPLE_PROBLEM, "reps": 2, "shots": 1024}}})],
 ) -> QAOAResponse:
     """Run QAOA (exact statevector kernel) on the problem, with a classical baseline and quality measures."""
+    _check_magnitudes(body)
     try:
         async with _job_slots:
             return await asyncio.to_thread(run_qaoa_request, body, MAX_SERVER_VARIABLES)

@@ -185,6 +185,12 @@ HOSTILE = {
     "completion_nan_penalty": ("/v1/completions", {"model": "tiny-ko", "prompt": "a", "presence_penalty": math.nan}),
     "completion_huge_n": ("/v1/completions", {"model": "tiny-ko", "prompt": "a", "n": 10**6}),
     "completion_prompt_ids_out_of_vocab": ("/v1/completions", {"model": "tiny-ko", "prompt": [10**9]}),
+    # found by bench/fuzz.py (were 500s):
+    "tokenize_empty_messages": ("/tokenize", {"messages": []}),
+    "qaoa_overflowing_coefficients": (
+        "/v1/quantum/qaoa",
+        {"problem": {"num_variables": 3, "linear": [1.7e308, -1.7e308, 3e252]}, "formulation": "penalty"},
+    ),
 }
 
 
