@@ -24,6 +24,18 @@ from nexus_k.errors import UserError
 
 log = logging.getLogger(__name__)
 
+TAIL_CHUNK_FILL = 0.8
+"""A continuation joins the current tail chunk while its length is at least this share of the chunk's longest."""
+
+
+def _shallow_cache_copy(cache):
+    """A KV cache object whose layers point at the same tensors, so row selection leaves ``cache`` intact."""
+    import copy
+
+    clone = copy.copy(cache)
+    clone.layers = [copy.copy(layer) for layer in cache.layers]
+    return clone
+
 
 def load_hf_model(model: str, dtype: str = "auto", device: str = "cpu", trust_remote_code: bool = False):
     """Tokenizer and causal LM from a local folder or hub name, in eval mode."""
@@ -84,8 +96,9 @@ class HFBackend(LM):
             if not cont_ids:
                 raise UserError(f"continuation {request.continuation!r} encodes to no tokens")
             groups.setdefault(tuple(context_ids), []).append((index, cont_ids))
-        # Longest first (like lm-evaluation-harness): memory problems show up at once, padding stays small.
-        ordered = sorted(groups.items(), key=lambda kv: -(len(kv[0]) + max(len(c) for _, c in kv[1])))
+        # Longest context first (memory problems show up at once); neighbours have similar lengths, so the
+        # left padding of the context pass stays small. Continuations are re-sorted in the tail pass.
+        ordered = sorted(groups.items(), key=lambda kv: (-len(kv[0]), -max(len(c) for _, c in kv[1])))
         results: list[Loglikelihood | None] = [None] * len(requests)
         with progress_bar(len(requests), "log-likelihood") as advance:
             for batch in self._batches(ordered):
@@ -139,7 +152,25 @@ class HFBackend(LM):
                 for _, index, cont in rows]
 
     def _score_tails(self, cache, mask, tails, scores) -> None:
-        """Continuation tokens after the first, for every choice at once over the repeated context cache."""
+        """Continuation tokens after the first, for every choice over the repeated context cache.
+
+        Tails are sorted by length and cut into chunks of similar length (each padded only to its own
+        longest), so choices of very different lengths (COPA, HellaSwag) waste little compute on padding.
+        """
+        tails = sorted(tails, key=lambda tail: -len(tail[2]))
+        chunks: list[list] = []
+        for tail in tails:
+            if chunks and len(tail[2]) - 1 >= TAIL_CHUNK_FILL * (len(chunks[-1][0][2]) - 1):
+                chunks[-1].append(tail)
+            else:
+                chunks.append([tail])
+        for number, chunk in enumerate(chunks):
+            # The last chunk may consume the context cache; the others work on shallow copies of it
+            # (selecting rows builds new tensors, so the shared ones stay intact).
+            last = number == len(chunks) - 1
+            self._score_tail_chunk(cache if last else _shallow_cache_copy(cache), mask, chunk, scores)
+
+    def _score_tail_chunk(self, cache, mask, tails, scores) -> None:
         import torch
 
         dev = self.device
