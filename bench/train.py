@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import platform
 import statistics
 import sys
@@ -150,6 +151,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     log.info("bench started: %s", vars(args))
+    load_start = os.getloadavg()
     torch.set_num_threads(args.threads)
     started = time.time()
 
@@ -240,6 +242,8 @@ def main() -> None:
             "eval": result.history["eval"],
         }
     results["bench_wall_s"] = round(time.time() - started, 1)
+    results["loadavg_start"] = [round(x, 2) for x in load_start]
+    results["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     results["command"] = " ".join(["python", "bench/train.py", *sys.argv[1:]])
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "train.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))

@@ -4,10 +4,13 @@ collectives the training loop needs. A single process without torchrun needs non
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
-from collections.abc import Iterator
+import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -16,6 +19,8 @@ from torch import nn
 from nexus_k.errors import UserError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -67,13 +72,32 @@ def init_distributed(strategy: str = "ddp", backend: str = "auto") -> DistInfo:
     return info
 
 
-def shutdown_distributed() -> None:
-    """Leave the process group, if one was joined."""
-    if dist.is_initialized():
-        # Every rank finishes its collectives first: a gloo group torn down while a peer still
-        # talks to it can leave a worker thread waiting forever at exit.
+def shutdown_distributed(wait_for_peers: bool = True) -> None:
+    """Leave the process group, if one was joined. Call it once the run's DDP/FSDP models are gone."""
+    if not dist.is_initialized():
+        return
+    if wait_for_peers:
         dist.barrier()
-        dist.destroy_process_group()
+    # A DDP Reducer (or FSDP state) still alive here holds the gloo group past destroy_process_group;
+    # its destructor then runs at interpreter exit and can wait forever joining the group's worker
+    # threads. Collecting the dead models first makes the group die here, inside destroy.
+    gc.collect()
+    dist.destroy_process_group()
+
+
+def run_distributed(job: Callable[[DistInfo], T], strategy: str = "ddp", backend: str = "auto") -> T:
+    """Join the torchrun job described by the environment (if any), run ``job(info)``, then leave the
+    process group after every model the job built is released (also when it raises)."""
+    info = init_distributed(strategy, backend)
+    try:
+        result = job(info)
+    except BaseException as err:
+        # The traceback keeps the job's frames, and with them the wrapped model, alive.
+        traceback.clear_frames(err.__traceback__)
+        shutdown_distributed(wait_for_peers=False)
+        raise
+    shutdown_distributed()
+    return result
 
 
 def wrap_model(module: nn.Module, info: DistInfo, layers: list[nn.Module] | None = None) -> nn.Module:

@@ -91,10 +91,15 @@ class CausalLMLoss(nn.Module):
         hidden = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)[0]
         targets = labels[:, 1:]
         keep = targets != -100
-        logits = head(hidden[:, :-1][keep]).float()
+        if bool(keep.all()):
+            # Packed pretraining labels every position: a reshape, not a gather (whose backward is a slow
+            # scatter on CPU).
+            logits, targets = head(hidden[:, :-1]).flatten(0, 1).float(), targets.flatten()
+        else:
+            logits, targets = head(hidden[:, :-1][keep]).float(), targets[keep]
         if self._softcap:
             logits = torch.tanh(logits / self._softcap) * self._softcap
-        nll = F.cross_entropy(logits, targets[keep], reduction="sum")
+        nll = F.cross_entropy(logits, targets, reduction="sum")
         return nll, keep.sum()
 
 
@@ -105,7 +110,12 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
         if param.requires_grad:
             (decay if param.dim() >= 2 else no_decay).append(param)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+    # The fused kernel (CPU and CUDA) updates all tensors in one pass; sharded (DTensor) parameters keep
+    # the default implementation.
+    from torch.distributed.tensor import DTensor
+
+    fused = all(not isinstance(p, DTensor) and p.device.type in ("cpu", "cuda") for p in decay + no_decay)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=fused or None)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, max_steps: int) -> Any:

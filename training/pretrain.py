@@ -7,20 +7,30 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nexus_k.errors import UserError
 from training.config import PretrainConfig, config_to_dict, save_config
+
+if TYPE_CHECKING:
+    from training.distributed import DistInfo
 
 log = logging.getLogger(__name__)
 
 
 def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     """Train per ``cfg`` (resuming from the newest checkpoint when there is one); returns the metrics."""
+    from training.distributed import run_distributed
+
+    return run_distributed(lambda info: _pretrain(cfg, info), cfg.distributed.strategy, cfg.distributed.backend)
+
+
+def _pretrain(cfg: PretrainConfig, info: DistInfo) -> dict[str, Any]:
+    """The run itself, inside the process group (or in a single process)."""
     import torch
 
     from training.data import build_pretrain_data
-    from training.distributed import barrier, init_distributed, shutdown_distributed
+    from training.distributed import barrier
     from training.loop import run_training
     from training.model import (
         build_llama,
@@ -33,62 +43,58 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     from training.report import metrics_summary, plot_loss_curve, write_metrics, write_model_card
 
     started = time.time()
-    info = init_distributed(cfg.distributed.strategy, cfg.distributed.backend)
-    try:
-        if cfg.train.threads:
-            torch.set_num_threads(cfg.train.threads)
-        out = Path(cfg.output_dir)
-        tokenizer = load_tokenizer(cfg.tokenizer)
-        if tokenizer.eos_token_id is None:
-            raise UserError(f"tokenizer {cfg.tokenizer} has no end-of-sequence token to separate documents")
-        torch.manual_seed(cfg.train.seed)
-        model = load_causal_lm(cfg.model.init_from) if cfg.model.init_from else build_llama(cfg.model, tokenizer)
-        if cfg.data.seq_len > model.config.max_position_embeddings:
-            raise UserError(f"data.seq_len {cfg.data.seq_len} exceeds the model's max_position_embeddings")
-        params = count_parameters(model)
-        log.info("model: %.2fM parameters", params / 1e6)
-        source, eval_set, data_stats = build_pretrain_data(tokenizer, cfg.data, cfg.train, info)
-        if info.is_main:
-            save_config(cfg, out)
-        barrier(info)
-        layers = decoder_layers(model) if info.strategy == "fsdp" else None
-        result, wrapped = run_training(
-            model, source, eval_set, cfg.train, cfg.optim, info, out / "checkpoints", "pretrain", layers
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    out = Path(cfg.output_dir)
+    tokenizer = load_tokenizer(cfg.tokenizer)
+    if tokenizer.eos_token_id is None:
+        raise UserError(f"tokenizer {cfg.tokenizer} has no end-of-sequence token to separate documents")
+    torch.manual_seed(cfg.train.seed)
+    model = load_causal_lm(cfg.model.init_from) if cfg.model.init_from else build_llama(cfg.model, tokenizer)
+    if cfg.data.seq_len > model.config.max_position_embeddings:
+        raise UserError(f"data.seq_len {cfg.data.seq_len} exceeds the model's max_position_embeddings")
+    params = count_parameters(model)
+    log.info("model: %.2fM parameters", params / 1e6)
+    source, eval_set, data_stats = build_pretrain_data(tokenizer, cfg.data, cfg.train, info)
+    if info.is_main:
+        save_config(cfg, out)
+    barrier(info)
+    layers = decoder_layers(model) if info.strategy == "fsdp" else None
+    result, wrapped = run_training(
+        model, source, eval_set, cfg.train, cfg.optim, info, out / "checkpoints", "pretrain", layers
+    )
+    model_dir = save_trained_model(model, wrapped, tokenizer, out / "model", info)
+    summary = metrics_summary(result)
+    if info.is_main and model_dir is not None:
+        save_config(cfg, model_dir, "nexus_k_train_config")
+        extra = {
+            "parameters": params,
+            "world_size": info.world_size,
+            "strategy": info.strategy,
+            "global_batch_sequences": cfg.train.micro_batch_size * cfg.train.grad_accum_steps * info.world_size,
+            "seq_len": cfg.data.seq_len,
+            "data": data_stats,
+            "wall_seconds": round(time.time() - started, 1),
+        }
+        write_metrics(result, out / "metrics.json", extra)
+        plot_loss_curve(result, out / "loss_curve.png", f"pretraining ({params / 1e6:.1f}M parameters)")
+        (model_dir / "loss_curve.png").write_bytes((out / "loss_curve.png").read_bytes())
+        settings = {
+            "parameters": params,
+            **{f"model.{k}": v for k, v in config_to_dict(cfg.model).items()},
+            "seq_len": cfg.data.seq_len,
+            "steps": result.step,
+            "peak_lr": cfg.optim.lr,
+            "processes": info.world_size,
+        }
+        write_model_card(
+            model_dir / "README.md",
+            f"Nexus-K pretrained model ({params / 1e6:.1f}M)",
+            "(from scratch)" if not cfg.model.init_from else cfg.model.init_from,
+            summary,
+            {k: v for k, v in data_stats.items() if not isinstance(v, dict)},
+            settings,
+            f"nexus-k serve --model {model_dir}",
         )
-        model_dir = save_trained_model(model, wrapped, tokenizer, out / "model", info)
-        summary = metrics_summary(result)
-        if info.is_main and model_dir is not None:
-            save_config(cfg, model_dir, "nexus_k_train_config")
-            extra = {
-                "parameters": params,
-                "world_size": info.world_size,
-                "strategy": info.strategy,
-                "global_batch_sequences": cfg.train.micro_batch_size * cfg.train.grad_accum_steps * info.world_size,
-                "seq_len": cfg.data.seq_len,
-                "data": data_stats,
-                "wall_seconds": round(time.time() - started, 1),
-            }
-            write_metrics(result, out / "metrics.json", extra)
-            plot_loss_curve(result, out / "loss_curve.png", f"pretraining ({params / 1e6:.1f}M parameters)")
-            (model_dir / "loss_curve.png").write_bytes((out / "loss_curve.png").read_bytes())
-            settings = {
-                "parameters": params,
-                **{f"model.{k}": v for k, v in config_to_dict(cfg.model).items()},
-                "seq_len": cfg.data.seq_len,
-                "steps": result.step,
-                "peak_lr": cfg.optim.lr,
-                "processes": info.world_size,
-            }
-            write_model_card(
-                model_dir / "README.md",
-                f"Nexus-K pretrained model ({params / 1e6:.1f}M)",
-                "(from scratch)" if not cfg.model.init_from else cfg.model.init_from,
-                summary,
-                {k: v for k, v in data_stats.items() if not isinstance(v, dict)},
-                settings,
-                f"nexus-k serve --model {model_dir}",
-            )
-            log.info("model written to %s; %s", model_dir, json.dumps(summary))
-        return summary
-    finally:
-        shutdown_distributed()
+        log.info("model written to %s; %s", model_dir, json.dumps(summary))
+    return summary
