@@ -172,6 +172,34 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def write_result(result: dict, out: Path, complete: bool) -> None:
+    """Totals over the tasks done so far, then the JSON file and the plot."""
+    tasks = result["tasks"].values()
+    total_ours = sum(t["ours_s"] for t in tasks)
+    total_theirs = sum(t["lm_eval_s"] for t in tasks)
+    docs = sum(t["docs"] for t in tasks)
+    agree = sum(t["item_agreement"] * t["docs"] for t in tasks)
+    scoring_ours = sum(t["ours_scoring_s"] for t in tasks)
+    scoring_theirs = sum(t["lm_eval_scoring_s"] for t in tasks)
+    result["complete"] = complete
+    result["total"] = {"docs": docs, "ours_s": round(total_ours, 2), "lm_eval_s": round(total_theirs, 2),
+                       "speedup": round(total_theirs / total_ours, 2),
+                       "ours_scoring_s": round(scoring_ours, 2), "lm_eval_scoring_s": round(scoring_theirs, 2),
+                       "scoring_speedup": round(scoring_theirs / scoring_ours, 2), "item_agreement": agree / docs,
+                       "same_metrics": all(
+                           abs(t["ours_metrics"]["acc"] - t["lm_eval_metrics"]["acc"]) < 1e-9
+                           and abs(t["ours_metrics"]["macro_f1"] - t["lm_eval_metrics"]["f1"]) < 1e-9
+                           for t in tasks)}
+    # Not measured: each task's seconds scaled to its full test set (lengths vary little across a task's docs).
+    result["extrapolated_full_test_sets_s"] = {
+        side: round(sum(t[f"{side}_s"] * t["test_set_docs"] / t["docs"] for t in tasks))
+        for side in ("ours", "lm_eval")}
+    result["load_average_end"] = os.getloadavg()[0]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8")
+    plot(result, out.with_suffix(".png"))
+
+
 def main() -> None:
     args = parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -248,28 +276,8 @@ def main() -> None:
             "lm_eval_metrics": {k: v for k, v in theirs["metrics"].items() if k in ("acc", "acc_norm", "f1")},
         }
         print(task, json.dumps(result["tasks"][task], ensure_ascii=False), flush=True)
-    total_ours = sum(t["ours_s"] for t in result["tasks"].values())
-    total_theirs = sum(t["lm_eval_s"] for t in result["tasks"].values())
-    docs = sum(t["docs"] for t in result["tasks"].values())
-    agree = sum(t["item_agreement"] * t["docs"] for t in result["tasks"].values())
-    scoring_ours = sum(t["ours_scoring_s"] for t in result["tasks"].values())
-    scoring_theirs = sum(t["lm_eval_scoring_s"] for t in result["tasks"].values())
-    result["total"] = {"docs": docs, "ours_s": round(total_ours, 2), "lm_eval_s": round(total_theirs, 2),
-                       "speedup": round(total_theirs / total_ours, 2),
-                       "ours_scoring_s": round(scoring_ours, 2), "lm_eval_scoring_s": round(scoring_theirs, 2),
-                       "scoring_speedup": round(scoring_theirs / scoring_ours, 2), "item_agreement": agree / docs,
-                       "same_metrics": all(
-                           abs(t["ours_metrics"]["acc"] - t["lm_eval_metrics"]["acc"]) < 1e-9
-                           and abs(t["ours_metrics"]["macro_f1"] - t["lm_eval_metrics"]["f1"]) < 1e-9
-                           for t in result["tasks"].values())}
-    # Not measured: each task's seconds scaled to its full test set (lengths vary little across a task's docs).
-    result["extrapolated_full_test_sets_s"] = {
-        side: round(sum(t[f"{side}_s"] * t["test_set_docs"] / t["docs"] for t in result["tasks"].values()))
-        for side in ("ours", "lm_eval")}
-    result["load_average_end"] = os.getloadavg()[0]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8")
-    plot(result, args.out.with_suffix(".png"))
+        # Written after every task, so a run cut short still leaves what it measured.
+        write_result(result, args.out, complete=i == len(tasks) - 1)
     print(json.dumps(result["total"]), flush=True)
 
 
