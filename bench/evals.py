@@ -28,7 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-KOBEST_TASKS = ["kobest_boolq", "kobest_copa", "kobest_wic", "kobest_hellaswag", "kobest_sentineg"]
+KOBEST_TASKS = ["kobest_copa", "kobest_sentineg", "kobest_wic", "kobest_hellaswag", "kobest_boolq"]
+"""Shortest first, so a run cut short (results are written after every task) has covered the most tasks."""
 
 
 def parse_args() -> argparse.Namespace:
