@@ -99,7 +99,10 @@ def stats_table(rows: list[TokenizerStats]):
 
     table = Table(title="Tokenizer efficiency (lower tokens/char is better)")
     for column in ("tokenizer", "text", "vocab", "tokens/char", "tokens/eojeol", "bytes/token", "unk", "round-trip"):
-        table.add_column(column, justify="left" if column in ("tokenizer", "text") else "right")
+        if column in ("tokenizer", "text"):
+            table.add_column(column, overflow="fold")  # long paths wrap instead of being cut to "/tmp/…"
+        else:
+            table.add_column(column, justify="right", no_wrap=True)
     for row in rows:
         table.add_row(
             row.tokenizer,
