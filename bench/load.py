@@ -345,6 +345,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=LoadConfig.clients)
     parser.add_argument("--duration", type=float, default=LoadConfig.duration_s)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "load.json")
+    parser.add_argument("--order", choices=["off,on", "on,off"], default="off,on", help="Which arm runs first.")
     parser.add_argument("--serve-open", metavar="MODEL", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--max-model-len", type=int, default=LoadConfig.max_model_len, help=argparse.SUPPRESS)
@@ -356,7 +357,7 @@ def main() -> None:
     machine = {"cpus": os.cpu_count(), "load_avg_start": [round(x, 2) for x in os.getloadavg()]}
     with tempfile.TemporaryDirectory(prefix="nexus-k-load-") as tmp_name:
         tmp = Path(tmp_name)
-        arms = {"off": run_arm(tmp, cfg, secured=False), "on": run_arm(tmp, cfg, secured=True)}
+        arms = {arm: run_arm(tmp, cfg, secured=arm == "on") for arm in args.order.split(",")}
         overhead = middleware_overhead(cfg, tmp)
     machine["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     on, off = arms["on"], arms["off"]
@@ -365,7 +366,7 @@ def main() -> None:
         "p50_on_over_off": _ratio(on["latency_s"]["p50"], off["latency_s"]["p50"]),
         "p99_on_over_off": _ratio(on["latency_s"]["p99"], off["latency_s"]["p99"]),
     }
-    report = {"config": asdict(cfg), "machine": machine, "arms": arms, "comparison": comparison,
+    report = {"config": asdict(cfg), "order": args.order, "machine": machine, "arms": arms, "comparison": comparison,
               "middleware_overhead_in_process": overhead, "checks_pass": checks_pass(arms)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
