@@ -78,11 +78,6 @@ def test_kill_and_resume_gives_the_same_losses(pretrain_yaml: Callable[..., Path
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    os.environ.get("CI") == "true",
-    reason="known defect: a torchrun worker can hang at exit in ProcessGroupGloo's destructor (the DDP Reducer "
-    "outlives destroy_process_group); passes locally, run with `pytest tests/training -k two_processes`",
-)
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_two_processes_match_one_at_the_same_global_batch(
     pretrain_yaml: Callable[..., Path], tmp_path: Path, strategy: str
