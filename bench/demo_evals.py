@@ -1,6 +1,6 @@
 """KoBEST and KoBBQ of the demo model, base vs Korean-chat-tuned, through the product's own path.
 
-    python bench/demo_evals.py [--limit 200] [--tasks kobest_boolq,...,kobbq]
+    python bench/demo_evals.py [--limit 50] [--kobbq-limit 10] [--tasks kobest_boolq,...]
 
 Starts ``nexus-k serve`` with no ``--model`` (the bundled Gemma 3 270M with the committed adapter served as
 ``nexus-k-ko-chat`` beside the plain base ``gemma-3-270m``), then runs ``nexus-k eval run --backend openai``
@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 from nexus_k.demo_model import DEMO_BASE_NAME, DEMO_MODEL_NAME  # noqa: E402
 from tests.serving.conftest import free_port  # noqa: E402
 
-TASKS = "kobest_boolq,kobest_copa,kobest_hellaswag,kobest_sentineg,kobest_wic,kobbq"
+TASKS = "kobest_boolq,kobest_copa,kobest_hellaswag,kobest_sentineg,kobest_wic"
 
 
 def start_server(log: Path) -> tuple[subprocess.Popen, str]:
@@ -72,7 +72,9 @@ def headline(task: str, metrics: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default=TASKS)
-    parser.add_argument("--limit", type=int, default=200, help="documents per task (same ones for both models)")
+    parser.add_argument("--limit", type=int, default=50, help="documents per KoBEST task (same for both models)")
+    parser.add_argument("--kobbq-limit", type=int, default=10,
+                        help="KoBBQ samples per prompt template (x5 templates; 0 leaves KoBBQ out)")
     parser.add_argument(
         "--data-dir", default=os.environ.get("NEXUS_K_SHARED_DATA", str(REPO.parent / "shared" / "data"))
     )
@@ -83,8 +85,13 @@ def main() -> None:
     load = [round(x, 2) for x in os.getloadavg()]
     proc, base_url = start_server(work / "server.log")
     try:
-        runs = {name: run_eval(base_url, name, args.tasks, args.limit, work / name, args.data_dir)
-                for name in (DEMO_BASE_NAME, DEMO_MODEL_NAME)}
+        runs = {}
+        for name in (DEMO_BASE_NAME, DEMO_MODEL_NAME):
+            runs[name] = run_eval(base_url, name, args.tasks, args.limit, work / name, args.data_dir)
+            if args.kobbq_limit:
+                bias = run_eval(base_url, name, "kobbq", args.kobbq_limit, work / f"{name}-kobbq", args.data_dir)
+                runs[name]["tasks"].update(bias["tasks"])
+                runs[name]["wall_seconds"] += bias["wall_seconds"]
     finally:
         proc.terminate()
         proc.wait(timeout=120)
@@ -92,7 +99,8 @@ def main() -> None:
     for name, result in runs.items():
         for task, entry in result["tasks"].items():
             table.setdefault(task, {})[name] = headline(task, entry["metrics"])
-    report = {"limit_per_task": args.limit, "tasks": args.tasks.split(","), "results": table,
+    report = {"limit_per_task": args.limit, "kobbq_limit_per_template": args.kobbq_limit,
+              "tasks": args.tasks.split(",") + (["kobbq"] if args.kobbq_limit else []), "results": table,
               "wall_seconds": {name: r["wall_seconds"] for name, r in runs.items()},
               "loadavg_start": load, "loadavg_end": [round(x, 2) for x in os.getloadavg()]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
