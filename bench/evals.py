@@ -6,7 +6,7 @@ skt/kobest_v1's schema). lm-evaluation-harness uses its own KoBEST task files (p
 only the data source is swapped for local JSON files. Tasks alternate between the harnesses so that load
 on a shared machine hits both alike.
 
-    python bench/evals.py                      # the first 3% of each test set (what docs/evals.md reports)
+    python bench/evals.py                      # the first 5% of each test set (what docs/evals.md reports)
     python bench/evals.py --limit 8            # the first 8 documents of each task
     python bench/evals.py --fraction 1         # the full test sets (many hours for lm-eval on a 2-core CPU)
 
@@ -37,7 +37,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path,
                         default=Path(os.environ.get("NEXUS_K_SHARED_DATA", REPO.parent / "shared" / "data")))
     parser.add_argument("--model-dir", type=Path, default=None, help="Model folder (built when missing).")
-    parser.add_argument("--fraction", type=float, default=0.03,
+    parser.add_argument("--fraction", type=float, default=0.05,
                         help="Share of each test set, its first documents (rounded up); 1 = the full test sets.")
     parser.add_argument("--limit", type=int, default=None, help="Documents per task instead of --fraction.")
     parser.add_argument("--batch-size", type=int, default=16, help="Our backend's contexts per forward pass.")
