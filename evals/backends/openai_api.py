@@ -69,6 +69,8 @@ class OpenAIBackend(LM):
             raise UserError(f"{self.base_url}: {err.message}") from None
         except self._openai.APIConnectionError:
             raise UserError(f"cannot reach {self.base_url}") from None
+        except self._openai.APIStatusError as err:  # 5xx after the client's retries, or another refusal
+            raise UserError(f"{self.base_url} answered {err.status_code}: {err.message}") from None
 
     # --- log-likelihood ------------------------------------------------------------------------------
 

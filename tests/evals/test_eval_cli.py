@@ -75,3 +75,36 @@ def test_run_writes_results_report_and_compares(tmp_path: Path, tiny_model_dir: 
     assert "diff_bias_a" in result.output
     compared = json.loads((tmp_path / "cmp" / "compare.json").read_text(encoding="utf-8"))
     assert len(compared["runs"]) == 2
+
+
+def test_a_failing_endpoint_is_one_line_and_exit_2(tmp_path: Path, shared_data: Path) -> None:
+    """An endpoint that answers 500 (e.g. its engine died) ends the run with one clear line, no traceback."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Broken(BaseHTTPRequestHandler):
+        def _fail(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            body = json.dumps({"error": {"message": "engine died", "type": "server_error"}}).encode()
+            self.send_response(500)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _fail
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Broken)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result = nexus_k("run", "--backend", "openai", "--base-url", f"http://127.0.0.1:{server.server_port}/v1",
+                         "--model", "m", "--tasks", "kobest_copa", "--limit", "2", "--out", str(tmp_path / "o"),
+                         "--data-dir", str(shared_data), "--api-key", "k")
+    finally:
+        server.shutdown()
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert "answered 500" in result.stderr and "engine died" in result.stderr
