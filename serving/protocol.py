@@ -174,7 +174,8 @@ class SamplingFields(RequestModel):
     """Sample from the k most likely tokens only (0 or -1: off)."""
     min_tokens: int | None = Field(None, ge=0)
     """Generate at least this many tokens before EOS or a stop string may end the reply."""
-    repetition_penalty: float | None = Field(None, gt=0.0, le=10.0)
+    repetition_penalty: float | None = Field(None, ge=0.01, le=10.0)
+    """Divide (multiply, if negative) the logits of tokens already seen; 1 is off. Below 0.01 logits overflow."""
     ignore_eos: bool | None = None
     stop_token_ids: list[int] | None = None
 

@@ -19,6 +19,12 @@ from serving.engines.base import SamplingSettings, TokenLogprob
 _GREEDY_EPS = 1e-5
 
 
+
+def _make_finite(logits: torch.Tensor) -> torch.Tensor:
+    """Extreme (legal) penalties or temperatures can overflow: +inf becomes the largest float, NaN impossible."""
+    return torch.nan_to_num_(logits, nan=float("-inf"), posinf=torch.finfo(logits.dtype).max)
+
+
 class SequenceSampler:
     """Sampling state of one sequence: its generator, penalty counts and grammar matcher."""
 
@@ -73,6 +79,8 @@ class SequenceSampler:
             logits -= p.frequency_penalty * self.counts + p.presence_penalty * (self.counts > 0).float()
         if self.num_generated < p.min_tokens and self.min_tokens_blocked.numel():
             logits[self.min_tokens_blocked] = float("-inf")
+        _make_finite(logits)
+
 
     @property
     def needs_adjust(self) -> bool:
@@ -112,7 +120,7 @@ def _sample_rows(logits: torch.Tensor, samplers: list[SequenceSampler]) -> torch
     """Sample one token per row with each row's own generator (temperature, top-k, top-p)."""
     device = logits.device
     temperature = torch.tensor([s.params.temperature for s in samplers], device=device).unsqueeze(1)
-    scaled = logits / temperature
+    scaled = _make_finite(logits / temperature)
     top_k = [s.params.top_k for s in samplers]
     top_p = [s.params.top_p for s in samplers]
     vocab = scaled.shape[-1]

@@ -67,6 +67,7 @@ def test_plans():
         {"store": True},
         {"logit_bias": {"1": 5}},
         {"stop": ["a", "b", "c", "d", "e"]},
+        {"repetition_penalty": 1e-300},  # found by fuzzing: overflowed the logits (500)
     ],
 )
 def test_invalid_requests_are_rejected(bad):

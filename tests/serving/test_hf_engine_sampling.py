@@ -75,6 +75,14 @@ def test_repetition_penalty_matches_transformers(engine, hf_model, prompt):
     assert got.token_ids != reference_greedy(hf_model, prompt, 16, min_new_tokens=16)
 
 
+@pytest.mark.parametrize("penalty", [1e-300, 1e-30])
+def test_extreme_repetition_penalty_still_samples(engine, prompt, penalty):
+    # Found by fuzzing: a penalty that underflows float32 turned logits into inf/NaN and the step failed (500).
+    settings = SamplingSettings(max_tokens=4, min_tokens=4, temperature=0.5, seed=3, repetition_penalty=penalty)
+    got = run(collect(engine, prompt, settings, f"tiny-penalty-{penalty}"))
+    assert len(got.token_ids) == 4 and all(0 <= t < engine.vocab_size for t in got.token_ids)
+
+
 def test_presence_and_frequency_penalties_match_a_reference_loop(engine, hf_model, prompt):
     presence, frequency, steps = 0.7, 1.3, 12
     ids, counts = list(prompt), torch.zeros(engine.vocab_size)
