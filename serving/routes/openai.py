@@ -86,7 +86,12 @@ async def retrieve_model(model_id: str, state: StateDep) -> Model:
     return next(m for m in state.model_list().data if m.id == wanted)
 
 
-@router.post("/v1/chat/completions", response_model=ChatCompletion)
+# With "stream": true the answer is Server-Sent Events (chunks, then `data: [DONE]`): documented in the schema.
+STREAM_RESPONSE = {200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+                         "description": "The completion, or with `stream: true` a stream of Server-Sent Events."}}
+
+
+@router.post("/v1/chat/completions", response_model=ChatCompletion, responses=STREAM_RESPONSE)
 async def chat_completions(body: ChatCompletionRequest, request: Request, state: StateDep):
     """Chat completion, streamed or whole."""
     lora = state.resolve_model(body.model)
@@ -96,7 +101,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
     return await until_disconnected(request, create_chat_completion(state, body, lora, sink))
 
 
-@router.post("/v1/completions", response_model=Completion)
+@router.post("/v1/completions", response_model=Completion, responses=STREAM_RESPONSE)
 async def completions(body: CompletionRequest, request: Request, state: StateDep):
     """Text completion (with echo and prompt logprobs for scoring), streamed or whole."""
     lora = state.resolve_model(body.model)
