@@ -252,7 +252,7 @@ class _Exchange:
         return await self.receive()
 
     async def forward(self, message: Message) -> None:
-        """Pass the app's messages on; settle and audit just before the last one."""
+        """Pass the app's messages on; settle and audit just before the last one (or the ``[DONE]`` event)."""
         if message["type"] == "http.response.start":
             self.status = message["status"]
             headers = list(message.get("headers", []))
@@ -269,7 +269,10 @@ class _Exchange:
                 self.chunks_seen += chunk.count(b"data:")
             if self.reply is not None:
                 self.reply.feed(chunk)
-            if not message.get("more_body", False) and not self.finished:
+            # Settle at the stream's ``[DONE]`` too: a client may close as soon as it reads it, and the
+            # audit row must already be durable by then.
+            last = not message.get("more_body", False) or (self.streaming and b"data: [DONE]" in chunk)
+            if last and not self.finished:
                 if self.status >= 400 and chunk:
                     self.error_type = _error_type(chunk)
                 with anyio.CancelScope(shield=True):
