@@ -1,11 +1,14 @@
-"""KoBEST and KoBBQ of the demo model, base vs Korean-chat-tuned, through the product's own path.
+"""KoBEST and KoBBQ of the demo model, base vs Korean-chat-tuned, through the product's own eval CLI.
 
-    python bench/demo_evals.py [--limit 50] [--kobbq-limit 10] [--tasks kobest_boolq,...]
+    python bench/demo_evals.py [--limit 50] [--kobbq-limit 10] [--tasks kobest_boolq,...] [--via hf|server]
 
-Starts ``nexus-k serve`` with no ``--model`` (the bundled Gemma 3 270M with the committed adapter served as
-``nexus-k-ko-chat`` beside the plain base ``gemma-3-270m``), then runs ``nexus-k eval run --backend openai``
-against it once per model name, on the same documents. Writes bench/results/demo_evals.json and prints a
-Markdown table for docs/demo.md.
+``--via hf`` (the default) runs ``nexus-k eval run --backend hf`` in process on the bundled Gemma 3 270M
+(transformers, float32), once plain and once with ``--adapter`` set to the committed LoRA (merged into the
+weights by PEFT: the same weights the server serves as ``nexus-k-ko-chat``). ``--via server`` starts
+``nexus-k serve`` with no ``--model`` (the base as ``gemma-3-270m`` and the adapter as ``nexus-k-ko-chat``) and
+runs ``--backend openai`` against it; on a 2-core CPU vLLM's LoRA path makes that many times slower.
+Both models see the same documents. Writes bench/results/demo_evals.json and prints a Markdown table for
+docs/demo.md.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from nexus_k.demo_model import DEMO_BASE_NAME, DEMO_MODEL_NAME  # noqa: E402
+from nexus_k.demo_model import DEMO_BASE_NAME, DEMO_MODEL_NAME, demo_adapter_dir, prepare_demo_model  # noqa: E402
 from tests.serving.conftest import free_port  # noqa: E402
 
 TASKS = "kobest_boolq,kobest_copa,kobest_hellaswag,kobest_sentineg,kobest_wic"
@@ -50,11 +53,10 @@ def start_server(log: Path) -> tuple[subprocess.Popen, str]:
     raise SystemExit("the server did not become healthy in 30 minutes")
 
 
-def run_eval(base_url: str, model: str, tasks: str, limit: int, out: Path, data_dir: str) -> dict:
-    """One ``nexus-k eval run`` against the server; returns its results.json."""
-    command = [sys.executable, "-m", "nexus_k", "eval", "run", "--backend", "openai", "--base-url", base_url,
-               "--model", model, "--tasks", tasks, "--limit", str(limit), "--out", str(out),
-               "--data-dir", data_dir, "--batch-size", "8"]
+def run_eval(target: list[str], tasks: str, limit: int, out: Path, data_dir: str) -> dict:
+    """One ``nexus-k eval run`` (``target``: the backend and model flags); returns its results.json."""
+    command = [sys.executable, "-m", "nexus_k", "eval", "run", *target, "--tasks", tasks, "--limit", str(limit),
+               "--out", str(out), "--data-dir", data_dir, "--batch-size", "8"]
     started = time.perf_counter()
     subprocess.run(command, check=True, env={**os.environ, "NEXUS_K_EVAL_API_KEY": "unused"})
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
@@ -78,28 +80,41 @@ def main() -> None:
     parser.add_argument(
         "--data-dir", default=os.environ.get("NEXUS_K_SHARED_DATA", str(REPO.parent / "shared" / "data"))
     )
+    parser.add_argument("--via", choices=["hf", "server"], default="hf",
+                        help="hf: transformers in process, adapter merged (default); server: nexus-k serve + openai")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "demo_evals.json")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="nexus-k-demo-evals-"))
     load = [round(x, 2) for x in os.getloadavg()]
-    proc, base_url = start_server(work / "server.log")
+    proc = None
+    if args.via == "server":
+        proc, base_url = start_server(work / "server.log")
+        targets = {name: ["--backend", "openai", "--base-url", base_url, "--model", name]
+                   for name in (DEMO_BASE_NAME, DEMO_MODEL_NAME)}
+    else:
+        model, adapter = str(prepare_demo_model()), demo_adapter_dir()
+        if adapter is None:
+            raise SystemExit("no committed adapter under nexus_k/adapters/ko_chat (make demo-adapter)")
+        hf = ["--backend", "hf", "--dtype", "float32", "--model", model]
+        targets = {DEMO_BASE_NAME: hf, DEMO_MODEL_NAME: [*hf, "--adapter", str(adapter)]}
     try:
         runs = {}
-        for name in (DEMO_BASE_NAME, DEMO_MODEL_NAME):
-            runs[name] = run_eval(base_url, name, args.tasks, args.limit, work / name, args.data_dir)
+        for name, target in targets.items():
+            runs[name] = run_eval(target, args.tasks, args.limit, work / name, args.data_dir)
             if args.kobbq_limit:
-                bias = run_eval(base_url, name, "kobbq", args.kobbq_limit, work / f"{name}-kobbq", args.data_dir)
+                bias = run_eval(target, "kobbq", args.kobbq_limit, work / f"{name}-kobbq", args.data_dir)
                 runs[name]["tasks"].update(bias["tasks"])
                 runs[name]["wall_seconds"] += bias["wall_seconds"]
     finally:
-        proc.terminate()
-        proc.wait(timeout=120)
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=120)
     table = {}
     for name, result in runs.items():
         for task, entry in result["tasks"].items():
             table.setdefault(task, {})[name] = headline(task, entry["metrics"])
-    report = {"limit_per_task": args.limit, "kobbq_limit_per_template": args.kobbq_limit,
+    report = {"via": args.via, "limit_per_task": args.limit, "kobbq_limit_per_template": args.kobbq_limit,
               "tasks": args.tasks.split(",") + (["kobbq"] if args.kobbq_limit else []), "results": table,
               "wall_seconds": {name: r["wall_seconds"] for name, r in runs.items()},
               "loadavg_start": load, "loadavg_end": [round(x, 2) for x in os.getloadavg()]}

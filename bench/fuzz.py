@@ -10,8 +10,8 @@ coverage and fuzzing phases, bounded examples per operation, a time budget each)
 * ``without_key``: the schema as served, no key: every operation but ``/health`` must answer 401 and
   none may fail with a 5xx.
 
-Then the server gets SIGTERM. Writes ``bench/results/fuzz.json`` (counts, failures, the server log's
-traceback count, load averages).
+Then the server gets SIGTERM. Writes ``bench/results/fuzz.json`` (counts, failures, schemathesis' pytest
+reproducer of each failing case, the server log's distinct tracebacks, load averages).
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ def run_schemathesis(base: str, schema: Path, cfg: FuzzConfig, report: Path, key
     cmd = ["schemathesis", "run", str(schema), "--url", base, "--checks", cfg.checks, "--max-examples",
            str(cfg.max_examples), "--max-time", str(max_time_s), "--seed", str(cfg.seed), "--workers", "2",
            "--request-timeout", "120", "--phases", "examples,coverage,fuzzing", "--no-shrink",
-           "--report", "json", "--report-json-path", str(report)]
+           "--report", "json,pytest", "--report-json-path", str(report),
+           "--report-pytest-path", str(report.with_suffix(".repro.py"))]
     if key:
         cmd += ["--header", f"Authorization: Bearer {key}"]
     started = time.monotonic()
@@ -65,7 +66,27 @@ def run_schemathesis(base: str, schema: Path, cfg: FuzzConfig, report: Path, key
     summary["cases_generated"] = int(generated.group(1)) if generated else None
     if report.is_file():
         summary["report"] = _summarise(json.loads(report.read_text()))
+    reproducer = report.with_suffix(".repro.py")
+    if done.returncode != 0 and reproducer.is_file():
+        # Schemathesis writes a pytest file that replays each failing case: kept so a failure can be reproduced.
+        summary["reproducer"] = reproducer.read_text(errors="replace")[:20_000]
     return summary
+
+
+def server_tracebacks(log_lines: list[str], keep: int = 5) -> list[dict]:
+    """The server log's distinct tracebacks (by their last line), with how often each occurred."""
+    seen: dict[str, dict] = {}
+    for i, line in enumerate(log_lines):
+        if not line.startswith("Traceback"):
+            continue
+        end = i + 1
+        while end < len(log_lines) and (log_lines[end].startswith((" ", "\t")) or not log_lines[end].strip()):
+            end += 1
+        block = log_lines[max(0, i - 2):end + 1]  # the log line that announced it, the frames, the error
+        last = log_lines[end] if end < len(log_lines) else block[-1]
+        entry = seen.setdefault(last, {"error": last, "count": 0, "traceback": block[-40:]})
+        entry["count"] += 1
+    return sorted(seen.values(), key=lambda e: -e["count"])[:keep]
 
 
 def fetch_schemas(base: str, key: str, served: str, out: Path) -> tuple[Path, Path]:
@@ -121,8 +142,9 @@ def main() -> None:
             stop = server.stop()
         log_lines = server.log.read_text(errors="replace").splitlines()
         tracebacks = sum(line.startswith("Traceback") for line in log_lines)
+        distinct = server_tracebacks(log_lines)
         five_xx = sum(' 500 ' in line or ' 502 ' in line or ' 503 ' in line for line in log_lines)
-    report = {"config": asdict(cfg), "runs": runs, "server_tracebacks": tracebacks,
+    report = {"config": asdict(cfg), "runs": runs, "server_tracebacks": tracebacks, "distinct_tracebacks": distinct,
               "server_5xx_in_access_log": five_xx, "server_stop": stop,
               "load_avg": {"start": load_start, "end": [round(x, 2) for x in os.getloadavg()]},
               "checks_pass": all(r["exit_status"] == 0 for r in runs.values()) and tracebacks == 0}

@@ -30,6 +30,8 @@ def run(
     dtype: str | None = typer.Option(None, "--dtype", help="auto (default), float32, bfloat16 or float16."),
     device: str | None = typer.Option(None, "--device", help="Torch device for the transformers backend (cpu)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed for few-shot sampling (1234)."),
+    adapter: str | None = typer.Option(None, "--adapter",
+                                       help="PEFT LoRA adapter folder merged into --model (transformers backend)."),
 ) -> None:
     """Evaluate a model on tasks; writes results.json, samples_<task>.jsonl and report.html."""
     from rich.console import Console
@@ -45,7 +47,7 @@ def run(
         "model": model, "tasks": [t for t in tasks.split(",") if t.strip()] if tasks else None, "out_dir": out,
         "backend": backend, "base_url": base_url, "api_key": api_key, "api": api, "limit": limit,
         "num_fewshot": num_fewshot, "data_dir": data_dir, "batch_size": batch_size, "dtype": dtype,
-        "device": device, "seed": seed,
+        "device": device, "seed": seed, "adapter": adapter,
     }
     if config is not None:
         run_config = RunConfig.from_file(config, **given)

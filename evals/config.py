@@ -144,6 +144,9 @@ class RunConfig:
     """Weights dtype for local models: auto, float32, bfloat16, float16."""
     device: str = "cpu"
     """Torch device for the transformers backend."""
+    adapter: str | None = None
+    """A PEFT LoRA adapter folder merged into the model (transformers backend); for an endpoint, ask for the
+    adapter by its served name with ``model`` instead."""
     seed: int = 1234
     """Seed for few-shot sampling."""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -167,6 +170,16 @@ class RunConfig:
             raise UserError("no tasks given (see `nexus-k eval list`)")
         if self.base_url and self.backend == "auto":
             self.backend = "openai"
+        if self.adapter is not None:
+            if self.backend == "auto":
+                self.backend = "hf"
+            if self.backend != "hf":
+                raise UserError(
+                    f"--adapter works with the hf backend, not {self.backend!r}; a server serves its adapters "
+                    "under their own model names (`--model <adapter name>`)"
+                )
+            if not (Path(self.adapter) / "adapter_config.json").is_file():
+                raise UserError(f"--adapter {self.adapter}: no adapter_config.json in that folder")
 
     @classmethod
     def from_file(cls, path: Path, **overrides: Any) -> RunConfig:

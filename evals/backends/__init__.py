@@ -33,7 +33,7 @@ def _hf(config: RunConfig) -> LM:
     from evals.backends.hf import HFBackend
 
     return HFBackend(config.model, dtype=config.dtype, device=config.device, batch_size=config.batch_size,
-                     **config.extra)
+                     adapter=config.adapter, **config.extra)
 
 
 @register_backend("vllm")

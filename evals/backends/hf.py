@@ -8,6 +8,7 @@ Token splitting follows lm-evaluation-harness, so scores match its HF backend it
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from evals.backends.base import (
@@ -37,8 +38,10 @@ def _shallow_cache_copy(cache):
     return clone
 
 
-def load_hf_model(model: str, dtype: str = "auto", device: str = "cpu", trust_remote_code: bool = False):
-    """Tokenizer and causal LM from a local folder or hub name, in eval mode."""
+def load_hf_model(model: str, dtype: str = "auto", device: str = "cpu", trust_remote_code: bool = False,
+                  adapter: str | None = None):
+    """Tokenizer and causal LM from a local folder or hub name, in eval mode; with ``adapter`` (a PEFT LoRA
+    folder, e.g. from ``nexus-k train lora``) merged into the weights."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -50,7 +53,21 @@ def load_hf_model(model: str, dtype: str = "auto", device: str = "cpu", trust_re
         lm = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype, trust_remote_code=trust_remote_code)
     except OSError as err:
         raise UserError(f"cannot load model {model!r}: {str(err).splitlines()[0]}") from None
+    if adapter is not None:
+        lm = merge_adapter(lm, adapter)
     return tokenizer, lm.to(device).eval()
+
+
+def merge_adapter(lm: Any, adapter: str) -> Any:
+    """``lm`` with the LoRA adapter at ``adapter`` merged in (scores then cost what the base's do)."""
+    from peft import PeftModel
+
+    if not (Path(adapter) / "adapter_config.json").is_file():
+        raise UserError(f"adapter {adapter!r}: no adapter_config.json there (a PEFT LoRA folder is expected)")
+    try:
+        return PeftModel.from_pretrained(lm, adapter).merge_and_unload()
+    except (ValueError, RuntimeError, KeyError) as err:
+        raise UserError(f"adapter {adapter!r} does not fit the model: {str(err).splitlines()[0]}") from None
 
 
 class HFBackend(LM):
@@ -60,12 +77,13 @@ class HFBackend(LM):
 
     def __init__(self, model: str, *, dtype: str = "auto", device: str = "cpu", batch_size: int = 16,
                  max_batch_tokens: int = 16384, max_length: int | None = None,
-                 trust_remote_code: bool = False) -> None:
+                 trust_remote_code: bool = False, adapter: str | None = None) -> None:
         self.model_name = model
+        self.adapter = adapter
         self.device = device
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
-        self.tokenizer, self.model = load_hf_model(model, dtype, device, trust_remote_code)
+        self.tokenizer, self.model = load_hf_model(model, dtype, device, trust_remote_code, adapter)
         config_len = getattr(self.model.config, "max_position_embeddings", None) or 2048
         self.max_length = max_length or config_len
         tok = self.tokenizer
@@ -76,6 +94,7 @@ class HFBackend(LM):
         return {
             "backend": self.name,
             "model": self.model_name,
+            "adapter": self.adapter,
             "dtype": str(self.model.dtype).replace("torch.", ""),
             "device": self.device,
             "parameters": sum(p.numel() for p in self.model.parameters()),

@@ -105,3 +105,34 @@ def test_vllm_engine_backend_matches_hf_backend(tiny_model_dir, hf_backend, tmp_
         assert isinstance(texts[0], str)
     finally:
         backend.close()
+
+
+@pytest.fixture(scope="module")
+def lora_adapter(tiny_model_dir, tmp_path_factory):
+    """A random (non-zero) LoRA adapter on the tiny model, saved as PEFT writes it."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    path = tmp_path_factory.mktemp("lora")
+    get_peft_model(model, config).save_pretrained(path)
+    return path
+
+
+def test_hf_backend_with_adapter_scores_what_peft_scores(tiny_model_dir, hf_backend, lora_adapter) -> None:
+    from peft import PeftModel
+
+    from evals.backends.hf import HFBackend
+
+    tuned = HFBackend(str(tiny_model_dir), dtype="float32", batch_size=3, adapter=str(lora_adapter))
+    assert tuned.describe()["adapter"] == str(lora_adapter)
+    got = tuned.loglikelihood(REQUESTS[:4])
+    base = hf_backend.loglikelihood(REQUESTS[:4])
+    assert all(abs(g.logprob - b.logprob) > 1e-3 for g, b in zip(got, base, strict=True))  # the adapter acts
+    unmerged = PeftModel.from_pretrained(tuned.model.__class__.from_pretrained(tiny_model_dir, dtype=torch.float32),
+                                         str(lora_adapter)).eval()
+    reference = type("Ref", (), {"tokenizer": tuned.tokenizer, "model": unmerged})
+    for result, (logprob, _) in zip(got, reference_scores(reference, REQUESTS[:4]), strict=True):
+        assert result.logprob == pytest.approx(logprob, abs=1e-3)

@@ -37,6 +37,12 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, tiny_model_dir: Path) 
     assert result.returncode == 2 and "does not exist" in result.stderr
     result = nexus_k("compare", str(tmp_path / "none"))
     assert result.returncode == 2 and "no results.json" in result.stderr
+    result = nexus_k("run", "--model", str(tiny_model_dir), "--tasks", "nsmc", "--out", str(tmp_path),
+                     "--adapter", str(tmp_path))
+    assert result.returncode == 2 and "no adapter_config.json" in result.stderr
+    result = nexus_k("run", "--model", "m", "--tasks", "nsmc", "--out", str(tmp_path), "--base-url",
+                     "http://127.0.0.1:9/v1", "--adapter", str(tmp_path))
+    assert result.returncode == 2 and "--adapter works with the hf backend" in result.stderr
 
 
 @pytest.mark.slow
