@@ -3,7 +3,11 @@
 Same ~100M-parameter model, same client, same load (N concurrent streaming chat requests, 64 output tokens
 each), side by side in one run. Writes bench/results/serve.json and prints a Markdown table.
 
-    python bench/serve.py [--concurrency 16 64] [--requests-per-client 4] [--skip hf]
+    python bench/serve.py [--concurrency 16 64] [--requests-per-client 4] [--repeats 2] [--skip nexus-k-hf]
+
+Each contender gets a one-request warm-up, and the vLLM ones an untimed round at each concurrency (one-off
+costs of a first batch of that size stay out of the timing); then ``concurrency`` clients each send
+``requests-per-client`` requests back to back.
 """
 
 from __future__ import annotations
@@ -96,11 +100,14 @@ async def _one_request(client: httpx.AsyncClient, base: str) -> dict:
     return {"ttft": first - start, "itl": (end - first) / max(1, tokens - 1), "tokens": tokens, "latency": end - start}
 
 
-async def load(base: str, concurrency: int, per_client: int) -> dict:
-    """``concurrency`` clients, each sending ``per_client`` requests back to back."""
+async def load(base: str, concurrency: int, per_client: int, warm_round: bool) -> dict:
+    """``concurrency`` clients, each sending ``per_client`` requests back to back (after a warm-up: one
+    request, and with ``warm_round`` an untimed round of ``concurrency`` requests at once)."""
     limits = httpx.Limits(max_connections=concurrency + 4)
     async with httpx.AsyncClient(timeout=600, limits=limits) as client:
-        await one_request(client, base)  # warm-up
+        await one_request(client, base)
+        if warm_round:
+            await asyncio.gather(*[one_request(client, base) for _ in range(concurrency)])
 
         async def worker() -> list[dict]:
             return [await one_request(client, base) for _ in range(per_client)]
@@ -122,33 +129,58 @@ async def load(base: str, concurrency: int, per_client: int) -> dict:
     }
 
 
+def median_row(rows: list[dict]) -> dict:
+    """Each metric's median over repeated runs of one contender at one concurrency."""
+    out = dict(rows[0])
+    for key, value in rows[0].items():
+        if isinstance(value, float):
+            out[key] = statistics.median(r[key] for r in rows)
+    out["repeats"] = len(rows)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])
-    parser.add_argument("--requests-per-client", type=int, default=2)
+    parser.add_argument("--requests-per-client", type=int, default=4)
+    parser.add_argument("--hf-requests-per-client", type=int, default=1,
+                        help="The transformers contender is ~15x slower: one request per client keeps it to minutes.")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="Start/measure/stop cycles of the two vLLM contenders, alternated (A B A B); the "
+                             "median of each metric is reported.")
     parser.add_argument("--skip", nargs="*", default=[], help="contenders to leave out")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "serve.json")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="nexus-k-bench-serve-"))
     model = build_tiny_model(work / "model-100m", preset="100m")
-    results: dict[str, list[dict]] = {}
-    for kind in ("nexus-k-vllm", "vllm-openai", "nexus-k-hf"):
+    runs: dict[str, list[list[dict]]] = {}
+    # One server at a time (two vLLM CPU engines pin their workers to the same core), the vLLM pair
+    # alternated so that a slow spell of a shared machine does not land on one contender only.
+    order = [k for _ in range(args.repeats) for k in ("nexus-k-vllm", "vllm-openai")] + ["nexus-k-hf"]
+    for kind in order:
         if kind in args.skip:
             continue
         proc, base = start(kind, model, work / f"{kind}.log")
         try:
-            results[kind] = [asyncio.run(load(base, c, args.requests_per_client)) for c in args.concurrency]
+            per_client = args.hf_requests_per_client if kind == "nexus-k-hf" else args.requests_per_client
+            rows = [asyncio.run(load(base, c, per_client, warm_round=kind != "nexus-k-hf")) for c in args.concurrency]
         finally:
             proc.terminate()
             proc.wait(timeout=120)
-        print(kind, json.dumps(results[kind], indent=1), flush=True)
+        runs.setdefault(kind, []).append(rows)
+        print(kind, json.dumps(rows, indent=1), flush=True)
+    results = {kind: [median_row([rep[i] for rep in reps]) for i in range(len(args.concurrency))]
+               for kind, reps in runs.items()}
 
     import torch
 
     params = sum(p.numel() for p in __import__("transformers").AutoModelForCausalLM.from_pretrained(model).parameters())
     report = {"model_parameters": params, "output_tokens": OUTPUT_TOKENS, "machine": platform.processor() or
-              platform.machine(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "results": results}
+              platform.machine(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+              "requests_per_client": args.requests_per_client, "hf_requests_per_client": args.hf_requests_per_client,
+              "repeats": args.repeats, "results": results,
+              "runs": runs}
     ratios = {}
     for i, c in enumerate(args.concurrency):
         a = results.get("nexus-k-vllm", [None] * (i + 1))[i]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -130,6 +131,10 @@ def build_app(settings: ServerSettings, engine: Engine | None = None) -> FastAPI
             raise EngineError("no model given")
         own = await load_engine(settings.engine, settings.model, **engine_options(settings))
         _attach(app, settings, own)
+        # Everything loaded so far (modules, tokenizer, engine client) lives as long as the server: keep it
+        # out of the garbage collector's full passes, which otherwise stall streams while they walk it.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

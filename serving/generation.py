@@ -55,6 +55,54 @@ class SequenceResult:
 _DONE = object()
 
 
+async def _engine_items(
+    engine: Engine, jobs: list[SequenceJob], ids: dict[int, str], lora_name: str | None
+) -> AsyncIterator[tuple[int, GenerationDelta | Exception | object]]:
+    """``(job index, delta | error | _DONE)`` from all jobs as they arrive.
+
+    One job (the common ``n=1``) is read straight from the engine; several run as tasks that feed a queue.
+    """
+    if len(jobs) == 1:
+        job = jobs[0]
+        stream = engine.generate(job.prompt_ids, job.settings, ids[job.index], lora_name)
+        try:
+            async for delta in stream:
+                yield job.index, delta
+        except Exception as err:  # handed to the consumer, which raises it in the request's context
+            yield job.index, err
+        finally:
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await stream.aclose()  # type: ignore[attr-defined]
+        yield job.index, _DONE
+        return
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def run(job: SequenceJob) -> None:
+        try:
+            async for delta in engine.generate(job.prompt_ids, job.settings, ids[job.index], lora_name):
+                await queue.put((job.index, delta))
+        except Exception as err:
+            await queue.put((job.index, err))
+        finally:
+            await queue.put((job.index, _DONE))
+
+    tasks = [asyncio.create_task(run(job)) for job in jobs]
+    try:
+        running = len(tasks)
+        while running:
+            index, item = await queue.get()
+            if item is _DONE:
+                running -= 1
+            yield index, item
+    finally:
+        with anyio.CancelScope(shield=True):
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+
 async def stream_jobs(
     engine: Engine,
     jobs: list[SequenceJob],
@@ -63,29 +111,15 @@ async def stream_jobs(
     metrics: ServerMetrics,
 ) -> AsyncIterator[tuple[int, GenerationDelta]]:
     """Yield ``(job index, delta)`` from all jobs as they arrive; abort what is left on exit."""
-    queue: asyncio.Queue = asyncio.Queue()
     ids = {job.index: f"{request_id}-{job.index}" for job in jobs}
     unfinished = set(ids)
     start = time.perf_counter()
-
-    async def run(job: SequenceJob) -> None:
-        try:
-            async for delta in engine.generate(job.prompt_ids, job.settings, ids[job.index], lora_name):
-                await queue.put((job.index, delta))
-        except Exception as err:  # handed to the consumer, which raises it in the request's context
-            await queue.put((job.index, err))
-        finally:
-            await queue.put((job.index, _DONE))
-
-    tasks = [asyncio.create_task(run(job)) for job in jobs]
-    running = len(tasks)
     first_token_seen = False
     last_token_time = start
+    items = _engine_items(engine, jobs, ids, lora_name)
     try:
-        while running:
-            index, item = await queue.get()
+        async for index, item in items:
             if item is _DONE:
-                running -= 1
                 continue
             if isinstance(item, EngineError):
                 # The transformers engine reports its own internal failures as EngineError too.
@@ -94,6 +128,7 @@ async def stream_jobs(
                 raise APIError(str(item), 400)
             if isinstance(item, Exception):
                 raise item
+            assert isinstance(item, GenerationDelta)
             now = time.perf_counter()
             if item.token_ids:
                 if not first_token_seen:
@@ -108,15 +143,11 @@ async def stream_jobs(
     finally:
         # Shielded: this also runs when the client's disconnect cancelled us, and the aborts must happen.
         with anyio.CancelScope(shield=True):
-            for task in tasks:
-                task.cancel()
+            await items.aclose()
             for index in unfinished:
                 metrics.aborted.inc()
                 with contextlib.suppress(Exception):
                     await engine.abort(ids[index])
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
 
 
 async def run_jobs(
