@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import Insert, insert, select
 
 from serving.db import AuditRecord, get_engine, get_sessionmaker, utcnow
 
@@ -55,6 +55,11 @@ def redact_pair(prompt: str | None, reply: str | None) -> tuple[str | None, str 
     return out[0], out[1], totals
 
 
+def audit_insert(entry: AuditEntry) -> Insert:
+    """The statement that stores ``entry``, stamped with the current time."""
+    return insert(AuditRecord).values(created_at=utcnow(), **entry.__dict__)
+
+
 class AuditStore:
     """Writes and reads audit rows."""
 
@@ -65,7 +70,7 @@ class AuditStore:
     def write(self, entry: AuditEntry) -> None:
         """Commit one row (returns once it is durable in the database)."""
         with self.engine.begin() as conn:
-            conn.execute(insert(AuditRecord).values(created_at=utcnow(), **entry.__dict__))
+            conn.execute(audit_insert(entry))
 
     def recent(self, limit: int = 20, org: str | None = None) -> list[AuditRecord]:
         """The newest rows, newest first."""

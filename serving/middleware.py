@@ -23,6 +23,7 @@ from serving.audit import AuditEntry, AuditStore, ReplyCollector, prompt_text, r
 from serving.auth import KeyStore, Principal, bearer_token
 from serving.errors import APIError
 from serving.quota import QuotaStore, reservation_for
+from serving.recorder import RecordWriter, Settlement
 from serving.security_settings import SecuritySettings
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class SecurityMiddleware:
         self.keys = KeyStore(settings.database_url)
         self.quota = QuotaStore(settings.database_url)
         self.audit = AuditStore(settings.database_url)
+        self.records = RecordWriter(self.audit.engine)
         self.page_paths = frozenset(settings.page_paths)
 
     def is_public(self, method: str, path: str) -> bool:
@@ -320,16 +322,12 @@ class _Exchange:
                 entry.prompt_text, entry.reply_text, entry.pii_counts = redact_pair(
                     prompt_text(self.body_json), self.reply.text()
                 )
-            await to_thread.run_sync(self._settle_and_record, entry, prompt + completion)
+            settlement = None
+            if self.principal is not None:
+                settlement = Settlement(self.principal.org_id, self.reserved, prompt + completion)
+            await self.mw.records.record(entry, settlement)
         except Exception:
             log.exception("could not settle or audit request %s", self.request_id)
-
-
-    def _settle_and_record(self, entry: AuditEntry, tokens: int) -> None:
-        # One worker-thread call: once started, a cancelled request still gets both done.
-        if self.principal is not None:
-            self.mw.quota.settle(self.principal.org_id, self.reserved, tokens)
-        self.mw.audit.write(entry)
 
 
 def _error_type(body: bytes) -> str | None:

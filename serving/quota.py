@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Update, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -88,17 +88,22 @@ class QuotaStore:
 
     def settle(self, org_id: int, reserved: int, used: int) -> None:
         """Return the unused part of a reservation and record the real usage (atomic)."""
-        values: dict[str, Any] = {"tokens_used": Organisation.tokens_used + used}
-        if reserved or used:
-            # Unlimited organisations keep NULL (NULL + x stays NULL).
-            values["tokens_remaining"] = Organisation.tokens_remaining + (reserved - used)
         with self.engine.begin() as s:
-            s.execute(update(Organisation).where(Organisation.id == org_id).values(**values))
+            s.execute(settle_update(org_id, reserved, used))
 
     def remaining(self, org_id: int) -> int | None:
         """Credits left (None: unlimited)."""
         with self.engine.connect() as s:
             return s.scalar(select(Organisation.tokens_remaining).where(Organisation.id == org_id))
+
+
+def settle_update(org_id: int, reserved: int, used: int) -> Update:
+    """The statement that gives back the unused part of a reservation and counts the real usage."""
+    values: dict[str, Any] = {"tokens_used": Organisation.tokens_used + used}
+    if reserved or used:
+        # Unlimited organisations keep NULL (NULL + x stays NULL).
+        values["tokens_remaining"] = Organisation.tokens_remaining + (reserved - used)
+    return update(Organisation).where(Organisation.id == org_id).values(**values)
 
 
 def _retry_after(rpm: int, previous: int, current: int, elapsed: float) -> int:
