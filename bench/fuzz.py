@@ -50,7 +50,9 @@ class FuzzConfig:
 def run_schemathesis(base: str, schema: Path, cfg: FuzzConfig, report: Path, key: str | None,
                      max_time_s: int) -> dict:
     """One schemathesis run over ``schema`` against ``base``; its summary and the CLI's exit status."""
-    cmd = ["schemathesis", "run", str(schema), "--url", base, "--checks", cfg.checks, "--max-examples",
+    beside = Path(sys.executable).parent / "schemathesis"  # the venv's, even when it is not activated
+    cmd = [str(beside) if beside.is_file() else "schemathesis", "run", str(schema), "--url", base,
+           "--checks", cfg.checks, "--max-examples",
            str(cfg.max_examples), "--max-time", str(max_time_s), "--seed", str(cfg.seed), "--workers", "2",
            "--request-timeout", "120", "--phases", "examples,coverage,fuzzing", "--no-shrink",
            "--report", "json,pytest", "--report-json-path", str(report),

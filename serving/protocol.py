@@ -177,7 +177,8 @@ class SamplingFields(RequestModel):
     repetition_penalty: float | None = Field(None, ge=0.01, le=10.0)
     """Divide (multiply, if negative) the logits of tokens already seen; 1 is off. Below 0.01 logits overflow."""
     ignore_eos: bool | None = None
-    stop_token_ids: list[int] | None = None
+    stop_token_ids: Annotated[list[Annotated[int, Field(ge=0)]], Field(max_length=256)] | None = None
+    """Token ids that end the reply (each a token of the model's vocabulary; the server checks the bound)."""
 
     @field_validator("logit_bias")
     @classmethod

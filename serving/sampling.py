@@ -17,6 +17,12 @@ def context_error(prompt_tokens: int, max_tokens: int, max_model_len: int) -> AP
     )
 
 
+def check_token_ids(ids: list[int], vocab_size: int, param: str) -> None:
+    """400 unless every id is a token of this model's vocabulary."""
+    if any(not 0 <= t < vocab_size for t in ids):
+        raise APIError(f"{param} must be token ids in [0, {vocab_size})", param=param)
+
+
 def resolve_max_tokens(requested: int | None, prompt_tokens: int, max_model_len: int) -> int:
     """The completion budget: as asked, or whatever the context leaves; 400 if it cannot fit."""
     room = max_model_len - prompt_tokens
@@ -40,6 +46,9 @@ def to_sampling_settings(
 ) -> SamplingSettings:
     """Engine settings for choice ``choice_index`` of a request (seeded choices get distinct seeds)."""
     seed = None if fields.seed is None else (fields.seed + choice_index) % (2**63)
+    if (fields.min_tokens or 0) > max_tokens:
+        raise APIError(f"min_tokens ({fields.min_tokens}) must not exceed max_tokens ({max_tokens})",
+                       param="min_tokens")
     return SamplingSettings(
         max_tokens=max_tokens,
         temperature=1.0 if fields.temperature is None else fields.temperature,

@@ -178,7 +178,10 @@ class VLLMEngine:
         prompt_only = params.max_tokens == 0
         if prompt_only:
             params = SamplingSettings(**{**params.__dict__, "max_tokens": 1, "structured": None})
-        sampling = _to_vllm_params(params, self._eos_ids)
+        try:
+            sampling = _to_vllm_params(params, self._eos_ids)
+        except ValueError as err:  # vLLM's own checks of the settings: the caller's mistake, not ours
+            raise EngineError(f"invalid sampling settings: {err}") from None
         self._running.add(request_id)
         first = True
         try:

@@ -32,7 +32,7 @@ from serving.protocol import (
     Usage,
     random_id,
 )
-from serving.sampling import resolve_max_tokens, to_sampling_settings
+from serving.sampling import check_token_ids, resolve_max_tokens, to_sampling_settings
 from serving.state import ServerState
 
 UsageSink = Callable[[int, int], None]
@@ -41,6 +41,7 @@ UsageSink = Callable[[int, int], None]
 def _prepare(state: ServerState, request: ChatCompletionRequest) -> tuple[list[int], ToolPlan, list[SequenceJob]]:
     if request.n and request.n > state.settings.max_n:
         raise APIError(f"n={request.n} is larger than this server allows ({state.settings.max_n})", param="n")
+    check_token_ids(request.stop_token_ids or [], len(state.tokenizer), "stop_token_ids")
     tools = [t.model_dump(exclude_none=True) for t in request.tools] if request.tools else None
     if request.tool_choice == "none":
         tools = None

@@ -10,7 +10,7 @@ from serving.generation import SequenceJob, SequenceResult, run_jobs, stream_job
 from serving.handlers.logprobs import completion_logprobs
 from serving.handlers.sse import DONE, sse
 from serving.protocol import Completion, CompletionChoice, CompletionRequest, Usage, random_id
-from serving.sampling import resolve_max_tokens, to_sampling_settings
+from serving.sampling import check_token_ids, resolve_max_tokens, to_sampling_settings
 from serving.state import ServerState
 
 UsageSink = Callable[[int, int], None]
@@ -30,8 +30,7 @@ def _prompts(state: ServerState, request: CompletionRequest) -> list[list[int]]:
                 raise APIError("prompt must not be empty", param="prompt")
             out.append(list(state.tokenizer(item).input_ids))
         else:
-            if any(t < 0 or t >= vocab for t in item):
-                raise APIError(f"prompt token ids must be in [0, {vocab})", param="prompt")
+            check_token_ids(item, vocab, "prompt")
             out.append(list(item))
     return out
 
@@ -39,6 +38,7 @@ def _prompts(state: ServerState, request: CompletionRequest) -> list[list[int]]:
 def _prepare(state: ServerState, request: CompletionRequest) -> tuple[list[list[int]], list[SequenceJob]]:
     n = request.n or 1
     prompts = _prompts(state, request)
+    check_token_ids(request.stop_token_ids or [], len(state.tokenizer), "stop_token_ids")
     if n * len(prompts) > state.settings.max_n * 8:
         raise APIError(f"too many sequences in one request ({n} x {len(prompts)} prompts)", param="n")
     if n > state.settings.max_n:

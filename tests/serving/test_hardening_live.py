@@ -187,6 +187,17 @@ HOSTILE = {
     "completion_prompt_ids_out_of_vocab": ("/v1/completions", {"model": "tiny-ko", "prompt": [10**9]}),
     # found by bench/fuzz.py (were 500s):
     "tokenize_empty_messages": ("/tokenize", {"messages": []}),
+    "stop_token_ids_beyond_int64": {"model": "tiny-ko", "messages": MSG, "stop_token_ids": [10**30]},
+    "stop_token_ids_out_of_vocab": {"model": "tiny-ko", "messages": MSG, "stop_token_ids": [10**8], "min_tokens": 3},
+    "min_tokens_above_max_tokens": {"model": "tiny-ko", "messages": MSG, "min_tokens": 50, "max_tokens": 5},
+    "completion_min_tokens_beyond_context": (
+        "/v1/completions", {"model": "tiny-ko", "prompt": "a", "min_tokens": 10**12}
+    ),
+    "stop_token_ids_negative": {"model": "tiny-ko", "messages": MSG, "stop_token_ids": [-1], "min_tokens": 3},
+    "completion_stop_token_ids_out_of_vocab": (
+        "/v1/completions",
+        {"model": "tiny-ko", "prompt": "a", "stop_token_ids": [10**8], "min_tokens": 3, "stream": True},
+    ),
     "qaoa_overflowing_coefficients": (
         "/v1/quantum/qaoa",
         {"problem": {"num_variables": 3, "linear": [1.7e308, -1.7e308, 3e252]}, "formulation": "penalty"},
