@@ -67,7 +67,7 @@ def run_eval(target: list[str], tasks: str, limit: int, out: Path, data_dir: str
 def headline(task: str, metrics: dict) -> dict:
     """The numbers a reader compares: accuracy for KoBEST, Acc/diff-bias for KoBBQ."""
     if task.startswith("kobest"):
-        return {k: metrics[k] for k in ("acc", "macro_f1") if k in metrics}
+        return {k: metrics[k] for k in ("acc", "acc_norm", "macro_f1") if k in metrics}
     return {k: v for k, v in metrics.items() if isinstance(v, int | float)}
 
 
