@@ -67,11 +67,6 @@ class AuditStore:
         self.engine = get_engine(database_url)
         self.sessions = get_sessionmaker(database_url)
 
-    def write(self, entry: AuditEntry) -> None:
-        """Commit one row (returns once it is durable in the database)."""
-        with self.engine.begin() as conn:
-            conn.execute(audit_insert(entry))
-
     def recent(self, limit: int = 20, org: str | None = None) -> list[AuditRecord]:
         """The newest rows, newest first."""
         query = select(AuditRecord).order_by(AuditRecord.id.desc()).limit(limit)
