@@ -46,7 +46,7 @@ def start_server(engine: str, model_dir: Path, lora_dir: Path, log: Path, env_ex
     port = free_port()
     cmd = [sys.executable, "-m", "nexus_k", "serve", "--engine", engine, "--model", str(model_dir),
            "--port", str(port), "--served-model-name", "tiny-ko", "--lora", f"tiny-lora={lora_dir}",
-           "--max-model-len", "1024"]
+           "--max-model-len", "2048"]
     if engine == "vllm":
         cmd += ["--enforce-eager", "--kv-cache-gib", "1"]
     env = {**os.environ, "NEXUS_K_CACHE_DIR": str(log.parent / "cache"), **(env_extra or {})}
