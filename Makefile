@@ -41,7 +41,7 @@ $(VENV)/.nexus-k-bench: $(STAMP)
 	@touch $@
 
 bench: install $(VENV)/.nexus-k-bench
-	@for b in serve tokenizer train evals quantum demo web load fuzz; do \
+	@for b in serve engine_core_priority tokenizer train evals quantum demo web load fuzz; do \
 	  if [ -f bench/$$b.py ]; then echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; fi; \
 	done
 

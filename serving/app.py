@@ -39,7 +39,7 @@ def engine_options(settings: ServerSettings) -> dict:
         "pipeline_parallel_size": settings.pipeline_parallel_size,
         "enforce_eager": settings.enforce_eager,
         "kv_cache_gib": settings.kv_cache_gib,
-        "engine_core_nice": settings.engine_core_nice,
+        "engine_core_priority": settings.engine_core_priority,
         "gpu_memory_utilization": settings.gpu_memory_utilization,
         "max_num_seqs": settings.max_num_seqs,
     }

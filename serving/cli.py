@@ -50,6 +50,9 @@ def serve(
     dtype: str = typer.Option("auto", "--dtype", help="auto, bfloat16, float16 or float32."),
     enforce_eager: bool = typer.Option(False, "--enforce-eager", help="vLLM: no graph compilation."),
     kv_cache_gib: float = typer.Option(2.0, "--kv-cache-gib", help="vLLM on CPU: KV cache size."),
+    engine_core_priority: str | None = typer.Option(
+        None, "--engine-core-priority",
+        help="vLLM on CPU: priority of vLLM's busy-waiting engine core (default low; docs/serving.md)."),
     allow_hub: bool = typer.Option(False, "--allow-hub", help="Allow downloading the model from the hub."),
     timeout_graceful_shutdown: int = typer.Option(
         30, "--timeout-graceful-shutdown", min=1,
@@ -78,11 +81,14 @@ def serve(
     from serving.app import build_app
     from serving.config import ServerSettings
 
+    if engine_core_priority not in (None, "normal", "low", "idle"):
+        raise UserError(f"--engine-core-priority must be normal, low or idle, not {engine_core_priority!r}")
     settings = ServerSettings(
         model=model, engine=engine, host=host, port=port, served_model_name=served_model_name,
         max_model_len=max_model_len, tensor_parallel_size=tensor_parallel_size,
         pipeline_parallel_size=pipeline_parallel_size, lora=loras, dtype=dtype, enforce_eager=enforce_eager,
         kv_cache_gib=kv_cache_gib,
+        **({"engine_core_priority": engine_core_priority} if engine_core_priority else {}),
     )
     typer.echo(f"Nexus-K: starting the {engine} engine on {model} (first start can take minutes)...", err=True)
     from serving.drain import run_server

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,10 +34,10 @@ class ServerSettings(BaseSettings):
     max_lora_rank: int = Field(64, description="Largest LoRA rank the engine reserves room for.")
     enforce_eager: bool = Field(False, description="vLLM: skip graph compilation (faster start, slower run).")
     kv_cache_gib: float = Field(2.0, description="vLLM CPU: KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE).")
-    engine_core_nice: int = Field(
-        10, ge=0, le=19,
-        description="vLLM on CPU: niceness of vLLM's engine-core process. It busy-waits for its workers; at 0 it "
-                    "takes the core the HTTP front end and co-located clients need (docs/serving.md).")
+    engine_core_priority: Literal["normal", "low", "idle"] = Field(
+        "low",
+        description="vLLM on CPU: CPU priority of vLLM's engine-core process, which busy-waits for its workers: "
+                    "normal (as vLLM starts it), low (niceness 10) or idle (SCHED_IDLE). See docs/serving.md.")
     gpu_memory_utilization: float = Field(0.9, description="vLLM GPU: share of GPU memory to use.")
     max_num_seqs: int = Field(128, description="Most sequences the engine runs at once.")
     max_n: int = Field(16, description="Largest `n` (choices per request) accepted.")

@@ -20,13 +20,13 @@ def _prepare_cpu_environment(kv_cache_gib: float) -> None:
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 
 
-def _lower_engine_core_priority(nice: int) -> list[int]:
-    """Give vLLM's engine-core processes (children of this one) niceness ``nice``; returns their pids.
+def _lower_engine_core_priority(priority: str) -> list[int]:
+    """Put vLLM's engine-core processes (children of this one) at ``priority`` ("low": niceness 10, "idle":
+    SCHED_IDLE); returns their pids.
 
     The engine core waits for its workers by spinning on ``sched_yield`` (vLLM's shared-memory queue). On a
     CPU host the workers already compute on every core but one, and at the default priority that spin wins
-    the last core from the HTTP front end and anything else on the machine: on 2 cores, a client streaming
-    from the server spent 1.3-2.7 s of each 2.7 s stream waiting for CPU, 0.01-0.1 s at niceness 10.
+    the last core from the HTTP front end and anything else on the machine (bench/engine_core_priority.py).
     Set after start-up, so the workers the engine core spawned keep their own priority.
     """
     import psutil
@@ -36,8 +36,11 @@ def _lower_engine_core_priority(nice: int) -> list[int]:
         try:
             if not child.name().startswith("VLLM::EngineCor"):
                 continue
-            for thread in child.threads():
-                os.setpriority(os.PRIO_PROCESS, thread.id, nice)  # Linux: per thread
+            for thread in child.threads():  # Linux keeps both per thread
+                if priority == "idle":
+                    os.sched_setscheduler(thread.id, os.SCHED_IDLE, os.sched_param(0))
+                else:
+                    os.setpriority(os.PRIO_PROCESS, thread.id, 10)
         except (psutil.Error, OSError) as err:
             logger.warning("could not lower the priority of vLLM's engine core %s: %s", child.pid, err)
             continue
@@ -120,7 +123,7 @@ class VLLMEngine:
         pipeline_parallel_size: int = 1,
         enforce_eager: bool = False,
         kv_cache_gib: float = 2.0,
-        engine_core_nice: int = 10,
+        engine_core_priority: str = "low",
         gpu_memory_utilization: float = 0.9,
         max_num_seqs: int = 128,
         seed: int = 0,
@@ -156,9 +159,9 @@ class VLLMEngine:
             structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
         )
         llm = AsyncLLM.from_engine_args(args)
-        if not _has_cuda() and engine_core_nice > 0:
-            pids = _lower_engine_core_priority(engine_core_nice)
-            logger.info("vLLM engine core %s at niceness %d", pids, engine_core_nice)
+        if not _has_cuda() and engine_core_priority != "normal":
+            pids = _lower_engine_core_priority(engine_core_priority)
+            logger.info("vLLM engine core %s at %s CPU priority", pids, engine_core_priority)
         tokenizer = AutoTokenizer.from_pretrained(model)
         eos_ids: set[int] = set()
         try:

@@ -35,6 +35,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
         ("serve", "--engine", "tgi", "--model", str(tmp_path)),
         ("serve", "--model", str(tmp_path), "--engine", "hf", "--lora", "broken"),
         ("serve", "--model", str(tmp_path), "--engine", "hf", "--lora", f"x={tmp_path}"),
+        ("serve", "--model", str(tmp_path), "--engine-core-priority", "high"),
         ("model", "tiny", str(tmp_path / "m"), "--preset", "huge"),
     ]
     for args in cases:
