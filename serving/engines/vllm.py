@@ -41,7 +41,7 @@ def _lower_engine_core_priority(priority: str) -> list[int]:
                     os.sched_setscheduler(thread.id, os.SCHED_IDLE, os.sched_param(0))
                 else:
                     os.setpriority(os.PRIO_PROCESS, thread.id, 10)
-        except (psutil.Error, OSError) as err:
+        except (psutil.Error, OSError, AttributeError) as err:  # AttributeError: no SCHED_IDLE off Linux
             logger.warning("could not lower the priority of vLLM's engine core %s: %s", child.pid, err)
             continue
         pids.append(child.pid)
