@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from nexus_k.tiny_model import build_tiny_model  # noqa: E402
-from tests.serving.conftest import free_port  # noqa: E402
+from tests.serving.conftest import start_server, stop_server  # noqa: E402
 
 MESSAGES = [{"role": "user", "content": "한국의 사계절에 대해 길게 이야기해 주세요."}]
 
@@ -47,30 +46,9 @@ def metric(base: str, name: str) -> float:
     raise KeyError(name)
 
 
-def start(model: Path, priority: str, log: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    cmd = [sys.executable, "-m", "nexus_k", "serve", "--engine", "vllm", "--model", str(model), "--port", str(port),
-           "--served-model-name", "tiny", "--max-model-len", "2048", "--enforce-eager", "--kv-cache-gib", "1"]
-    env = {**os.environ, "NEXUS_K_ENGINE_CORE_PRIORITY": priority, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    proc.kill()
-    raise RuntimeError("server did not start")
-
-
 def stream(base: str, hang_up: bool) -> dict:
     """One whole-context streamed reply; with ``hang_up`` the client leaves at its first line."""
-    body = {"model": "tiny", "messages": MESSAGES, "ignore_eos": True, "stream": True}
+    body = {"model": "tiny-ko", "messages": MESSAGES, "ignore_eos": True, "stream": True}
     aborted = metric(base, "nexus_k_engine_aborted_requests_total")
     waited, start = cpu_wait(), time.perf_counter()
     first, lines = None, 0
@@ -92,7 +70,8 @@ def stream(base: str, hang_up: bool) -> dict:
 
 
 def measure(model: Path, priority: str, rounds: int, log: Path) -> dict:
-    proc, base = start(model, priority, log)
+    server = start_server("vllm", model, None, log, env_extra={"NEXUS_K_ENGINE_CORE_PRIORITY": priority})
+    base = server.base_url
     try:
         stream(base, hang_up=False)  # warm-up
         full, cut = [], []
@@ -103,11 +82,7 @@ def measure(model: Path, priority: str, rounds: int, log: Path) -> dict:
             cut.append(stream(base, hang_up=True))
         return {"full": full, "hang_up": cut}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(server)
 
 
 def summarize(priority: str, runs: list[dict]) -> dict:

@@ -40,13 +40,15 @@ class LiveServer:
         return f"{self.base_url}/v1"
 
 
-def start_server(engine: str, model_dir: Path, lora_dir: Path, log: Path, env_extra: dict | None = None,
+def start_server(engine: str, model_dir: Path, lora_dir: Path | None, log: Path, env_extra: dict | None = None,
                  timeout: float = 600) -> LiveServer:
-    """Start ``nexus-k serve`` and wait until /health answers (or fail with the server's log)."""
+    """Start ``nexus-k serve`` (with the LoRA adapter as ``tiny-lora`` if given) and wait until /health
+    answers (or fail with the server's log)."""
     port = free_port()
     cmd = [sys.executable, "-m", "nexus_k", "serve", "--engine", engine, "--model", str(model_dir),
-           "--port", str(port), "--served-model-name", "tiny-ko", "--lora", f"tiny-lora={lora_dir}",
-           "--max-model-len", "2048"]
+           "--port", str(port), "--served-model-name", "tiny-ko", "--max-model-len", "2048"]
+    if lora_dir is not None:
+        cmd += ["--lora", f"tiny-lora={lora_dir}"]
     if engine == "vllm":
         cmd += ["--enforce-eager", "--kv-cache-gib", "1"]
     env = {**os.environ, "NEXUS_K_CACHE_DIR": str(log.parent / "cache"), **(env_extra or {})}
