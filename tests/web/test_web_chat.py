@@ -23,7 +23,8 @@ from tests.web.pages import (
 
 pytestmark = pytest.mark.browser
 
-# Records (state, visible length) of the newest assistant message on every DOM change.
+# Records (state, visible length, send button hidden, stop button hidden) of the newest assistant message on
+# every DOM change of the thread.
 RECORD_GROWTH = """() => {
   window.__growth = [];
   const thread = document.getElementById("thread");
@@ -32,7 +33,8 @@ RECORD_GROWTH = """() => {
     if (!message) return;
     const body = message.querySelector(".message-body");
     const length = body.querySelector(".typing") ? 0 : body.textContent.length;
-    window.__growth.push([message.dataset.state, length]);
+    const hidden = (id) => document.getElementById(id).hidden;
+    window.__growth.push([message.dataset.state, length, hidden("send-button"), hidden("stop-button")]);
   }).observe(thread, { subtree: true, childList: true, characterData: true, attributes: true });
 }"""
 
@@ -44,14 +46,17 @@ def test_reply_streams_completes_and_survives_reload(open_page, web_server):
     with page.expect_response("**/v1/chat/completions") as response_info:
         send(page, "안녕하세요. 여권 재발급 절차를 알려 주세요.")
 
-    expect(page.locator("#stop-button")).to_be_visible()
-    expect(page.locator("#send-button")).to_be_hidden()
     message = wait_answer_finished(page)
     expect(message).to_have_attribute("data-state", "done")
     expect(page.locator("#send-button")).to_be_visible()
+    expect(page.locator("#stop-button")).to_be_hidden()
 
     growth = page.evaluate("window.__growth")
-    streaming_lengths = [length for state, length in growth if state == "streaming" and length > 0]
+    # While the answer streamed, stop replaced send (recorded at each change: a fast reply may be over before
+    # a locator check could see it).
+    streaming = [entry for entry in growth if entry[0] == "streaming"]
+    assert streaming and all(send_hidden and not stop_hidden for _, _, send_hidden, stop_hidden in streaming), growth
+    streaming_lengths = [length for state, length, _, _ in growth if state == "streaming" and length > 0]
     assert len(set(streaming_lengths)) >= 2, f"the answer did not grow while streaming: {growth}"
     assert streaming_lengths == sorted(streaming_lengths)
     final = answer_text(message)
