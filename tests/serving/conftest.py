@@ -69,6 +69,18 @@ def start_server(engine: str, model_dir: Path, lora_dir: Path | None, log: Path,
     raise RuntimeError(f"server did not start in {timeout}s:\n{log.read_text()[-4000:]}")
 
 
+def thread_priorities(pid: int) -> frozenset[tuple[int, int]]:
+    """(scheduling policy, niceness) of each live thread of ``pid``; Linux keeps both per thread."""
+    found = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        found.add((int(fields[38]), int(fields[16])))  # stat fields 41 (policy) and 19 (nice)
+    return frozenset(found)
+
+
 def stop_server(server: LiveServer) -> None:
     """SIGTERM, then SIGKILL if it lingers."""
     server.process.terminate()

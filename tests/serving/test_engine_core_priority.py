@@ -6,18 +6,13 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from serving.engines.vllm import _lower_engine_core_priority
+from tests.serving.conftest import thread_priorities
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priorities are Linux's")
-
-
-def _policy_and_nice(pid: int) -> tuple[int, int]:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[38]), int(fields[16])  # policy (field 41), nice (field 19)
 
 
 @pytest.fixture
@@ -39,5 +34,5 @@ def children(tmp_path):
 def test_only_the_engine_core_is_lowered(children, priority, expected):
     core, other = children
     assert _lower_engine_core_priority(priority) == [core.pid]
-    assert _policy_and_nice(core.pid) == expected
-    assert _policy_and_nice(other.pid) == _policy_and_nice(os.getpid())  # left as it started
+    assert thread_priorities(core.pid) == {expected}
+    assert thread_priorities(other.pid) == {(os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0))}

@@ -17,6 +17,8 @@ import pytest
 from openai.types import Completion
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
+from tests.serving.conftest import thread_priorities
+
 pytestmark = pytest.mark.slow
 
 KO = [
@@ -270,22 +272,9 @@ def test_vllm_engine_core_runs_below_the_front_end(live_server):
     cores = [p for p in server.children() if p.name().startswith("VLLM::EngineCor")]
     workers = [p for p in server.children(recursive=True) if p.name().startswith("VLLM::Worker")]
     assert cores and workers
-    assert {_thread_nices(p.pid) for p in cores} == {frozenset({10})}  # every thread of the engine core
-    assert {_thread_nices(p.pid) for p in workers} == {_thread_nices(server.pid)} == {frozenset({0})}
-
-
-def _thread_nices(pid: int) -> frozenset[int]:
-    """The niceness of each live thread of ``pid`` (Linux keeps it per thread)."""
-    from pathlib import Path
-
-    nices = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            stat = (task / "stat").read_text()
-        except FileNotFoundError:  # the thread ended meanwhile
-            continue
-        nices.add(int(stat.rsplit(")", 1)[1].split()[16]))
-    return frozenset(nices)
+    normal, low = frozenset({(0, 0)}), frozenset({(0, 10)})  # (SCHED_OTHER, niceness) of every thread
+    assert {thread_priorities(p.pid) for p in cores} == {low}
+    assert {thread_priorities(p.pid) for p in workers} == {thread_priorities(server.pid)} == {normal}
 
 
 def test_tokenize_detokenize_and_metrics(live_server):
