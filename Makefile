@@ -47,12 +47,12 @@ bench: install $(VENV)/.nexus-k-bench
 
 # Reproduce the Korean chat LoRA adapter of the demo model (docs/demo.md; needs ../shared/data).
 demo-adapter: install
-	$(BIN)/python -m nexus_k.demo_data --out data/demo-chat --max-train 2048
+	$(BIN)/python -m training.demo_data --out data/demo-chat --max-train 2048
 	$(BIN)/nexus-k model demo
 	$(BIN)/nexus-k finetune --base $${NEXUS_K_CACHE_DIR:-$$HOME/.cache/nexus-k}/models/gemma-3-270m \
-	  --data data/demo-chat/train.jsonl --out nexus_k/adapters/ko_chat --lora-r 8 --epochs 1 --max-length 128 \
+	  --data data/demo-chat/train.jsonl --out serving/adapters/ko_chat --lora-r 8 --epochs 1 --max-length 128 \
 	  --batch-size 8 --grad-accum 1 --lr 4e-4 --heldout-fraction 0 --threads 2
-	cp data/demo-chat/recipe.json nexus_k/adapters/ko_chat/data_recipe.json
+	cp data/demo-chat/recipe.json serving/adapters/ko_chat/data_recipe.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

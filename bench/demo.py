@@ -35,7 +35,7 @@ log = logging.getLogger("bench.demo")
 
 def heldout_conversations(recipe_file: Path | None, data_dir: str) -> list[list[dict[str, str]]]:
     """The adapter's held-out conversations, rebuilt from its data recipe (default recipe if None)."""
-    from nexus_k.demo_data import DemoDataConfig, build_demo_data
+    from training.demo_data import DemoDataConfig, build_demo_data
 
     config = DemoDataConfig(data_dir=data_dir)
     if recipe_file is not None:
@@ -129,13 +129,13 @@ def main() -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from nexus_k.demo_model import DEMO_MODEL_NAME, demo_adapter_dir, prepare_demo_model, read_conversion_record
+    from serving.demo_model import DEMO_MODEL_NAME, demo_adapter_dir, prepare_demo_model, read_conversion_record
 
     wanted = [m.strip() for m in args.models.split(",") if m.strip()]
     base_dir = prepare_demo_model()
     adapter = demo_adapter_dir()
     if "tuned" in wanted and adapter is None:
-        raise SystemExit("no committed adapter in nexus_k/adapters/ko_chat; train it first (docs/demo.md)")
+        raise SystemExit("no committed adapter in serving/adapters/ko_chat; train it first (docs/demo.md)")
     recipe = args.recipe or (adapter / "data_recipe.json" if adapter else None)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.bfloat16).eval()

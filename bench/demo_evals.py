@@ -27,7 +27,7 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from nexus_k.demo_model import DEMO_BASE_NAME, DEMO_MODEL_NAME, demo_adapter_dir, prepare_demo_model  # noqa: E402
+from serving.demo_model import DEMO_BASE_NAME, DEMO_MODEL_NAME, demo_adapter_dir, prepare_demo_model  # noqa: E402
 from tests.serving.conftest import free_port  # noqa: E402
 
 TASKS = "kobest_boolq,kobest_copa,kobest_hellaswag,kobest_sentineg,kobest_wic"
@@ -95,7 +95,7 @@ def main() -> None:
     else:
         model, adapter = str(prepare_demo_model()), demo_adapter_dir()
         if adapter is None:
-            raise SystemExit("no committed adapter under nexus_k/adapters/ko_chat (make demo-adapter)")
+            raise SystemExit("no committed adapter under serving/adapters/ko_chat (make demo-adapter)")
         hf = ["--backend", "hf", "--dtype", "float32", "--model", model]
         targets = {DEMO_BASE_NAME: hf, DEMO_MODEL_NAME: [*hf, "--adapter", str(adapter)]}
     try:

@@ -28,8 +28,8 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from nexus_k.tiny_model import build_tiny_model  # noqa: E402
 from tests.serving.conftest import start_server, stop_server  # noqa: E402
+from training.tiny_model import build_tiny_model  # noqa: E402
 
 MESSAGES = [{"role": "user", "content": "한국의 사계절에 대해 길게 이야기해 주세요."}]
 

@@ -52,8 +52,8 @@ def parse_args() -> argparse.Namespace:
 
 def model_dir(path: Path | None) -> Path:
     """The ~100M-parameter benchmark model, built once into the Nexus-K cache."""
-    from nexus_k.paths import cache_dir
-    from nexus_k.tiny_model import build_tiny_model
+    from nexus_k.core.paths import cache_dir
+    from training.tiny_model import build_tiny_model
 
     path = path or cache_dir("bench", "evals-100m")
     if not (path / "config.json").is_file():

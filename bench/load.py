@@ -250,7 +250,7 @@ def start_server(tmp: Path, max_model_len: int, env_extra: dict[str, str] | None
     (``secured=False``: the same server without the security middleware)."""
     import socket
 
-    from nexus_k.tiny_model import build_tiny_model
+    from training.tiny_model import build_tiny_model
 
     model = tmp / "tiny-model"
     if not (model / "config.json").is_file():

@@ -29,8 +29,8 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from nexus_k.tiny_model import build_tiny_model  # noqa: E402
 from tests.serving.conftest import free_port  # noqa: E402
+from training.tiny_model import build_tiny_model  # noqa: E402
 
 PROMPT = [{"role": "user", "content": "한국의 전통 음식에 대해 자세히 설명해 주세요."}]
 OUTPUT_TOKENS = 64

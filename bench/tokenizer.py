@@ -35,7 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from nexus_k.paths import cache_dir  # noqa: E402
+from nexus_k.core.paths import cache_dir  # noqa: E402
 from tokenizer.normalize import nfc  # noqa: E402
 from tokenizer.stats import load_tokenizer, measure  # noqa: E402
 from tokenizer.train import TrainConfig, train_tokenizer  # noqa: E402
@@ -253,7 +253,7 @@ def main() -> None:
             tokenizers["gemma-3-270m"] = load_tokenizer(args.gemma)
         if args.smollm2_gguf and args.smollm2_gguf.is_file():
             tokenizers["smollm2-135m"] = load_tokenizer(args.smollm2_gguf)
-        from nexus_k.tiny_model import build_tiny_model
+        from training.tiny_model import build_tiny_model
 
         tokenizers["tiny-model"] = load_tokenizer(build_tiny_model(work / "tiny", preset="tiny"))
         rows = efficiency_rows(tokenizers, sources)

@@ -63,21 +63,14 @@ def flops_per_token(model: torch.nn.Module, seq_len: int) -> float:
 
 def korean_tokenizer(cfg: DataConfig, out: Path, vocab: int, docs: int):
     """A byte-level BPE trained on the first ``docs`` training documents (held-out ones excluded)."""
-    from transformers import PreTrainedTokenizerFast
+    from transformers import AutoTokenizer
 
-    from nexus_k.tiny_model import CHATML_TEMPLATE, build_korean_bpe
+    from tokenizer.train import TrainConfig, train_tokenizer
 
     texts = [d for _, d in zip(range(docs), training_documents(cfg), strict=False)]
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=build_korean_bpe(vocab, texts),
-        bos_token="<s>",
-        eos_token="<|im_end|>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-    )
-    tok.chat_template = CHATML_TEMPLATE
-    tok.save_pretrained(out)
-    return tok
+    config = TrainConfig(corpus=[str(NSMC)], out=str(out), vocab_size=vocab, min_frequency=0, show_progress=False)
+    train_tokenizer(config, texts)
+    return AutoTokenizer.from_pretrained(out)
 
 
 def ours_tokens_per_s(model, seqs, micro: int, steps: int, warmup: int, precision: str) -> float:

@@ -39,7 +39,7 @@ def run(
     from evals.config import RunConfig
     from evals.report import results_table, write_report
     from evals.runner import run_evaluation
-    from nexus_k.errors import UserError
+    from nexus_k.core.errors import UserError
 
     if api not in (None, "completions", "chat"):
         raise UserError("--api must be completions or chat")

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from nexus_k.errors import UserError
+from nexus_k.core.errors import UserError
 
 DATA_DIR_ENV = "NEXUS_K_EVAL_DATA"
 """Environment variable naming the folder that holds local copies of the data sets."""

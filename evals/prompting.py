@@ -10,7 +10,7 @@ from typing import Any
 import jinja2
 
 from evals.config import TaskConfig
-from nexus_k.errors import UserError
+from nexus_k.core.errors import UserError
 
 Doc = dict[str, Any]
 

@@ -10,7 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from evals.config import TaskConfig
-from nexus_k.errors import UserError
+from nexus_k.core.errors import UserError
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 """Where the shipped task YAMLs live."""

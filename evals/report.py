@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from evals.runner import RESULTS_FILE
-from nexus_k.errors import UserError
+from nexus_k.core.errors import UserError
 
 REPORT_FILE = "report.html"
 """Name of the HTML report inside the output folder."""

@@ -10,7 +10,7 @@ from typing import Any
 
 from evals.config import SourceConfig, TaskConfig
 from evals.tasks import utils as task_utils
-from nexus_k.errors import UserError
+from nexus_k.core.errors import UserError
 
 log = logging.getLogger(__name__)
 

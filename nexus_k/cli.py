@@ -9,8 +9,8 @@ import sys
 import typer
 
 from nexus_k import __version__
-from nexus_k.errors import UserError
-from nexus_k.settings import apply_offline_policy, get_settings
+from nexus_k.core.errors import UserError
+from nexus_k.core.settings import apply_offline_policy, get_settings
 
 app = typer.Typer(
     name="nexus-k",
@@ -37,11 +37,11 @@ def _root(
 def _register() -> None:
     from evals.cli import app as eval_app
     from quantum_kernels.cli import app as quantum_app
-    from serving.cli import keys_app, model_app, serve
+    from serving.cli import SERVE_CONTEXT, keys_app, model_app, serve
     from tokenizer.cli import app as tokenizer_app
     from training.cli import finetune, train_app
 
-    app.command("serve", help="Serve a model over an OpenAI-compatible HTTP API (and the chat page).")(serve)
+    app.command("serve", context_settings=SERVE_CONTEXT, help="Serve a model over an OpenAI-compatible HTTP API (and the chat page).")(serve)
     app.add_typer(model_app, name="model", help="Build, fetch and convert models.")
     app.add_typer(tokenizer_app, name="tokenizer", help="Train, measure, trim and extend Korean tokenizers.")
     app.add_typer(train_app, name="train", help="Pretrain or chat-tune models.")

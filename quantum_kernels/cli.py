@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from nexus_k.errors import UserError
+from nexus_k.core.errors import UserError
 
 app = typer.Typer(no_args_is_help=True)
 

@@ -129,7 +129,7 @@ def _texts(config: PruneConfig) -> tuple[str, str]:
     if config.calibration_file:
         text = Path(config.calibration_file).read_text(encoding="utf-8")
     else:
-        from nexus_k.tiny_model import bundled_korean_text
+        from nexus_k.core.korean_text import bundled_korean_text
 
         text = bundled_korean_text()
     lines = [line.strip() for line in text.splitlines() if line.strip()]

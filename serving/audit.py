@@ -40,7 +40,7 @@ class AuditEntry:
 
 def redact_pair(prompt: str | None, reply: str | None) -> tuple[str | None, str | None, dict[str, int]]:
     """Prompt and reply with personal data replaced, and how much of each kind was found in both."""
-    from training.pii import redact
+    from nexus_k.core.pii import redact
 
     totals: dict[str, int] = {}
     out: list[str | None] = []

@@ -17,7 +17,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from nexus_k.errors import UserError
+from nexus_k.core.errors import UserError
 from serving.db import ApiKey, Organisation, get_sessionmaker, utcnow
 
 KEY_SCHEME = "nxk-"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from nexus_k.errors import UserError
+from nexus_k.core.errors import UserError
 from serving.keys_cli import app as keys_app
 
 logger = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ def _parse_loras(items: list[str]) -> dict[str, str]:
 
 def _demo_model(loras: dict[str, str]) -> tuple[str, str]:
     """Prepare the bundled Korean demo model; returns (model folder, served base name)."""
-    from nexus_k import demo_model
+    from serving import demo_model
 
     path = demo_model.prepare_demo_model(progress=True)
     adapter = demo_model.demo_adapter_dir()
@@ -106,7 +106,7 @@ def model_tiny(
     """Write a small random-weight Llama model with a Korean BPE tokenizer and a chat template."""
     from dataclasses import replace
 
-    from nexus_k.tiny_model import PRESETS, build_tiny_model
+    from training.tiny_model import PRESETS, build_tiny_model
 
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
@@ -117,7 +117,7 @@ def model_tiny(
 @model_app.command("demo")
 def model_demo() -> None:
     """Verify and convert the bundled Korean demo model (Gemma 3 270M) into the cache; print its folder."""
-    from nexus_k import demo_model
+    from serving import demo_model
 
     typer.echo(str(demo_model.prepare_demo_model(progress=True)))
 

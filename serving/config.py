@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from nexus_k.settings import get_settings
+from nexus_k.core.settings import get_settings
 
 
 def _default_database_url() -> str:

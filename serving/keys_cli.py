@@ -22,7 +22,7 @@ def _url(database_url: str | None) -> str:
 def _store(database_url: str | None):  # type: ignore[no-untyped-def]
     from sqlalchemy.exc import SQLAlchemyError
 
-    from nexus_k.errors import UserError
+    from nexus_k.core.errors import UserError
     from serving.auth import KeyStore
 
     url = _url(database_url)

@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from nexus_k.errors import UserError
+from nexus_k.core.errors import UserError
 from tokenizer.sources import SourceOptions, read_corpus
 from tokenizer.stats import load_tokenizer
 from tokenizer.surgery import count_parameters, embeddings_tied, load_model_and_tokenizer, write_record

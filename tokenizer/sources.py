@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from nexus_k.errors import UserError
+from nexus_k.core.errors import UserError
 from tokenizer.normalize import nfc
 
 logger = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from nexus_k.errors import UserError
+from nexus_k.core.errors import UserError
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import logging
 import time
 from pathlib import Path
 
-from nexus_k.errors import UserError
+from nexus_k.core.errors import UserError
 
 logger = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from nexus_k.errors import UserError
-from nexus_k.tiny_model import CHATML_TEMPLATE, SPECIAL_TOKENS
+from nexus_k.core.chat_templates import CHATML_TEMPLATE, SPECIAL_TOKENS
+from nexus_k.core.errors import UserError
 from tokenizer.normalize import MORPHEME_SEPARATOR, KiwiSplitter
 from tokenizer.sources import SourceOptions, iter_corpus
 
@@ -228,12 +228,14 @@ def save_fast_tokenizer(tok, out: Path, special_tokens: list[str], model_max_len
     return fast
 
 
-def train_tokenizer(config: TrainConfig) -> TrainResult:
-    """Read the corpus, train, save the tokenizer and its resolved config; return sizes and timings."""
+def train_tokenizer(config: TrainConfig, texts: list[str] | None = None) -> TrainResult:
+    """Read the corpus (or take ``texts`` already read from it), train, save the tokenizer and its resolved
+    config; return sizes and timings."""
     import tokenizers
 
     start = time.perf_counter()
-    texts = _read_texts(config)
+    if texts is None:
+        texts = _read_texts(config)
     read_seconds = time.perf_counter() - start
     chars = sum(len(t) for t in texts) - sum(t.count(MORPHEME_SEPARATOR) for t in texts)
     logger.info("training %s/%s on %d texts (%d chars)", config.backend, config.algorithm, len(texts), chars)

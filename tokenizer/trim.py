@@ -17,7 +17,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from nexus_k.errors import UserError
+from nexus_k.core.errors import UserError
 from tokenizer.sources import SourceOptions, read_corpus
 from tokenizer.surgery import (
     count_parameters,

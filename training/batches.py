@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from nexus_k.errors import UserError
+from nexus_k.core.errors import UserError
 from training.distributed import DistInfo
 
 Batch = dict[str, torch.Tensor]

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nexus_k.errors import UserError
-from training.pii import PII_KINDS, merge_counts, redact
+from nexus_k.core.chat_templates import content_text, render_chat, resolve_chat_template
+from nexus_k.core.errors import UserError
+from nexus_k.core.pii import PII_KINDS, merge_counts, redact
 
 log = logging.getLogger(__name__)
 
@@ -67,20 +68,6 @@ class ChatDataStats:
     """Conversations in which anything was redacted."""
 
 
-def _content_text(content: Any) -> str | None:
-    """Plain text of an OpenAI content field (a string or a list of text parts); None if malformed."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if not (isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)):
-                return None
-            parts.append(part["text"])
-        return "".join(parts)
-    return None
-
-
 def _check_record(record: Any) -> tuple[list[dict[str, str]] | None, str | None]:
     if not isinstance(record, dict) or not isinstance(record.get("messages"), list):
         return None, 'expected an object with a "messages" list'
@@ -94,7 +81,7 @@ def _check_record(record: Any) -> tuple[list[dict[str, str]] | None, str | None]
         role = msg.get("role")
         if role not in ALLOWED_ROLES:
             return None, f"message {i}: unknown role {role!r} (allowed: {', '.join(ALLOWED_ROLES)})"
-        text = _content_text(msg.get("content"))
+        text = content_text(msg.get("content"))
         if text is None:
             return None, f"message {i} ({role}): content must be a string or a list of text parts"
         if not text.strip():
@@ -156,25 +143,10 @@ def redact_conversations(conversations: list[Conversation], stats: ChatDataStats
         stats.conversations_redacted += touched
 
 
-def resolve_chat_template(tokenizer: Any) -> str:
-    """The tokenizer's chat template, or ChatML (with a warning) for base models that have none."""
-    template = getattr(tokenizer, "chat_template", None)
-    if isinstance(template, dict):
-        template = template.get("default") or next(iter(template.values()))
-    if template:
-        return template
-    from nexus_k.tiny_model import CHATML_TEMPLATE
-
-    log.warning("the tokenizer has no chat template; using ChatML (<|im_start|>role ... <|im_end|>)")
-    return CHATML_TEMPLATE
-
-
 def _render(tokenizer: Any, template: str, messages: list[dict[str, str]], generation_prompt: bool) -> str:
     if not messages:
         return ""
-    return tokenizer.apply_chat_template(
-        messages, chat_template=template, tokenize=False, add_generation_prompt=generation_prompt
-    )
+    return render_chat(tokenizer, messages, add_generation_prompt=generation_prompt, chat_template=template)
 
 
 def encode_conversation(tokenizer: Any, template: str, conv: Conversation) -> EncodedConversation:

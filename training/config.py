@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from nexus_k.errors import UserError
+from nexus_k.core.errors import UserError
 
 T = TypeVar("T")
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nexus_k.errors import UserError
+from nexus_k.core.errors import UserError
 from training.batches import IndexedBatchSource, stack_collate
 from training.config import DataConfig, LoopConfig
 from training.distributed import DistInfo

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from nexus_k.errors import UserError
+from nexus_k.core.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nexus_k.errors import UserError
+from nexus_k.core.errors import UserError
 from training.chat_data import ChatDataStats, encode_all, read_conversations, redact_conversations, split_heldout
 from training.config import LoopConfig, OptimConfig, save_config
 

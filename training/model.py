@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from nexus_k.errors import UserError
+from nexus_k.core.errors import UserError
 from training.config import ModelConfig
 
 log = logging.getLogger(__name__)

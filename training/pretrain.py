@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nexus_k.errors import UserError
+from nexus_k.core.errors import UserError
 from training.config import PretrainConfig, config_to_dict, save_config
 
 if TYPE_CHECKING:

@@ -10,14 +10,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from training.chat_data import (
-    ChatDataStats,
-    encode_all,
-    read_conversations,
-    redact_conversations,
-    resolve_chat_template,
-    split_heldout,
-)
+from nexus_k.core.chat_templates import resolve_chat_template
+from training.chat_data import ChatDataStats, encode_all, read_conversations, redact_conversations, split_heldout
 from training.config import SftConfig, save_config
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from evals.backends.base import LM
-from nexus_k.errors import UserError
+from nexus_k.core.errors import UserError
 
 if TYPE_CHECKING:
     from evals.config import RunConfig

@@ -22,7 +22,7 @@ from evals.backends.base import (
     encode_pair,
 )
 from evals.progress import progress_bar
-from nexus_k.errors import UserError
+from nexus_k.core.errors import UserError
 
 log = logging.getLogger(__name__)
 

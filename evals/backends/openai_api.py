@@ -16,7 +16,7 @@ from typing import Any
 
 from evals.backends.base import LM, GenerationRequest, Loglikelihood, LoglikelihoodRequest, cut_at_stop
 from evals.progress import progress_bar
-from nexus_k.errors import UserError
+from nexus_k.core.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import pytest
 from evals.prompting import build_instances
 from evals.registry import all_tasks, load_task_file, resolve_tasks
 from evals.sources import load_docs
-from nexus_k.errors import UserError
+from nexus_k.core.errors import UserError
 
 EXPECTED_ROWS = {
     "kobest_boolq": 1404, "kobest_copa": 1000, "kobest_wic": 1260, "kobest_hellaswag": 500,

@@ -9,7 +9,7 @@ import sys
 from typer.testing import CliRunner
 
 from nexus_k.cli import app
-from nexus_k.errors import UserError
+from nexus_k.core.errors import UserError
 from quantum_kernels.schema import EXAMPLE_PROBLEM
 
 runner = CliRunner()

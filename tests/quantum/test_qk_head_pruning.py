@@ -11,8 +11,8 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from nexus_k.cli import app
-from nexus_k.errors import UserError
-from nexus_k.tiny_model import bundled_korean_text
+from nexus_k.core.errors import UserError
+from nexus_k.core.korean_text import bundled_korean_text
 from quantum_kernels.head_scores import HeadGates, attention_layers, perplexity, score_heads, tokenize_chunks
 
 runner = CliRunner()
@@ -109,8 +109,8 @@ def test_prune_heads_rejects_bad_requests(tiny_model_dir, tmp_path, args, fragme
 
 @pytest.mark.slow
 def test_qaoa_prunes_the_small_model(tmp_path):
-    from nexus_k.tiny_model import build_tiny_model
     from quantum_kernels.head_pruning import PruneConfig, prune_heads
+    from training.tiny_model import build_tiny_model
 
     model_dir = build_tiny_model(tmp_path / "small", preset="small")
     report = prune_heads(PruneConfig(model=str(model_dir), keep=8, solver="qaoa", qaoa_reps=2, seq_len=32,

@@ -9,7 +9,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from nexus_k.cli import app
-from nexus_k.errors import UserError
+from nexus_k.core.errors import UserError
 from serving.auth import KeyStore, hash_key
 
 runner = CliRunner()

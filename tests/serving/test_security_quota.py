@@ -82,7 +82,7 @@ def test_concurrent_processes_sqlite(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("bad", [0, -5])
 def test_invalid_limits_are_user_errors(tmp_path: Path, bad: int) -> None:
-    from nexus_k.errors import UserError
+    from nexus_k.core.errors import UserError
 
     with pytest.raises(UserError, match="--rpm"):
         KeyStore(f"sqlite:///{tmp_path / 'q.db'}").create("a", rpm=bad)

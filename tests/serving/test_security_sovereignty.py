@@ -75,7 +75,7 @@ class SocketGuard:
 
 @pytest.fixture
 def guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[SocketGuard]:
-    from nexus_k.settings import apply_offline_policy, get_settings
+    from nexus_k.core.settings import apply_offline_policy, get_settings
 
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
         monkeypatch.delenv(var, raising=False)
@@ -101,7 +101,7 @@ def test_guard_catches_real_attempts(guard: SocketGuard) -> None:
 def test_hub_is_off_unless_asked(guard: SocketGuard, monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
-    from nexus_k.settings import SharedSettings, apply_offline_policy
+    from nexus_k.core.settings import SharedSettings, apply_offline_policy
 
     assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["HF_HUB_DISABLE_TELEMETRY"] == "1"
     from transformers import AutoTokenizer

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from nexus_k.tiny_model import bundled_korean_text
+from nexus_k.core.korean_text import bundled_korean_text
 
 # Mixed text the round-trip tests use: Hangul, Hanja, emoji, English, code, odd spacing.
 MIXED_LINES = [

@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from nexus_k.cli import app
-from nexus_k.tiny_model import bundled_korean_text
+from nexus_k.core.korean_text import bundled_korean_text
 from tests.tokenizer.conftest import MIXED_LINES, OTHER_KOREAN_LINES, write_model
 from tokenizer.extend import EXTEND_RECORD, ExtendConfig, extend_model
 
@@ -126,7 +126,7 @@ def test_extend_untied_model_ranked_by_corpus(
 
 
 def test_extend_with_the_same_tokenizer_adds_nothing(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from nexus_k.errors import UserError
+    from nexus_k.core.errors import UserError
 
     with pytest.raises(UserError, match="no Korean token"):
         extend_model(ExtendConfig(str(tiny_model_dir), str(tiny_model_dir), 5, str(tmp_path / "out")))

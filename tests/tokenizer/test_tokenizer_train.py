@@ -137,7 +137,7 @@ def _train_plain(corpus: Path, out: Path) -> Path:
 
 
 def test_bad_vocab_size_is_a_user_error(korean_corpus: Path, tmp_path: Path) -> None:
-    from nexus_k.errors import UserError
+    from nexus_k.core.errors import UserError
 
     with pytest.raises(UserError, match="vocab-size"):
         TrainConfig(corpus=[str(korean_corpus)], out=str(tmp_path), vocab_size=10)

@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from nexus_k.cli import app
-from nexus_k.tiny_model import bundled_korean_text
+from nexus_k.core.korean_text import bundled_korean_text
 from tests.tokenizer.conftest import MIXED_LINES
 from tokenizer.trim import TRIM_RECORD, TrimConfig, trim_model
 

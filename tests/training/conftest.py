@@ -37,7 +37,7 @@ def write_chat(path: Path, pairs: list[tuple[str, str]] = CHAT_PAIRS, system: st
 @pytest.fixture(scope="session")
 def corpus_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled public-domain Korean story, one paragraph per line."""
-    from nexus_k.tiny_model import bundled_korean_text
+    from nexus_k.core.korean_text import bundled_korean_text
 
     path = tmp_path_factory.mktemp("corpus") / "dongbaekkot.txt"
     path.write_text(bundled_korean_text(), encoding="utf-8")

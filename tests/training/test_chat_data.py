@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from nexus_k.errors import UserError
+from nexus_k.core.chat_templates import resolve_chat_template
+from nexus_k.core.errors import UserError
 from tests.training.conftest import CHAT_PAIRS, write_chat
 from training.chat_data import (
     IGNORE_INDEX,
@@ -17,7 +18,6 @@ from training.chat_data import (
     encode_all,
     read_conversations,
     redact_conversations,
-    resolve_chat_template,
 )
 from training.finetune import FinetuneConfig, prepare_data
 

@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from nexus_k.cli import app
-from nexus_k.errors import UserError
+from nexus_k.core.errors import UserError
 from training.finetune import FinetuneConfig, run_finetune
 
 PROJECTIONS = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}

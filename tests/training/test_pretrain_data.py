@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nexus_k.errors import UserError
+from nexus_k.core.errors import UserError
 from training.batches import IndexedBatchSource, stack_collate
 from training.config import DataConfig, LoopConfig
 from training.data import StreamingPackedSource, heldout_documents, iter_documents, training_documents

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nexus_k.errors import UserError
+from nexus_k.core.errors import UserError
 from training.config import PretrainConfig, SftConfig, load_config, save_config
 from training.model import build_llama, count_parameters
 

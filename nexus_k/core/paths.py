@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nexus_k.settings import get_settings
+from nexus_k.core.settings import get_settings
 
 
 def cache_dir(*parts: str) -> Path:

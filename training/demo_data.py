@@ -3,7 +3,7 @@
 Sources (both MIT): songys/Chatbot_data (``ChatbotData.csv``, single-turn Q/A pairs) and the acceptable
 responses of SQuARe (``square/response_test_ood.json``, naver-ai/korean-safety-benchmarks). A pair goes to
 the held-out split by a hash of its normalised *answer*, so an answer (many repeat) is never in both
-splits. Run ``python -m nexus_k.demo_data --out data/demo`` (see docs/demo.md).
+splits. Run ``python -m training.demo_data --out data/demo`` (see docs/demo.md).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from nexus_k.errors import UserError
+from nexus_k.core.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def _optional_int(text: str) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: ``python -m nexus_k.demo_data --out DIR [--data-dir ../shared/data]``."""
+    """Command line: ``python -m training.demo_data --out DIR [--data-dir ../shared/data]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--data-dir", default=str(Path("..") / "shared" / "data"), help="shared data folder")

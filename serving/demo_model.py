@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass
 from importlib import import_module, resources
 from pathlib import Path
 
-from nexus_k.errors import UserError
-from nexus_k.paths import cache_dir
+from nexus_k.core.errors import UserError
+from nexus_k.core.paths import cache_dir
 
 logger = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from nexus_k import demo_model
-from nexus_k.errors import UserError
-from nexus_k.settings import get_settings
+from nexus_k.core.errors import UserError
+from nexus_k.core.settings import get_settings
+from serving import demo_model
 
 HANGUL = re.compile(r"[가-힣]")
 

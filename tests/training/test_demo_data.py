@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from nexus_k import demo_data
-from nexus_k.errors import UserError
+from nexus_k.core.errors import UserError
+from training import demo_data
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from training.pii import PII_KINDS, merge_counts, redact
+from nexus_k.core.pii import PII_KINDS, merge_counts, redact
 
 
 @pytest.mark.parametrize(
