@@ -1,4 +1,4 @@
-"""Simulated annealing, vectorised over independent chains; swap moves keep a fixed number of ones."""
+"""Simulated annealing, vectorised over independent chains; swap moves keep every group's number of ones."""
 
 from __future__ import annotations
 
@@ -34,51 +34,62 @@ class AnnealConfig:
 
 
 def simulated_annealing(qubo: QUBO, config: AnnealConfig | None = None) -> Solution:
-    """Anneal; with ``hamming_weight`` set, start from random size-K states and only swap a 1 with a 0."""
+    """Anneal; with cardinality constraints, start from random feasible states and only swap a 1 with a 0
+    inside one group (so every chain keeps every group's count at every step)."""
     cfg = config or AnnealConfig()
     start = time.perf_counter()
     rng = np.random.default_rng(cfg.seed)
-    n, k, r = qubo.num_variables, qubo.hamming_weight, cfg.chains
+    n, r = qubo.num_variables, cfg.chains
+    constraints = qubo.constraints
     coupling = qubo.symmetric
     scale = qubo.scale()
     steps = cfg.sweeps * n
     temps = scale * np.geomspace(cfg.t_start, cfg.t_end, steps)
     rows = np.arange(r)
 
-    if k is not None:
-        order = np.argsort(rng.random((r, n)), axis=1)
-        ones, zeros = order[:, :k].copy(), order[:, k:].copy()
     x = np.zeros((r, n))
-    if k is None:
+    if not constraints:
         x[:] = rng.integers(0, 2, size=(r, n))
     else:
-        np.put_along_axis(x, ones, 1.0, axis=1)
+        # ones[c, g, :k_g] and zeros[c, g, :n_g - k_g]: chain c's on and off variables of group g (padded).
+        sizes = np.array([len(v) for v, _ in constraints])
+        keeps = np.array([k for _, k in constraints])
+        ones = np.zeros((r, len(constraints), max(1, keeps.max())), dtype=np.int64)
+        zeros = np.zeros((r, len(constraints), max(1, (sizes - keeps).max())), dtype=np.int64)
+        for g, (variables, k) in enumerate(constraints):
+            order = variables[np.argsort(rng.random((r, len(variables))), axis=1)]
+            ones[:, g, :k], zeros[:, g, :len(variables) - k] = order[:, :k], order[:, k:]
+            np.put_along_axis(x, order[:, :k], 1.0, axis=1)
+        moves = keeps * (sizes - keeps)
+        swappable = np.flatnonzero(moves > 0)
+        # Groups in proportion to their swap moves: every (group, 1, 0) swap is proposed equally often.
+        group_p = moves[swappable] / moves[swappable].sum() if len(swappable) else None
     # fields[c, i] = h_i + sum_j J_ij x_j: the energy change of turning x_i on (with x_i excluded).
     fields = qubo.linear + x @ coupling
     energy = np.asarray(qubo.energy(x))
     best_x, best_e = x.copy(), energy.copy()
-    swap_possible = k is not None and 0 < k < n
 
     for step in range(steps):
-        if k is None:
+        if not constraints:
             i = rng.integers(0, n, size=r)
             delta = (1 - 2 * x[rows, i]) * fields[rows, i]
             accept = (delta <= 0) | (rng.random(r) < np.exp(-np.maximum(delta, 0) / temps[step]))
             sign = np.where(accept, 1 - 2 * x[rows, i], 0.0)
             x[rows, i] += sign
             fields += sign[:, None] * coupling[i]
-        elif swap_possible:
-            a = rng.integers(0, k, size=r)
-            b = rng.integers(0, n - k, size=r)
-            i, j = ones[rows, a], zeros[rows, b]
+        elif len(swappable):
+            g = rng.choice(swappable, size=r, p=group_p)
+            a = (rng.random(r) * keeps[g]).astype(np.int64)
+            b = (rng.random(r) * (sizes[g] - keeps[g])).astype(np.int64)
+            i, j = ones[rows, g, a], zeros[rows, g, b]
             delta = fields[rows, j] - fields[rows, i] - coupling[i, j]
             accept = (delta <= 0) | (rng.random(r) < np.exp(-np.maximum(delta, 0) / temps[step]))
             w = accept.astype(np.float64)
             x[rows, i] -= w
             x[rows, j] += w
             fields += w[:, None] * (coupling[j] - coupling[i])
-            ones[rows, a] = np.where(accept, j, i)
-            zeros[rows, b] = np.where(accept, i, j)
+            ones[rows, g, a] = np.where(accept, j, i)
+            zeros[rows, g, b] = np.where(accept, i, j)
         else:
             break
         energy = energy + np.where(accept, delta, 0.0)

@@ -7,6 +7,10 @@
 
 The ring's pairs are applied in parity order (even pairs, odd pairs, then the wrap-around pair when n is
 odd); ``statevector.py`` applies exactly the same product so that its states match the circuits.
+
+With one cardinality constraint per group of variables (``keep k heads of each layer``) the start is the
+product of the groups' Dicke states and the mixer is one XY ring inside each group (groups in order), so
+every group's number of ones is conserved.
 """
 
 from __future__ import annotations
@@ -24,6 +28,34 @@ def ring_pairs(n: int) -> list[tuple[int, int]]:
     odd = [(i, i + 1) for i in range(1, n - 1, 2)]
     wrap = [(n - 1, 0)]
     return even + odd + wrap
+
+
+def constraint_pairs(constraints: list[tuple[np.ndarray, int]]) -> list[tuple[int, int]]:
+    """The grouped XY mixer's qubit pairs in application order: each group's ring, group after group."""
+    pairs = []
+    for variables, _ in constraints:
+        pairs += [(int(variables[i]), int(variables[j])) for i, j in ring_pairs(len(variables))]
+    return pairs
+
+
+def grouped_xy_mixer(n: int, constraints: list[tuple[np.ndarray, int]]):
+    """``sum_groups sum_ring(group) (XX + YY) / 2`` with terms in :func:`constraint_pairs` order."""
+    from qiskit.quantum_info import SparsePauliOp
+
+    terms = []
+    for i, j in constraint_pairs(constraints):
+        terms += [("XX", [i, j], 0.5), ("YY", [i, j], 0.5)]
+    return SparsePauliOp.from_sparse_list(terms, num_qubits=n)
+
+
+def grouped_dicke_circuit(n: int, constraints: list[tuple[np.ndarray, int]]):
+    """The product of the groups' Dicke states ``|D^{n_g}_{k_g}>`` on their own qubits."""
+    from qiskit.circuit import QuantumCircuit
+
+    qc = QuantumCircuit(n, name="Dicke product")
+    for variables, k in constraints:
+        qc.compose(dicke_state_circuit(len(variables), k), qubits=[int(v) for v in variables], inplace=True)
+    return qc
 
 
 def xy_ring_mixer(n: int):

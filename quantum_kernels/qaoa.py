@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import minimize
 
-from quantum_kernels.mixers import dicke_state_circuit, x_mixer, xy_ring_mixer
+from quantum_kernels.mixers import grouped_dicke_circuit, grouped_xy_mixer, x_mixer
 from quantum_kernels.qubo import QUBO, index_to_bits
 from quantum_kernels.solution import Landscape, Solution, distribution_quality
 from quantum_kernels.statevector import QAOAKernel
@@ -132,20 +132,21 @@ class QAOASolver:
 
     def cost_qubo(self, problem: QUBO) -> tuple[QUBO, bool]:
         """The QUBO whose Hamiltonian is evolved, and whether the XY/Dicke (fixed-weight) form is used."""
-        if problem.hamming_weight is None:
+        if not problem.constrained:
             return problem, False
         if self.config.formulation == "fixed_weight":
-            return QUBO(problem.linear, problem.quadratic, problem.offset, None, problem.names), True
+            return problem.without_constraints(), True
         strength = self.config.penalty if self.config.penalty is not None else problem.default_penalty()
         return problem.with_cardinality_penalty(strength), False
 
-    def ansatz(self, cost, n: int, k: int | None, fixed_weight: bool, reps: int):
-        """The parameterised ``qaoa_ansatz`` circuit for depth ``reps``."""
+    def ansatz(self, cost, n: int, constraints, fixed_weight: bool, reps: int):
+        """The parameterised ``qaoa_ansatz`` circuit for depth ``reps`` (``constraints`` as
+        :attr:`QUBO.constraints`: one Dicke state and one XY ring per group)."""
         from qiskit.circuit.library import qaoa_ansatz
 
         if fixed_weight:
-            return qaoa_ansatz(cost, reps=reps, initial_state=dicke_state_circuit(n, k),
-                               mixer_operator=xy_ring_mixer(n))
+            return qaoa_ansatz(cost, reps=reps, initial_state=grouped_dicke_circuit(n, constraints),
+                               mixer_operator=grouped_xy_mixer(n, constraints))
         return qaoa_ansatz(cost, reps=reps, mixer_operator=x_mixer(n))
 
     def _primitives(self):
@@ -165,7 +166,7 @@ class QAOASolver:
     def solve(self, problem: QUBO, landscape: Landscape | None = None) -> QAOAResult:
         """Optimise angles depth by depth, sample, and report quality against ``landscape`` if given."""
         cfg = self.config
-        n, k = problem.num_variables, problem.hamming_weight
+        n, k = problem.num_variables, problem.constraints
         cost_qubo, fixed_weight = self.cost_qubo(problem)
         scale = cost_qubo.scale()
         timings = {"transpile": 0.0, "optimise": 0.0, "sample": 0.0}
@@ -174,7 +175,11 @@ class QAOASolver:
 
         if cfg.engine == "kernel":
             t0 = time.perf_counter()
-            kernel = QAOAKernel(cost_qubo.all_energies() / scale, n, "xy" if fixed_weight else "x", k)
+            if fixed_weight:
+                kernel = QAOAKernel(lambda basis: cost_qubo.energies_of(basis) / scale, n, "xy",
+                                    constraints=k)
+            else:
+                kernel = QAOAKernel(cost_qubo.all_energies() / scale, n, "x")
             timings["setup"] = time.perf_counter() - t0
             engine_name = "statevector_kernel"
 

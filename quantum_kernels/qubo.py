@@ -8,9 +8,13 @@ the reverse of Qiskit's count keys.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from math import comb
+from itertools import combinations
+from math import comb, prod
 
 import numpy as np
+
+Constraint = tuple[np.ndarray, int]
+"""``(variables, k)``: exactly ``k`` of these variables are 1."""
 
 
 @dataclass
@@ -27,6 +31,9 @@ class QUBO:
     """If set, only states with exactly this many ones are feasible (``keep K heads``)."""
     names: list[str] = field(default_factory=list)
     """Optional variable names (for example ``L2.H3``), for reports."""
+    groups: list[tuple[list[int], int]] | None = None
+    """One cardinality constraint per group instead of ``hamming_weight``: each ``(variables, k)`` keeps
+    exactly k of its variables on (``keep k heads of each layer``). The groups partition the variables."""
 
     def __post_init__(self) -> None:
         self.linear = np.asarray(self.linear, dtype=np.float64).reshape(-1)
@@ -42,6 +49,30 @@ class QUBO:
             raise ValueError(f"hamming_weight must be in [0, {n}], got {self.hamming_weight}")
         if self.names and len(self.names) != n:
             raise ValueError(f"{len(self.names)} names for {n} variables")
+        if self.groups is not None:
+            if self.hamming_weight is not None:
+                raise ValueError("give either hamming_weight or groups, not both")
+            self.groups = [([int(v) for v in variables], int(k)) for variables, k in self.groups]
+            covered = sorted(v for variables, _ in self.groups for v in variables)
+            if covered != list(range(n)):
+                raise ValueError(f"groups must partition the {n} variables (each variable in exactly one group)")
+            for variables, k in self.groups:
+                if not 0 <= k <= len(variables):
+                    raise ValueError(f"a group of {len(variables)} variables cannot keep {k}")
+
+    @property
+    def constraints(self) -> list[Constraint]:
+        """The cardinality constraints as ``(variables, k)``: the groups, the one Hamming weight, or none."""
+        if self.groups is not None:
+            return [(np.array(variables, dtype=np.int64), k) for variables, k in self.groups]
+        if self.hamming_weight is not None:
+            return [(np.arange(self.num_variables, dtype=np.int64), self.hamming_weight)]
+        return []
+
+    @property
+    def constrained(self) -> bool:
+        """Whether some cardinality constraint restricts the feasible set."""
+        return self.groups is not None or self.hamming_weight is not None
 
     @property
     def num_variables(self) -> int:
@@ -58,31 +89,50 @@ class QUBO:
         xs = np.asarray(x, dtype=np.float64)
         single = xs.ndim == 1
         xs = np.atleast_2d(xs)
-        e = self.offset + xs @ self.linear + np.einsum("mi,ij,mj->m", xs, self.quadratic, xs)
+        e = self.offset + xs @ self.linear + ((xs @ self.quadratic) * xs).sum(axis=1)
         return float(e[0]) if single else e
 
+    def energies_of(self, indices: np.ndarray, chunk: int = 1 << 17) -> np.ndarray:
+        """Energies of basis-state integers (bit i = variable i), evaluated in chunks."""
+        indices = np.asarray(indices, dtype=np.int64)
+        out = np.empty(len(indices), dtype=np.float64)
+        for start in range(0, len(indices), chunk):
+            bits = index_to_bits(indices[start:start + chunk], self.num_variables)
+            out[start:start + chunk] = self.energy(bits) if len(bits) else []
+        return out
+
     def is_feasible(self, x: np.ndarray) -> np.ndarray | bool:
-        """Whether assignments satisfy the Hamming-weight constraint (always true without one)."""
+        """Whether assignments satisfy every cardinality constraint (always true without one)."""
         xs = np.asarray(x)
-        if self.hamming_weight is None:
-            return True if xs.ndim == 1 else np.ones(xs.shape[0], dtype=bool)
-        weight = xs.sum(axis=-1)
-        return bool(weight == self.hamming_weight) if xs.ndim == 1 else weight == self.hamming_weight
+        ok = np.ones(xs.shape[:-1], dtype=bool)
+        for variables, k in self.constraints:
+            ok &= xs[..., variables].sum(axis=-1) == k
+        return bool(ok) if xs.ndim == 1 else ok
 
     def num_feasible(self) -> int:
-        """How many assignments are feasible: ``C(n, K)`` or ``2^n``."""
-        n = self.num_variables
-        return comb(n, self.hamming_weight) if self.hamming_weight is not None else 2**n
+        """How many assignments are feasible: the product of ``C(n_g, k_g)``, or ``2^n`` unconstrained."""
+        if not self.constrained:
+            return 2**self.num_variables
+        return prod(comb(len(variables), k) for variables, k in self.constraints)
+
+    def without_constraints(self) -> QUBO:
+        """The same energy with no cardinality constraint (what a fixed-weight circuit evolves)."""
+        return QUBO(self.linear, self.quadratic, self.offset, None, list(self.names))
 
     def with_cardinality_penalty(self, strength: float) -> QUBO:
-        """The unconstrained QUBO ``E(x) + strength * (sum x - K)^2`` (the penalty formulation)."""
-        if self.hamming_weight is None:
-            raise ValueError("no hamming_weight to turn into a penalty")
-        n, k = self.num_variables, self.hamming_weight
-        # (sum x - K)^2 = sum x_i (1 - 2K) + 2 sum_{i<j} x_i x_j + K^2
-        linear = self.linear + strength * (1 - 2 * k)
-        quadratic = self.quadratic + strength * 2 * np.triu(np.ones((n, n)), 1)
-        return QUBO(linear, quadratic, self.offset + strength * k * k, None, list(self.names))
+        """The unconstrained QUBO ``E(x) + strength * sum_g (sum_{i in g} x_i - k_g)^2`` (penalty form)."""
+        if not self.constrained:
+            raise ValueError("no cardinality constraint to turn into a penalty")
+        n = self.num_variables
+        linear, quadratic, offset = self.linear.copy(), self.quadratic.copy(), self.offset
+        for variables, k in self.constraints:
+            # (sum x - K)^2 = sum x_i (1 - 2K) + 2 sum_{i<j} x_i x_j + K^2
+            linear[variables] += strength * (1 - 2 * k)
+            block = np.zeros((n, n))
+            block[np.ix_(variables, variables)] = 1.0
+            quadratic += strength * 2 * np.triu(block, 1)
+            offset += strength * k * k
+        return QUBO(linear, quadratic, offset, None, list(self.names))
 
     def default_penalty(self) -> float:
         """A penalty strength that makes every infeasible state worse than every feasible one."""
@@ -148,6 +198,8 @@ class QUBO:
             "offset": self.offset,
             "hamming_weight": self.hamming_weight,
             "names": list(self.names) or None,
+            **({"groups": [{"variables": list(v), "keep": k} for v, k in self.groups]}
+               if self.groups is not None else {}),
         }
 
     @classmethod
@@ -163,8 +215,11 @@ class QUBO:
                 linear[a] += w
             else:
                 quadratic[a, b] += w
+        groups = data.get("groups")
+        if groups is not None:
+            groups = [(list(g["variables"]), int(g["keep"])) for g in groups]
         return cls(linear, quadratic, float(data.get("offset") or 0.0), data.get("hamming_weight"),
-                   list(data.get("names") or []))
+                   list(data.get("names") or []), groups)
 
 
 def random_head_pruning_qubo(n: int, keep: int, seed: int = 0, redundancy_weight: float = 0.5) -> QUBO:
@@ -196,3 +251,19 @@ def popcounts(n: int) -> np.ndarray:
     for _ in range(n):
         counts = np.concatenate([counts, counts + 1])
     return counts
+
+
+def feasible_basis(constraints: list[Constraint], num_variables: int) -> np.ndarray:
+    """Every basis-state integer meeting all constraints (which partition the variables), sorted.
+
+    The feasible set is the product of each group's size-k subsets, so it is built as that product
+    (sum of disjoint bit masks) without touching the 2^n states outside it.
+    """
+    if num_variables > 62:
+        raise ValueError("at most 62 variables fit a basis-state integer")
+    states = np.zeros(1, dtype=np.int64)
+    for variables, k in constraints:
+        masks = np.array([sum(1 << int(v) for v in chosen) for chosen in combinations(variables.tolist(), k)],
+                         dtype=np.int64)
+        states = np.add.outer(states, masks).reshape(-1)
+    return np.sort(states)
