@@ -117,10 +117,11 @@ def schema() -> None:
 @app.command("prune-heads")
 def prune_heads_command(
     model: Annotated[str, typer.Option(help="Model folder, hub name or .gguf file.")],
-    keep: Annotated[int, typer.Option(help="Heads to keep among the candidates.")],
+    keep_per_layer: Annotated[int, typer.Option(help="Query heads every pruned layer keeps.")],
     out: Annotated[Path, typer.Option(help="Where to save the pruned model.")],
     solver: Annotated[str, typer.Option(help="qaoa | sa | greedy | exact")] = "qaoa",
-    layers: Annotated[str | None, typer.Option(help="Candidate layers, e.g. '0-3' (default: all).")] = None,
+    layers: Annotated[str | None, typer.Option(
+        help="Layers to prune, e.g. '0-3' (default: all; a subset gives a same-shape model).")] = None,
     calibration: Annotated[Path | None, typer.Option(help="Korean text file (default: bundled story).")] = None,
     reps: Annotated[int, typer.Option(help="QAOA depth p.")] = 3,
     formulation: Annotated[str, typer.Option(help="fixed_weight | penalty")] = "fixed_weight",
@@ -128,9 +129,11 @@ def prune_heads_command(
     max_sequences: Annotated[int, typer.Option(help="Calibration sequences at most.")] = 32,
     redundancy_weight: Annotated[float, typer.Option(help="Weight of the redundancy penalty.")] = 0.5,
     random_trials: Annotated[int, typer.Option(help="Random masks for the random baseline.")] = 5,
+    recover_steps: Annotated[int, typer.Option(help="Fine-tuning steps on the calibration text after pruning.")] = 0,
+    recover_lr: Annotated[float, typer.Option(help="Peak learning rate of the recovery fine-tune.")] = 5e-5,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
-    """Keep K attention heads chosen by a QUBO (importance minus redundancy); save the pruned model."""
+    """Keep K query heads per layer, chosen by a QUBO (importance minus redundancy); save a smaller model."""
     from rich.console import Console
     from rich.table import Table
 
@@ -140,19 +143,23 @@ def prune_heads_command(
         raise UserError(f"no such calibration file: {calibration}")
     if not Path(model).exists() and (model.endswith(".gguf") or model.startswith((".", "/"))):
         raise UserError(f"no such model: {model}")
+    logging.getLogger("qiskit").setLevel(logging.WARNING)
     try:
-        config = PruneConfig(model=model, keep=keep, solver=solver, layers=_parse_layers(layers),
-                             calibration_file=str(calibration) if calibration else None, seq_len=seq_len,
-                             max_sequences=max_sequences, redundancy_weight=redundancy_weight,
+        config = PruneConfig(model=model, keep_per_layer=keep_per_layer, solver=solver,
+                             layers=_parse_layers(layers), calibration_file=str(calibration) if calibration else None,
+                             seq_len=seq_len, max_sequences=max_sequences, redundancy_weight=redundancy_weight,
                              qaoa_reps=reps, qaoa_formulation=formulation, random_trials=random_trials,
-                             seed=seed)
+                             recover_steps=recover_steps, recover_lr=recover_lr, seed=seed)
         report = prune_heads(config, out)
     except (ValueError, OSError) as err:
         raise UserError(str(err).splitlines()[0]) from None
-    table = Table(title=f"held-out perplexity, keeping {keep} of {len(report.heads)} candidate heads")
+    table = Table(title=f"held-out perplexity, keeping {keep_per_layer} query heads per layer")
     table.add_column("mask")
     table.add_column("perplexity", justify="right")
     for name, value in report.perplexity.items():
         table.add_row(name, f"{value:.3f}")
     Console().print(table)
-    typer.echo(f"kept: {' '.join(report.kept)}\nsaved: {out} (pruned heads' o_proj columns zeroed)")
+    sizes = report.sizes
+    shape = "smaller checkpoint" if sizes["structural"] else "same shape, pruned heads zeroed"
+    typer.echo(f"parameters: {sizes['parameters_before']:,} -> {sizes['parameters_after']:,} ({shape})\n"
+               f"saved: {out} (head_pruning.json beside it)")

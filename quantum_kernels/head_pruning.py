@@ -1,9 +1,10 @@
-"""Attention-head pruning as a QUBO: keep K heads that matter and do not repeat each other.
+"""Attention-head pruning as a QUBO with one budget per layer, written out as a genuinely smaller model.
 
-``x_h = 1`` keeps head h. Minimise ``-sum_h I_h x_h + w * sum_{h<g} R_hg x_h x_g`` subject to
-``sum_h x_h = K``, with importances ``I`` scaled to max 1 and redundancies ``R`` = |correlation|. The chosen
-mask is written into the model by zeroing the pruned heads' ``o_proj`` columns (the architecture and
-shapes are unchanged, so any engine, vLLM included, serves the result as it is; no compute is saved).
+``x_h = 1`` keeps head h. Minimise ``-sum_h I_h x_h + w * sum_{h<g} R_hg x_h x_g`` subject to ``keep k of
+the H heads of every pruned layer`` (importances ``I`` scaled to max 1, redundancies ``R`` = |correlation|).
+Every layer keeping the same number of query heads is what lets the chosen mask be written as a smaller
+architecture (:mod:`quantum_kernels.structural`) that transformers and vLLM serve with fewer FLOPs and
+bytes. Every solver's answer is reported on the same QUBO, with held-out perplexities.
 """
 
 from __future__ import annotations
@@ -16,16 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from quantum_kernels.qubo import QUBO
+from quantum_kernels.layer_qubo import QAOA_MAX_QUBITS, build_layer_qubo, importance_top_k, solve_layer_qubo
 from quantum_kernels.solution import Solution
 
 log = logging.getLogger(__name__)
 
 SOLVERS = ("qaoa", "sa", "greedy", "exact")
-QAOA_MAX_HEADS = 24
-"""Candidate heads QAOA simulates at most (a 2^n statevector)."""
-EXACT_MAX_HEADS = 26
-"""Candidate heads exact search enumerates at most."""
 
 
 @dataclass
@@ -34,16 +31,17 @@ class PruneConfig:
 
     model: str
     """Model folder or hub name, or a ``.gguf`` file."""
-    keep: int
-    """Heads to keep among the candidates."""
+    keep_per_layer: int
+    """Query heads every pruned layer keeps."""
     solver: str = "qaoa"
-    """``qaoa``, ``sa``, ``greedy`` or ``exact``."""
+    """``qaoa``, ``sa``, ``greedy`` or ``exact``: whose mask is written out."""
     layers: list[int] | None = None
-    """Candidate layers (heads elsewhere are always kept); None = every layer."""
+    """Layers to prune (None = all). Only pruning every layer gives a smaller checkpoint; with a subset the
+    pruned heads are zeroed in a same-shape model instead (no speed-up)."""
     calibration_file: str | None = None
     """UTF-8 Korean text for scoring and held-out perplexity; None = the bundled public-domain story."""
     heldout_fraction: float = 0.25
-    """Share of the text (its end) held out for perplexity, never used for scoring."""
+    """Share of the text (its end) held out for perplexity, never used for scoring or recovery."""
     seq_len: int = 128
     """Tokens per calibration sequence."""
     max_sequences: int = 32
@@ -53,19 +51,29 @@ class PruneConfig:
     qaoa_reps: int = 3
     """QAOA depth p."""
     qaoa_formulation: str = "fixed_weight"
-    """``fixed_weight`` (Dicke + XY mixer, default) or ``penalty``."""
+    """``fixed_weight`` (Dicke product + per-layer XY rings, default) or ``penalty``."""
+    qaoa_max_qubits: int = QAOA_MAX_QUBITS
+    """QAOA runs on windows of whole layers with at most this many heads."""
     random_trials: int = 5
-    """Random masks averaged for the random baseline."""
+    """Random feasible masks averaged for the random baseline."""
+    recover_steps: int = 0
+    """Full fine-tuning steps on the calibration text after pruning (0: none)."""
+    recover_lr: float = 5e-5
+    """Peak learning rate of the recovery fine-tune."""
     seed: int = 0
-    """Seed for QAOA sampling, annealing and random masks."""
+    """Seed for QAOA sampling, annealing, random masks and recovery data order."""
 
     def __post_init__(self) -> None:
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
-        if self.keep < 1:
-            raise ValueError("keep must be >= 1")
+        if self.keep_per_layer < 1:
+            raise ValueError("--keep-per-layer must be >= 1")
         if not 0 < self.heldout_fraction < 1:
             raise ValueError("heldout_fraction must be in (0, 1)")
+        if self.recover_steps < 0:
+            raise ValueError("--recover-steps must be >= 0")
+        if not 1 <= self.qaoa_max_qubits <= QAOA_MAX_QUBITS:
+            raise ValueError(f"qaoa_max_qubits must be in [1, {QAOA_MAX_QUBITS}]")
 
 
 @dataclass
@@ -81,51 +89,39 @@ class PruneReport:
     mask: list[list[int]]
     """Final (layers, heads) mask over the whole model: 1 = kept."""
     solution: dict
+    """The chosen solver's answer."""
+    solutions: dict[str, dict]
+    """Every solver's answer and energy on the same QUBO (``exact`` when small enough to enumerate)."""
     perplexity: dict[str, float]
-    """Held-out perplexity: ``unpruned``, ``<solver>``, ``importance_greedy``, ``random_mean``..."""
+    """Held-out perplexity: ``unpruned``, each solver's mask, ``importance_top_k``, ``random_mean``...,
+    ``pruned`` (the saved model before recovery) and ``recovered`` (after)."""
+    sizes: dict[str, float]
+    """Parameters and checkpoint bytes before and after; ``structural`` is 1 when the model shrank."""
     qubo: dict = field(default_factory=dict)
+    qaoa_windows: list[dict] = field(default_factory=list)
+    """Per QAOA window: qubits, feasible states, exact P(optimum) against uniform feasible sampling."""
+    recovery: dict = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def build_head_qubo(importance: np.ndarray, redundancy: np.ndarray, keep: int, weight: float,
-                    names: list[str]) -> QUBO:
-    """The keep-K-heads QUBO from importances (n,) and |correlations| (n, n)."""
-    scale = importance.max() if importance.max() > 0 else 1.0
-    quadratic = weight * np.triu(np.abs(redundancy), 1)
-    return QUBO(-importance / scale, quadratic, 0.0, keep, names)
-
-
-def solve_head_qubo(qubo: QUBO, config: PruneConfig) -> Solution:
-    """Choose the heads to keep with the configured solver."""
-    n = qubo.num_variables
-    if config.solver == "qaoa":
-        if n > QAOA_MAX_HEADS:
-            raise ValueError(f"{n} candidate heads is too many for simulated QAOA (max {QAOA_MAX_HEADS}); "
-                             f"restrict --layers or use --solver sa")
-        from quantum_kernels.qaoa import QAOAConfig, QAOASolver
-
-        cfg = QAOAConfig(reps=config.qaoa_reps, formulation=config.qaoa_formulation, seed=config.seed)
-        return QAOASolver(cfg).solve(qubo).solution
-    if config.solver == "exact" and n > EXACT_MAX_HEADS:
-        raise ValueError(f"{n} candidate heads is too many for exact search (max {EXACT_MAX_HEADS})")
-    from quantum_kernels.service import run_classical
-
-    return run_classical(qubo, config.solver, config.seed)
-
-
-def _load(model_ref: str):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_model(model_ref: str):
+    """Model (float32) and tokenizer from a folder, hub name or ``.gguf`` file, and its saved dtype."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     path = Path(model_ref)
     kwargs = {}
     if path.suffix == ".gguf":
         kwargs, model_ref = {"gguf_file": path.name}, str(path.parent)
     tokenizer = AutoTokenizer.from_pretrained(model_ref, **kwargs)
+    source_config = AutoConfig.from_pretrained(model_ref, **kwargs)
+    dtype = getattr(source_config, "dtype", None) or "float32"
     model = AutoModelForCausalLM.from_pretrained(model_ref, dtype="float32", **kwargs)
-    return model, tokenizer
+    model.eval()
+    return model, tokenizer, dtype
 
 
-def _texts(config: PruneConfig) -> tuple[str, str]:
+def split_text(config: PruneConfig) -> tuple[str, str]:
+    """Calibration text and held-out text (the last ``heldout_fraction`` of the lines)."""
     if config.calibration_file:
         text = Path(config.calibration_file).read_text(encoding="utf-8")
     else:
@@ -139,29 +135,41 @@ def _texts(config: PruneConfig) -> tuple[str, str]:
     return "\n".join(lines[:cut]), "\n".join(lines[cut:])
 
 
+def checkpoint_bytes(folder: Path) -> int:
+    """Bytes of a folder's weight files (``*.safetensors`` / ``*.bin``)."""
+    return sum(f.stat().st_size for pattern in ("*.safetensors", "*.bin") for f in folder.glob(pattern))
+
+
 def prune_heads(config: PruneConfig, out_dir: str | Path) -> PruneReport:
-    """Score heads, solve the QUBO, compare perplexities, zero the pruned heads and save the model."""
-    from quantum_kernels.head_scores import (
-        attention_layers,
-        perplexity,
-        score_heads,
-        tokenize_chunks,
-        zero_pruned_heads,
+    """Score heads, solve the per-layer QUBO with every solver, compare perplexities, write the smaller model
+    (recovered if asked) and ``head_pruning.json``."""
+    import torch
+
+    from quantum_kernels.head_scores import attention_layers, perplexity, score_heads, tokenize_chunks
+    from quantum_kernels.recovery import RecoveryConfig, recover
+    from quantum_kernels.structural import (
+        attention_shape,
+        budget_groups,
+        count_parameters,
+        prune_attention_heads,
+        zero_heads,
     )
 
     seconds: dict[str, float] = {}
     t = time.perf_counter()
-    model, tokenizer = _load(config.model)
+    model, tokenizer, dtype = load_model(config.model)
+    shape = attention_shape(model)
     layers = attention_layers(model)
-    num_layers, num_heads = len(layers), layers[0].num_heads
+    num_layers, num_heads = shape.num_layers, shape.num_heads
     candidates = sorted(set(config.layers)) if config.layers is not None else list(range(num_layers))
     if any(not 0 <= layer < num_layers for layer in candidates):
         raise ValueError(f"--layers must be within 0..{num_layers - 1}")
+    groups = budget_groups(shape, candidates, config.keep_per_layer)
+    if config.solver == "qaoa" and max(len(v) for v, _ in groups) > config.qaoa_max_qubits:
+        raise ValueError(f"a layer's {num_heads} heads exceed {config.qaoa_max_qubits} qubits; use --solver sa")
     flat = [layer * num_heads + h for layer in candidates for h in range(num_heads)]
     names = [f"L{i // num_heads}.H{i % num_heads}" for i in flat]
-    if config.keep > len(flat):
-        raise ValueError(f"keep={config.keep} but there are only {len(flat)} candidate heads")
-    calib_text, heldout_text = _texts(config)
+    calib_text, heldout_text = split_text(config)
     calib = tokenize_chunks(tokenizer, calib_text, config.seq_len, config.max_sequences)
     heldout = tokenize_chunks(tokenizer, heldout_text, config.seq_len, config.max_sequences)
     seconds["load"] = time.perf_counter() - t
@@ -171,9 +179,23 @@ def prune_heads(config: PruneConfig, out_dir: str | Path) -> PruneReport:
     importance = importance_all.reshape(-1)[flat]
     redundancy = redundancy_all[np.ix_(flat, flat)]
     seconds["score"] = time.perf_counter() - t
-    qubo = build_head_qubo(importance, redundancy, config.keep, config.redundancy_weight, names)
-    solution = solve_head_qubo(qubo, config)
-    seconds["solve"] = solution.seconds
+    qubo = build_layer_qubo(importance, redundancy, groups, config.redundancy_weight, names)
+
+    t = time.perf_counter()
+    solutions: dict[str, Solution] = {}
+    windows = []
+    for solver in [config.solver] + [s for s in ("sa", "greedy", "exact") if s != config.solver]:
+        try:
+            solutions[solver], found = solve_layer_qubo(
+                qubo, solver, config.seed, config.qaoa_reps, config.qaoa_formulation, config.qaoa_max_qubits)
+        except ValueError as err:
+            if solver == config.solver:
+                raise
+            log.info("%s skipped: %s", solver, err)
+            continue
+        windows = windows or found
+    solution = solutions[config.solver]
+    seconds["solve"] = time.perf_counter() - t
 
     def full_mask(keep_flags: np.ndarray) -> np.ndarray:
         mask = np.ones(num_layers * num_heads, dtype=np.int64)
@@ -181,32 +203,59 @@ def prune_heads(config: PruneConfig, out_dir: str | Path) -> PruneReport:
         return mask.reshape(num_layers, num_heads)
 
     t = time.perf_counter()
-    rng = np.random.default_rng(config.seed)
-    top = np.zeros(len(flat), dtype=np.int64)
-    top[np.argsort(-importance, kind="stable")[: config.keep]] = 1
-    ppl = {"unpruned": perplexity(model, layers, heldout),
-           config.solver: perplexity(model, layers, heldout, full_mask(solution.x)),
-           "importance_greedy": perplexity(model, layers, heldout, full_mask(top))}
-    randoms = []
-    for _ in range(config.random_trials):
-        pick = np.zeros(len(flat), dtype=np.int64)
-        pick[rng.choice(len(flat), config.keep, replace=False)] = 1
-        randoms.append(perplexity(model, layers, heldout, full_mask(pick)))
-    ppl["random_mean"] = float(np.mean(randoms))
-    ppl["random_min"] = float(np.min(randoms))
-    ppl["random_max"] = float(np.max(randoms))
+    cache: dict[bytes, float] = {}
+
+    def masked_perplexity(keep_flags: np.ndarray | None) -> float:
+        key = b"" if keep_flags is None else np.asarray(keep_flags, dtype=np.int8).tobytes()
+        if key not in cache:
+            cache[key] = perplexity(model, layers, heldout, None if keep_flags is None else full_mask(keep_flags))
+        return cache[key]
+
+    ppl = {"unpruned": masked_perplexity(None)}
+    ppl.update({name: masked_perplexity(s.x) for name, s in solutions.items()})
+    ppl["importance_top_k"] = masked_perplexity(importance_top_k(importance, groups))
+    from quantum_kernels.greedy import uniform_feasible_samples
+
+    randoms = [masked_perplexity(x) for x in uniform_feasible_samples(qubo, config.random_trials, config.seed)]
+    if randoms:
+        ppl.update(random_mean=float(np.mean(randoms)), random_min=float(np.min(randoms)),
+                   random_max=float(np.max(randoms)))
     seconds["evaluate"] = time.perf_counter() - t
 
     mask = full_mask(solution.x)
-    zero_pruned_heads(layers, mask)
+    params_before = count_parameters(model)
+    structural = len(candidates) == num_layers
+    if structural:
+        pruned = prune_attention_heads(model, mask)
+    else:
+        log.warning("only layers %s are pruned: heads are zeroed in a same-shape model (no smaller checkpoint)",
+                    candidates)
+        zero_heads(model, mask)
+        pruned = model
+    ppl["pruned"] = perplexity(pruned, attention_layers(pruned), heldout)
+    recovery: dict = {}
+    if config.recover_steps:
+        t = time.perf_counter()
+        torch.manual_seed(config.seed)
+        recovery = recover(pruned, calib, RecoveryConfig(config.recover_steps, config.recover_lr, seed=config.seed))
+        ppl["recovered"] = perplexity(pruned, attention_layers(pruned), heldout)
+        seconds["recover"] = time.perf_counter() - t
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
+    pruned.to(getattr(torch, str(dtype).replace("torch.", ""))).save_pretrained(out)
     tokenizer.save_pretrained(out)
+    source = Path(config.model)
+    sizes = {"structural": int(structural), "parameters_before": params_before,
+             "parameters_after": count_parameters(pruned), "checkpoint_bytes_after": checkpoint_bytes(out),
+             "query_heads_before": num_heads, "query_heads_after": int(mask.sum(axis=1).max())}
+    if source.is_dir():
+        sizes["checkpoint_bytes_before"] = checkpoint_bytes(source)
     report = PruneReport(
         config=asdict(config), heads=names, importance=importance.tolist(), redundancy=redundancy.tolist(),
         kept=[names[i] for i in np.flatnonzero(solution.x)], mask=mask.tolist(), solution=solution.to_dict(),
-        perplexity=ppl, qubo=qubo.to_dict(), seconds=seconds)
+        solutions={name: s.to_dict() for name, s in solutions.items()}, perplexity=ppl, sizes=sizes,
+        qubo=qubo.to_dict(), qaoa_windows=[w.quality for w in windows], recovery=recovery, seconds=seconds)
     (out / "head_pruning.json").write_text(json.dumps(asdict(report), indent=2, ensure_ascii=False))
-    log.info("kept %d of %d candidate heads; held-out perplexity %s", config.keep, len(flat), ppl)
+    log.info("kept %d heads per layer; held-out perplexity %s", config.keep_per_layer, ppl)
     return report

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -64,47 +66,86 @@ def test_importance_is_the_absolute_gate_gradient(tiny):
     assert redundancy.min() >= 0 and redundancy.max() <= 1
 
 
-def test_prune_heads_cli_saves_a_pruned_model(tiny_model_dir, tmp_path):
+def _prune(model_dir, out, *args):
+    return runner.invoke(app, ["quantum", "prune-heads", "--model", str(model_dir), "--out", str(out),
+                               "--seq-len", "32", "--max-sequences", "3", "--random-trials", "2", *args])
+
+
+def test_prune_heads_cli_saves_a_smaller_model(tiny_model_dir, tmp_path):
     out = tmp_path / "pruned"
-    result = runner.invoke(app, ["quantum", "prune-heads", "--model", str(tiny_model_dir), "--keep", "2",
-                                 "--solver", "exact", "--out", str(out), "--seq-len", "32",
-                                 "--max-sequences", "3", "--random-trials", "2"])
+    result = _prune(tiny_model_dir, out, "--keep-per-layer", "1", "--solver", "exact")
     assert result.exit_code == 0, result.output
     report = json.loads((out / "head_pruning.json").read_text())
     mask = np.array(report["mask"])
-    assert mask.shape == (2, 2) and mask.sum() == 2
-    assert set(report["perplexity"]) >= {"unpruned", "exact", "importance_greedy", "random_mean"}
-    assert report["config"]["keep"] == 2 and len(report["kept"]) == 2
-    # The mask is in the weights: pruned heads' o_proj columns are zero, kept ones are not.
+    assert mask.shape == (2, 2) and (mask.sum(axis=1) == 1).all()
+    assert set(report["perplexity"]) >= {"unpruned", "exact", "sa", "greedy", "importance_top_k", "random_mean",
+                                         "pruned"}
+    for name in ("exact", "sa", "greedy"):
+        answer = report["solutions"][name]
+        assert answer["feasible"] and answer["energy"] >= report["solutions"]["exact"]["energy"] - 1e-12
+    assert report["config"]["keep_per_layer"] == 1 and len(report["kept"]) == 2
+    # The saved model is smaller: one query head of width 64 per layer, the one key-value head kept.
+    config = json.loads((out / "config.json").read_text())
+    assert (config["num_attention_heads"], config["num_key_value_heads"], config["head_dim"]) == (1, 1, 64)
     weights = load_file(out / "model.safetensors")
-    head_dim = 128 // 2
-    for layer in range(2):
-        w = weights[f"model.layers.{layer}.self_attn.o_proj.weight"]
-        for head in range(2):
-            block = w[:, head * head_dim:(head + 1) * head_dim]
-            assert bool(block.abs().sum() == 0) == (mask[layer, head] == 0)
-    assert (out / "tokenizer.json").exists() and (out / "config.json").exists()
-    # Reloaded, the saved model reproduces the held-out perplexity the report gives for the chosen mask.
+    assert weights["model.layers.0.self_attn.q_proj.weight"].shape == (64, 128)
+    assert weights["model.layers.0.self_attn.o_proj.weight"].shape == (128, 64)
+    assert report["sizes"]["structural"] == 1
+    assert report["sizes"]["parameters_after"] < report["sizes"]["parameters_before"]
+    # The smaller model computes what the chosen gate mask computed, and reloads to the same perplexity.
+    assert report["perplexity"]["pruned"] == pytest.approx(report["perplexity"]["exact"], rel=1e-4)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from quantum_kernels.head_pruning import PruneConfig, _texts
+    from quantum_kernels.head_pruning import PruneConfig, split_text
 
     model = AutoModelForCausalLM.from_pretrained(out, dtype="float32")
     heldout = tokenize_chunks(AutoTokenizer.from_pretrained(out),
-                              _texts(PruneConfig(model=str(out), keep=2))[1], 32, 3)
+                              split_text(PruneConfig(model=str(out), keep_per_layer=1))[1], 32, 3)
     assert perplexity(model, attention_layers(model), heldout) == pytest.approx(
-        report["perplexity"]["exact"], rel=1e-5)
+        report["perplexity"]["pruned"], rel=1e-4)
+
+
+def test_recovery_fine_tunes_the_smaller_model(tiny_model_dir, tmp_path):
+    out = tmp_path / "recovered"
+    result = _prune(tiny_model_dir, out, "--keep-per-layer", "1", "--solver", "greedy", "--recover-steps", "3",
+                    "--recover-lr", "1e-3")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "head_pruning.json").read_text())
+    assert report["recovery"]["steps"] == 3
+    assert report["recovery"]["last_loss"] < report["recovery"]["first_loss"]
+    assert np.isfinite(report["perplexity"]["recovered"])
+    assert report["perplexity"]["recovered"] != report["perplexity"]["pruned"]
+
+
+def test_pruning_a_subset_of_layers_zeroes_heads_in_a_same_shape_model(tiny_model_dir, tmp_path):
+    out = tmp_path / "subset"
+    result = _prune(tiny_model_dir, out, "--keep-per-layer", "1", "--solver", "sa", "--layers", "1")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "head_pruning.json").read_text())
+    assert report["sizes"]["structural"] == 0 and np.array(report["mask"])[0].sum() == 2
+    w = load_file(out / "model.safetensors")["model.layers.1.self_attn.o_proj.weight"]
+    assert w.shape == (128, 128)
+    dropped = int(np.flatnonzero(np.array(report["mask"])[1] == 0)[0])
+    assert w[:, dropped * 64:(dropped + 1) * 64].abs().sum() == 0
 
 
 @pytest.mark.parametrize(("args", "fragment"), [
-    (["--keep", "9", "--solver", "sa"], "only 4 candidate heads"),
-    (["--keep", "2", "--solver", "magic"], "solver must be one of"),
-    (["--keep", "2", "--layers", "5"], "--layers must be within"),
+    (["--keep-per-layer", "3", "--solver", "sa"], "between 1 and 2"),
+    (["--keep-per-layer", "1", "--solver", "magic"], "solver must be one of"),
+    (["--keep-per-layer", "1", "--layers", "5"], "--layers must be within"),
+    (["--keep-per-layer", "1", "--recover-steps", "-1"], "--recover-steps must be >= 0"),
 ])
 def test_prune_heads_rejects_bad_requests(tiny_model_dir, tmp_path, args, fragment):
-    result = runner.invoke(app, ["quantum", "prune-heads", "--model", str(tiny_model_dir), "--out",
-                                 str(tmp_path / "x"), "--seq-len", "32", "--max-sequences", "2", *args])
+    result = _prune(tiny_model_dir, tmp_path / "x", *args)
     assert isinstance(result.exception, UserError) and fragment in str(result.exception)
+
+
+def test_prune_heads_bad_input_exits_2_with_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "nexus_k.cli", "quantum", "prune-heads", "--model",
+                           str(tmp_path / "missing"), "--keep-per-layer", "1", "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: no such model: {tmp_path / 'missing'}"
 
 
 @pytest.mark.slow
@@ -113,8 +154,12 @@ def test_qaoa_prunes_the_small_model(tmp_path):
     from training.tiny_model import build_tiny_model
 
     model_dir = build_tiny_model(tmp_path / "small", preset="small")
-    report = prune_heads(PruneConfig(model=str(model_dir), keep=8, solver="qaoa", qaoa_reps=2, seq_len=32,
-                                     max_sequences=3, random_trials=2), tmp_path / "out")
+    report = prune_heads(PruneConfig(model=str(model_dir), keep_per_layer=2, solver="qaoa", qaoa_reps=2,
+                                     seq_len=32, max_sequences=3, random_trials=2), tmp_path / "out")
     assert len(report.heads) == 16 and len(report.kept) == 8
     assert report.solution["solver"] == "qaoa" and report.solution["feasible"]
-    assert np.array(report.mask).sum() == 8
+    # 4 query heads in 2 key-value groups: each group keeps one, so every layer keeps both groups.
+    mask = np.array(report.mask)
+    assert (mask.reshape(4, 2, 2).sum(axis=2) == 1).all()
+    assert report.qaoa_windows and report.qaoa_windows[0]["qubits"] == 16
+    assert report.qaoa_windows[0]["feasible_states"] == 2**8
