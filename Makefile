@@ -42,7 +42,7 @@ $(VENV)/.nexus-k-bench: $(STAMP)
 
 bench: install $(VENV)/.nexus-k-bench
 	@for b in serve engine_core_priority tokenizer train evals quantum demo web load fuzz; do \
-	  if [ -f bench/$$b.py ]; then echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; fi; \
+	  if [ -f bench/$$b.py ]; then echo "== bench/$$b.py"; $(BIN)/python -m bench.$$b || exit 1; fi; \
 	done
 
 # Reproduce the Korean chat LoRA adapter of the demo model (docs/demo.md; needs ../shared/data).

@@ -1,6 +1,6 @@
 """Does the Korean chat adapter help? Held-out perplexity (base vs tuned) and sample conversations.
 
-    python bench/demo.py [--data-dir ../shared/data] [--max-new-tokens 48]
+    python -m bench.demo [--data-dir ../shared/data] [--max-new-tokens 48]
 
 Converts the demo base model first if needed (its conversion time is read from the conversion record),
 scores the adapter's held-out split (rebuilt from the committed data recipe) on assistant tokens only,

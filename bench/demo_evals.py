@@ -1,6 +1,6 @@
 """KoBEST and KoBBQ of the demo model, base vs Korean-chat-tuned, through the product's own eval CLI.
 
-    python bench/demo_evals.py [--limit 50] [--kobbq-limit 10] [--tasks kobest_boolq,...] [--via hf|server]
+    python -m bench.demo_evals [--limit 50] [--kobbq-limit 10] [--tasks kobest_boolq,...] [--via hf|server]
 
 ``--via hf`` (the default) runs ``nexus-k eval run --backend hf`` in process on the bundled Gemma 3 270M
 (transformers, float32), once plain and once with ``--adapter`` set to the committed LoRA (merged into the
@@ -22,35 +22,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
+from serving.demo_model import DEMO_BASE_NAME, DEMO_MODEL_NAME, demo_adapter_dir, prepare_demo_model
+from serving.launcher import start_serve
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from serving.demo_model import DEMO_BASE_NAME, DEMO_MODEL_NAME, demo_adapter_dir, prepare_demo_model  # noqa: E402
-from tests.serving.conftest import free_port  # noqa: E402
 
 TASKS = "kobest_boolq,kobest_copa,kobest_hellaswag,kobest_sentineg,kobest_wic"
-
-
-def start_server(log: Path) -> tuple[subprocess.Popen, str]:
-    """``nexus-k serve`` on the demo model; returns the process and its /v1 base URL once healthy."""
-    port = free_port()
-    command = [sys.executable, "-m", "nexus_k", "serve", "--port", str(port), "--max-model-len", "2048"]
-    proc = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 1800
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                return proc, f"{base}/v1"
-        except httpx.HTTPError:
-            pass
-        time.sleep(2)
-    proc.kill()
-    raise SystemExit("the server did not become healthy in 30 minutes")
 
 
 def run_eval(target: list[str], tasks: str, limit: int, out: Path, data_dir: str) -> dict:
@@ -87,10 +64,10 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="nexus-k-demo-evals-"))
     load = [round(x, 2) for x in os.getloadavg()]
-    proc = None
+    server = None
     if args.via == "server":
-        proc, base_url = start_server(work / "server.log")
-        targets = {name: ["--backend", "openai", "--base-url", base_url, "--model", name]
+        server = start_serve(["--max-model-len", "2048"], work / "server.log", timeout=1800)
+        targets = {name: ["--backend", "openai", "--base-url", server.api, "--model", name]
                    for name in (DEMO_BASE_NAME, DEMO_MODEL_NAME)}
     else:
         model, adapter = str(prepare_demo_model()), demo_adapter_dir()
@@ -107,9 +84,8 @@ def main() -> None:
                 runs[name]["tasks"].update(bias["tasks"])
                 runs[name]["wall_seconds"] += bias["wall_seconds"]
     finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(timeout=120)
+        if server is not None:
+            server.stop(timeout=120)
     table = {}
     for name, result in runs.items():
         for task, entry in result["tasks"].items():

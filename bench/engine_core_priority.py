@@ -8,7 +8,7 @@ one that the client hangs up on at its first line. It reports how long the clien
 ``/proc/self/schedstat``) and whether each hang-up reached the engine before the reply was finished.
 Writes bench/results/engine_core_priority.json.
 
-    python bench/engine_core_priority.py [--rounds 6] [--repeats 2] [--priorities normal low idle]
+    python -m bench.engine_core_priority [--rounds 6] [--repeats 2] [--priorities normal low idle]
 """
 
 from __future__ import annotations
@@ -18,18 +18,16 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from serving.launcher import start_serve
+from training.tiny_model import build_tiny_model
 
-from tests.serving.conftest import start_server, stop_server  # noqa: E402
-from training.tiny_model import build_tiny_model  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 MESSAGES = [{"role": "user", "content": "한국의 사계절에 대해 길게 이야기해 주세요."}]
 
@@ -70,7 +68,10 @@ def stream(base: str, hang_up: bool) -> dict:
 
 
 def measure(model: Path, priority: str, rounds: int, log: Path) -> dict:
-    server = start_server("vllm", model, None, log, env_extra={"NEXUS_K_ENGINE_CORE_PRIORITY": priority})
+    args = ["--engine", "vllm", "--model", str(model), "--served-model-name", "tiny-ko", "--max-model-len", "2048",
+            "--enforce-eager", "--kv-cache-gib", "1"]
+    env = {"NEXUS_K_CACHE_DIR": str(log.parent / "cache"), "NEXUS_K_ENGINE_CORE_PRIORITY": priority}
+    server = start_serve(args, log, env)
     base = server.base_url
     try:
         stream(base, hang_up=False)  # warm-up
@@ -82,7 +83,7 @@ def measure(model: Path, priority: str, rounds: int, log: Path) -> dict:
             cut.append(stream(base, hang_up=True))
         return {"full": full, "hang_up": cut}
     finally:
-        stop_server(server)
+        server.stop()
 
 
 def summarize(priority: str, runs: list[dict]) -> dict:

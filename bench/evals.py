@@ -6,9 +6,9 @@ skt/kobest_v1's schema). lm-evaluation-harness uses its own KoBEST task files (p
 only the data source is swapped for local JSON files. Tasks alternate between the harnesses so that load
 on a shared machine hits both alike.
 
-    python bench/evals.py                      # the first 5% of each test set (what docs/evals.md reports)
-    python bench/evals.py --limit 8            # the first 8 documents of each task
-    python bench/evals.py --fraction 1         # the full test sets (many hours for lm-eval on a 2-core CPU)
+    python -m bench.evals                      # the first 5% of each test set (what docs/evals.md reports)
+    python -m bench.evals --limit 8            # the first 8 documents of each task
+    python -m bench.evals --fraction 1         # the full test sets (many hours for lm-eval on a 2-core CPU)
 
 Needs ``pip install -e .[bench]`` (lm-eval); writes bench/results/evals.json and evals.png.
 """
@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 KOBEST_TASKS = ["kobest_copa", "kobest_sentineg", "kobest_wic", "kobest_hellaswag", "kobest_boolq"]
 """Shortest first, so a run cut short (results are written after every task) has covered the most tasks."""

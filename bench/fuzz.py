@@ -1,6 +1,6 @@
 """Schemathesis over the real server's ``/openapi.json``: no 5xx, no response that breaks the schema.
 
-``python bench/fuzz.py`` starts ``nexus-k serve --engine hf`` on the tiny model (offline) with an API key
+``python -m bench.fuzz`` starts ``nexus-k serve --engine hf`` on the tiny model (offline) with an API key
 and fetches the server's OpenAPI schema with it. Then three ``schemathesis run`` passes (examples,
 coverage and fuzzing phases, bounded examples per operation, a time budget each):
 
@@ -27,10 +27,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from bench.load import start_server
 
-from bench.load import start_server  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Load test of the real server on 127.0.0.1, with the security layer on and off, side by side.
 
-``python bench/load.py`` builds the tiny model (offline) and runs two arms one after the other, each a
+``python -m bench.load`` builds the tiny model (offline) and runs two arms one after the other, each a
 fresh server process driven by 64 concurrent clients for 60 s (plain requests, streams read to the end,
 and streams the client hangs up on after the first chunk):
 
@@ -35,8 +35,9 @@ from pathlib import Path
 
 import httpx
 
+from serving.launcher import free_port, serve_command, start_process
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 
 @dataclass
@@ -248,40 +249,23 @@ def start_server(tmp: Path, max_model_len: int, env_extra: dict[str, str] | None
                  secured: bool = True) -> BenchServer:
     """Build the tiny model (offline) and start ``nexus-k serve --engine hf`` on a free loopback port
     (``secured=False``: the same server without the security middleware)."""
-    import socket
-
     from training.tiny_model import build_tiny_model
 
     model = tmp / "tiny-model"
     if not (model / "config.json").is_file():
         build_tiny_model(model, preset="tiny")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     name = "secured" if secured else "open"
     url = f"sqlite:///{tmp / f'security-{name}.db'}"
-    env = {**os.environ, "NEXUS_K_DATABASE_URL": url, "NEXUS_K_CACHE_DIR": str(tmp / "cache"), **(env_extra or {})}
-    log_path = tmp / f"server-{name}.log"
+    env = {"NEXUS_K_DATABASE_URL": url, "NEXUS_K_CACHE_DIR": str(tmp / "cache"), **(env_extra or {})}
     if secured:
-        cmd = [sys.executable, "-m", "nexus_k", "serve", "--engine", "hf", "--model", str(model), "--port",
-               str(port), "--served-model-name", "tiny-ko", "--max-model-len", str(max_model_len)]
+        cmd = serve_command("--engine", "hf", "--model", str(model), "--port", str(port),
+                            "--served-model-name", "tiny-ko", "--max-model-len", str(max_model_len))
     else:
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--serve-open", str(model), "--port", str(port),
+        cmd = [sys.executable, "-m", "bench.load", "--serve-open", str(model), "--port", str(port),
                "--max-model-len", str(max_model_len)]
-    process = subprocess.Popen(cmd, stdout=log_path.open("w"), stderr=subprocess.STDOUT, env=env, cwd=REPO)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited: {log_path.read_text()[-3000:]}")
-        try:
-            if httpx.get(base + "/health", timeout=2).status_code == 200:
-                return BenchServer(base, url, process, log_path)
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    process.kill()
-    raise RuntimeError("server did not start in 15 minutes")
+    server = start_process(cmd, tmp / f"server-{name}.log", port, env, timeout=900, cwd=REPO)
+    return BenchServer(server.base_url, url, server.process, server.log)
 
 
 def audit_and_credits(database_url: str, org: str, sent: int) -> dict:

@@ -1,8 +1,8 @@
 """QAOA on head-pruning-shaped QUBOs against uniform feasible sampling and classical solvers, and the
 statevector kernel against Qiskit Aer per evaluation.
 
-    python bench/quantum.py            # full run (n = 8..20, p = 1..3, kernel vs Aer n = 16..24)
-    python bench/quantum.py --quick    # a smoke run in a minute or two
+    python -m bench.quantum            # full run (n = 8..20, p = 1..3, kernel vs Aer n = 16..24)
+    python -m bench.quantum --quick    # a smoke run in a minute or two
 
 Headline measures are distribution-level (never best-of-shots): P(optimum) from QAOA's exact output
 distribution, and the expected feasible-normalised ratio (1 = optimum, 0 = worst feasible; infeasible

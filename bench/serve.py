@@ -3,7 +3,7 @@
 Same ~100M-parameter model, same client, same load (N concurrent streaming chat requests, 64 output tokens
 each), side by side in one run. Writes bench/results/serve.json and prints a Markdown table.
 
-    python bench/serve.py [--concurrency 16 64] [--requests-per-client 4] [--repeats 2] [--skip nexus-k-hf]
+    python -m bench.serve [--concurrency 16 64] [--requests-per-client 4] [--repeats 2] [--skip nexus-k-hf]
 
 Each contender gets a one-request warm-up, and the vLLM ones an untimed round at each concurrency (one-off
 costs of a first batch of that size stay out of the timing); then ``concurrency`` clients each send
@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,11 +25,10 @@ from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from serving.launcher import ServerProcess, free_port, start_process
+from training.tiny_model import build_tiny_model
 
-from tests.serving.conftest import free_port  # noqa: E402
-from training.tiny_model import build_tiny_model  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 PROMPT = [{"role": "user", "content": "한국의 전통 음식에 대해 자세히 설명해 주세요."}]
 OUTPUT_TOKENS = 64
@@ -47,25 +45,11 @@ def server_command(kind: str, model: Path, port: int) -> list[str]:
             "--served-model-name", "bench", "--max-model-len", "1024"]
 
 
-def start(kind: str, model: Path, log: Path) -> tuple[subprocess.Popen, str]:
+def start(kind: str, model: Path, log: Path) -> ServerProcess:
     """Start a contender and wait for its /health."""
     port = free_port()
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_HOST_IP": "127.0.0.1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(server_command(kind, model, port), stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            env=env, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{kind} exited:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    proc.kill()
-    raise RuntimeError(f"{kind} did not start")
+    env = {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_HOST_IP": "127.0.0.1", "HF_HUB_OFFLINE": "1"}
+    return start_process(server_command(kind, model, port), log, port, env, timeout=900)
 
 
 async def one_request(client: httpx.AsyncClient, base: str) -> dict:
@@ -163,13 +147,13 @@ def main() -> None:
     for kind in order:
         if kind in args.skip:
             continue
-        proc, base = start(kind, model, work / f"{kind}.log")
+        server = start(kind, model, work / f"{kind}.log")
+        base = server.base_url
         try:
             per_client = args.hf_requests_per_client if kind == "nexus-k-hf" else args.requests_per_client
             rows = [asyncio.run(load(base, c, per_client, warm_round=kind != "nexus-k-hf")) for c in args.concurrency]
         finally:
-            proc.terminate()
-            proc.wait(timeout=120)
+            server.stop(timeout=120)
         runs.setdefault(kind, []).append(rows)
         print(kind, json.dumps(rows, indent=1), flush=True)
     results = {kind: [median_row([rep[i] for rep in reps]) for i in range(len(args.concurrency))]

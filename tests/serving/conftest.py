@@ -2,71 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from serving.engines import vllm_available
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class LiveServer:
-    """A running server and what tests need to talk to it."""
-
-    engine: str
-    base_url: str
-    model: str
-    lora: str
-    model_dir: Path
-    process: subprocess.Popen
-    log: Path
-
-    @property
-    def api(self) -> str:
-        return f"{self.base_url}/v1"
-
-
-def start_server(engine: str, model_dir: Path, lora_dir: Path | None, log: Path, env_extra: dict | None = None,
-                 timeout: float = 600) -> LiveServer:
-    """Start ``nexus-k serve`` (with the LoRA adapter as ``tiny-lora`` if given) and wait until /health
-    answers (or fail with the server's log)."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "nexus_k", "serve", "--engine", engine, "--model", str(model_dir),
-           "--port", str(port), "--served-model-name", "tiny-ko", "--max-model-len", "2048"]
-    if lora_dir is not None:
-        cmd += ["--lora", f"tiny-lora={lora_dir}"]
-    if engine == "vllm":
-        cmd += ["--enforce-eager", "--kv-cache-gib", "1"]
-    env = {**os.environ, "NEXUS_K_CACHE_DIR": str(log.parent / "cache"), **(env_extra or {})}
-    handle = log.open("w")
-    process = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                return LiveServer(engine, base, "tiny-ko", "tiny-lora", model_dir, process, log)
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    process.kill()
-    raise RuntimeError(f"server did not start in {timeout}s:\n{log.read_text()[-4000:]}")
+from tests.support import VLLM_TEST_ARGS, LiveServer, start_server
 
 
 def thread_priorities(pid: int) -> frozenset[tuple[int, int]]:
@@ -79,16 +20,6 @@ def thread_priorities(pid: int) -> frozenset[tuple[int, int]]:
             continue
         found.add((int(fields[38]), int(fields[16])))  # stat fields 41 (policy) and 19 (nice)
     return frozenset(found)
-
-
-def stop_server(server: LiveServer) -> None:
-    """SIGTERM, then SIGKILL if it lingers."""
-    server.process.terminate()
-    try:
-        server.process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait()
 
 
 @pytest.fixture(scope="session")
@@ -122,9 +53,10 @@ def live_server(request: pytest.FixtureRequest, tiny_model_dir: Path, lora_dir: 
     if engine == "vllm" and not vllm_available():
         pytest.skip("vLLM is not installed")
     log = tmp_path_factory.mktemp(f"server-{engine}") / "server.log"
-    server = start_server(engine, tiny_model_dir, lora_dir, log)
+    args = VLLM_TEST_ARGS if engine == "vllm" else ()
+    server = start_server(engine, tiny_model_dir, log, lora_dir=lora_dir, args=args)
     yield server
-    stop_server(server)
+    server.stop()
 
 
 @pytest.fixture

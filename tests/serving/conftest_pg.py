@@ -10,7 +10,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.support import free_port
 
 
 def _pg_bin() -> Path | None:
@@ -27,12 +28,6 @@ def _pg_bin() -> Path | None:
         return Path(found[-1]).parent
     initdb = shutil.which("initdb")
     return Path(initdb).parent if initdb else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _runner() -> tuple[list[str], int | None, int | None]:
@@ -59,7 +54,7 @@ def postgres_url() -> Iterator[str]:
     if uid is not None:
         for path in (root, sockets):
             os.chown(path, uid, gid)
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "LC_ALL": "C.UTF-8"}
     subprocess.run(
         [*prefix, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "nexus", "-E", "UTF8", "--no-sync"],

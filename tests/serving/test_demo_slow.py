@@ -83,39 +83,20 @@ def test_converted_model_chats_in_korean(converted: Path) -> None:
 
 def test_serve_without_a_model_chats_in_korean_with_the_adapter(converted: Path, tmp_path: Path) -> None:
     """What `make serve` runs: no --model, the demo base plus the committed adapter, on vLLM's engine."""
-    import os
-    import subprocess
-    import sys
 
-    import httpx
     import openai
 
     from serving.engines import vllm_available
-    from tests.serving.conftest import free_port
+    from tests.support import start_server
 
     if demo_model.demo_adapter_dir() is None:
         pytest.skip("no adapter committed")
     engine = "vllm" if vllm_available() else "hf"
-    port = free_port()
     log = tmp_path / "server.log"
-    env = {**os.environ, "NEXUS_K_CACHE_DIR": str(converted.parent.parent)}  # the fixture's converted cache
-    command = [sys.executable, "-m", "nexus_k", "serve", "--engine", engine, "--port", str(port),
-               "--max-model-len", "512", "--kv-cache-gib", "1"]
-    process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env,
-                               start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
+    env = {"NEXUS_K_CACHE_DIR": str(converted.parent.parent)}  # the fixture's converted cache
+    server = start_server(engine, None, log, max_model_len=512, args=["--kv-cache-gib", "1"], env=env)
     try:
-        deadline = time.monotonic() + 600
-        while True:
-            assert process.poll() is None, log.read_text()[-4000:]
-            assert time.monotonic() < deadline, "server did not start:\n" + log.read_text()[-4000:]
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused")
+        client = openai.OpenAI(base_url=server.api, api_key="unused")
         models = {m.id: m for m in client.models.list().data}
         assert set(models) == {demo_model.DEMO_BASE_NAME, demo_model.DEMO_MODEL_NAME}
         reply = client.chat.completions.create(
@@ -126,8 +107,4 @@ def test_serve_without_a_model_chats_in_korean_with_the_adapter(converted: Path,
         assert reply.model == demo_model.DEMO_MODEL_NAME
         assert len(HANGUL.findall(text)) >= 3, text
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        server.stop()

@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +19,7 @@ import pytest
 
 from serving.audit import AuditStore
 from serving.auth import KeyStore
+from tests.support import start_server
 
 pytestmark = pytest.mark.slow
 MAX_BODY = 100_000
@@ -35,56 +33,14 @@ class Live:
     log: Path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_live_server(model_dir: Path, tmp: Path, timeout: float = 600) -> Live:
     """``nexus-k serve`` with a fresh security database, content auditing on and a small body limit."""
-    port = _free_port()
     url = f"sqlite:///{tmp / 'security.db'}"
-    env = {
-        **os.environ,
-        "NEXUS_K_DATABASE_URL": url,
-        "NEXUS_K_AUDIT_CONTENT": "1",
-        "NEXUS_K_MAX_REQUEST_BYTES": str(MAX_BODY),
-        "NEXUS_K_CACHE_DIR": str(tmp / "cache"),
-    }
-    log = tmp / "server.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "nexus_k",
-        "serve",
-        "--engine",
-        "hf",
-        "--model",
-        str(model_dir),
-        "--port",
-        str(port),
-        "--served-model-name",
-        "tiny-ko",
-        "--max-model-len",
-        "256",
-        "--timeout-graceful-shutdown",
-        "300",  # the drain test must not lose its stream to the grace period on a loaded machine
-    ]
-    process = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(base + "/health", timeout=2).status_code == 200:
-                return Live(base, url, process, log)
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    process.kill()
-    raise RuntimeError(f"server did not start in {timeout} s:\n{log.read_text()[-3000:]}")
+    env = {"NEXUS_K_DATABASE_URL": url, "NEXUS_K_AUDIT_CONTENT": "1", "NEXUS_K_MAX_REQUEST_BYTES": str(MAX_BODY)}
+    # The drain test must not lose its stream to the grace period on a loaded machine.
+    server = start_server("hf", model_dir, tmp / "server.log", max_model_len=256,
+                          args=["--timeout-graceful-shutdown", "300"], env=env, timeout=timeout)
+    return Live(server.base_url, url, server.process, server.log)
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 from serving.audit import AuditStore
 from serving.auth import KeyStore
 from serving.drain import DrainingServer
-from tests.serving.conftest import free_port
 from tests.serving.test_security_middleware import make_fake_app
+from tests.support import free_port
 
 
 def test_draining_app_answers_503_and_audits_it(tmp_path: Path) -> None:

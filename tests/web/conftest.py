@@ -7,9 +7,7 @@ engine, started by its own lifespan exactly as ``nexus-k serve --engine hf`` doe
 from __future__ import annotations
 
 import json
-import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.sync_api import Page, expect
+
+from tests.support import free_port, wait_healthy
 
 CHROMIUM = Path("/usr/bin/chromium")
 # The machines that run these tests are shared and often busy: wait longer than Playwright's defaults.
@@ -26,13 +26,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 MODEL_NAME = "tiny-ko"
 ADAPTER_NAME = "민원-lora"
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -75,18 +68,12 @@ def start_web_server(model_dir: Path, workdir: Path, lora: dict[str, str] | None
     thread = threading.Thread(target=server.run, name=f"web-server-{port}", daemon=True)
     thread.start()
     base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not thread.is_alive():
-            raise RuntimeError("the server thread exited during start-up (see the log above)")
-        try:
-            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
-                return WebServer(base_url, database_url, server, thread)
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    server.should_exit = True
-    raise RuntimeError(f"server did not answer /health within {timeout}s")
+    try:
+        wait_healthy(base_url, timeout, thread.is_alive, poll=0.3)
+    except BaseException:
+        server.should_exit = True
+        raise
+    return WebServer(base_url, database_url, server, thread)
 
 
 @pytest.fixture(scope="session")
