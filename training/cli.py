@@ -97,3 +97,70 @@ def finetune(
         f"adapter written to {out} ({summary['steps']} steps, train loss "
         f"{summary['final_train_loss']:.4f}{held}; {redacted} personal data items redacted)"
     )
+
+
+@train_app.command("embed")
+def embed(
+    base: str = typer.Option(..., "--base", help="Base model: HF folder or hub name (loaded with AutoModel)."),
+    data: Path = typer.Option(..., "--data", help='Pairs: JSONL, one {"query", "positive", "negatives"?} per line.'),
+    out: Path = typer.Option(..., "--out", help="Output folder (adapter or weights, pooling config, report)."),
+    lora: bool = typer.Option(True, "--lora/--full", help="LoRA adapters, or fine-tune every weight."),
+    pooling: str = typer.Option("mean", "--pooling", help="mean, last or cls."),
+    matryoshka_dims: str = typer.Option("", "--matryoshka-dims", help="Comma-separated widths, e.g. 64,128,256."),
+    temperature: float = typer.Option(0.05, "--temperature", help="InfoNCE temperature."),
+    hard_negatives: int = typer.Option(1, "--hard-negatives", help="Hard negatives per query (0: in-batch only)."),
+    mine: str = typer.Option("bm25", "--mine", help="Mine missing negatives with bm25, base or none."),
+    max_length: int = typer.Option(128, "--max-length", help="Tokens kept per text."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Pairs per step (in-batch negatives)."),
+    epochs: float = typer.Option(1.0, "--epochs", help="Passes over the pairs."),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Optimizer steps (overrides --epochs)."),
+    lr: float = typer.Option(2e-4, "--lr", help="Peak learning rate."),
+    lora_r: int = typer.Option(16, "--lora-r", help="LoRA rank."),
+    eval_sts: Path | None = typer.Option(None, "--eval-sts", help="KorSTS-format TSV scored before and after."),
+    eval_sts_max: int | None = typer.Option(500, "--eval-sts-max", help="At most this many STS pairs."),
+    time_budget: float | None = typer.Option(None, "--time-budget", help="Stop training after this many seconds."),
+    precision: str = typer.Option("bf16", "--precision", help="bf16 (autocast) or fp32."),
+    threads: int | None = typer.Option(None, "--threads", help="torch CPU threads."),
+    seed: int = typer.Option(0, "--seed", help="Seed for mining, order and initialisation."),
+) -> None:
+    """Train a sentence-embedding model (contrastive InfoNCE with in-batch and mined hard negatives)."""
+    from nexus_k.core.errors import UserError
+    from training.embed_config import EmbedConfig
+    from training.embed_train import run_embed
+
+    try:
+        dims = [int(d) for d in matryoshka_dims.split(",") if d.strip()]
+    except ValueError as err:
+        raise UserError(f"--matryoshka-dims must be comma-separated integers, not {matryoshka_dims!r}") from err
+    cfg = EmbedConfig(
+        base=base,
+        data=str(data),
+        out=str(out),
+        lora=lora,
+        pooling=pooling,
+        matryoshka_dims=dims,
+        temperature=temperature,
+        hard_negatives=hard_negatives,
+        mine=mine,
+        max_length=max_length,
+        batch_size=batch_size,
+        epochs=epochs,
+        max_steps=max_steps,
+        lr=lr,
+        lora_r=lora_r,
+        eval_sts=str(eval_sts) if eval_sts else None,
+        eval_sts_max=eval_sts_max,
+        time_budget_s=time_budget,
+        precision=precision,
+        threads=threads,
+        seed=seed,
+    )
+    report = run_embed(cfg)
+    summary = report["summary"]
+    sts = ""
+    if summary["sts_spearman_after"] is not None:
+        sts = f", STS Spearman {summary['sts_spearman_before']:.4f} -> {summary['sts_spearman_after']:.4f}"
+    typer.echo(
+        f"embedding model written to {out} ({summary['steps']} steps, loss {summary['first_loss']:.4f} -> "
+        f"{summary['final_loss']:.4f}{sts})"
+    )
