@@ -6,6 +6,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from nexus_k.core.chat_templates import chat_to_ids
+
 
 @dataclass(frozen=True)
 class LoglikelihoodRequest:
@@ -90,3 +92,11 @@ def empty_context_ids(tokenizer: Any) -> list[int]:
     """What an empty context is scored after: the BOS token, else EOS (lm-evaluation-harness's prefix)."""
     token = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     return [token]
+
+
+def generation_prompt_ids(tokenizer: Any, request: GenerationRequest) -> list[int]:
+    """Prompt token ids of a generation request: one user turn through the chat template when the task asks
+    for chat and the model has a template, else the plain prompt."""
+    if request.chat and getattr(tokenizer, "chat_template", None):
+        return chat_to_ids(tokenizer, [{"role": "user", "content": request.prompt}])
+    return tokenizer.encode(request.prompt)

@@ -20,6 +20,7 @@ from evals.backends.base import (
     cut_at_stop,
     empty_context_ids,
     encode_pair,
+    generation_prompt_ids,
 )
 from evals.progress import progress_bar
 from nexus_k.core.errors import UserError
@@ -110,21 +111,13 @@ class EngineBackend(LM):
             out.append(Loglikelihood(logprob=logprob, is_greedy=greedy, n_tokens=len(cont)))
         return out
 
-    def _prompt_ids(self, request: GenerationRequest) -> list[int]:
-        tok = self.tokenizer
-        if request.chat and getattr(tok, "chat_template", None):
-            text = tok.apply_chat_template([{"role": "user", "content": request.prompt}], tokenize=False,
-                                           add_generation_prompt=True)
-            return tok.encode(text, add_special_tokens=False)
-        return tok.encode(request.prompt)
-
     def generate_until(self, requests: list[GenerationRequest]) -> list[str]:
         """Generate every answer concurrently; stop strings are applied by the engine and again here."""
         from serving.engines.base import SamplingSettings
 
         jobs = []
         for r in requests:
-            ids = self._prompt_ids(r)[-(self.engine.max_model_len - r.max_tokens):]
+            ids = generation_prompt_ids(self.tokenizer, r)[-(self.engine.max_model_len - r.max_tokens):]
             jobs.append((ids, SamplingSettings(max_tokens=r.max_tokens, temperature=r.temperature,
                                                stop=list(r.stop))))
         raw = self._loop.run_until_complete(self._run_all(jobs, "generate"))

@@ -19,6 +19,7 @@ from evals.backends.base import (
     cut_at_stop,
     empty_context_ids,
     encode_pair,
+    generation_prompt_ids,
 )
 from evals.progress import progress_bar
 from nexus_k.core.errors import UserError
@@ -41,7 +42,7 @@ def _shallow_cache_copy(cache):
 def load_hf_model(model: str, dtype: str = "auto", device: str = "cpu", trust_remote_code: bool = False,
                   adapter: str | None = None):
     """Tokenizer and causal LM from a local folder or hub name, in eval mode; with ``adapter`` (a PEFT LoRA
-    folder, e.g. from ``nexus-k train lora``) merged into the weights."""
+    folder, e.g. from ``nexus-k finetune``) merged into the weights."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -218,19 +219,11 @@ class HFBackend(LM):
 
     # --- generation ----------------------------------------------------------------------------------
 
-    def _prompt_ids(self, request: GenerationRequest) -> list[int]:
-        tok = self.tokenizer
-        if request.chat and getattr(tok, "chat_template", None):
-            text = tok.apply_chat_template([{"role": "user", "content": request.prompt}], tokenize=False,
-                                           add_generation_prompt=True)
-            return tok.encode(text, add_special_tokens=False)
-        return tok.encode(request.prompt)
-
     def generate_until(self, requests: list[GenerationRequest]) -> list[str]:
         """Greedy (or sampled) answers, batched with left padding, cut at the stop strings."""
         import torch
 
-        encoded = [(i, self._prompt_ids(r)) for i, r in enumerate(requests)]
+        encoded = [(i, generation_prompt_ids(self.tokenizer, r)) for i, r in enumerate(requests)]
         encoded.sort(key=lambda item: -len(item[1]))
         outputs: list[str] = [""] * len(requests)
         with progress_bar(len(requests), "generate") as advance:
