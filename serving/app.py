@@ -19,70 +19,48 @@ from nexus_k import __version__
 from serving.config import ServerSettings
 from serving.engines import load_engine
 from serving.engines.base import Engine, EngineError
-from serving.errors import APIError
+from serving.errors import APIError, validation_message
 from serving.metrics import ServerMetrics
 from serving.state import ServerState
+from serving.usage import usage_of
 
 logger = logging.getLogger(__name__)
 
 API_PREFIXES = ("/v1/", "/tokenize", "/detokenize")
 
 
-def engine_options(settings: ServerSettings) -> dict:
-    """Engine ``create`` options from server settings."""
-    return {
-        "max_model_len": settings.max_model_len,
-        "dtype": settings.dtype,
-        "lora_modules": settings.lora or None,
-        "max_lora_rank": settings.max_lora_rank,
-        "tensor_parallel_size": settings.tensor_parallel_size,
-        "pipeline_parallel_size": settings.pipeline_parallel_size,
-        "enforce_eager": settings.enforce_eager,
-        "kv_cache_gib": settings.kv_cache_gib,
-        "engine_core_priority": settings.engine_core_priority,
-        "gpu_memory_utilization": settings.gpu_memory_utilization,
-        "max_num_seqs": settings.max_num_seqs,
-    }
-
-
-def _validation_message(err: RequestValidationError) -> tuple[str, str | None]:
-    first = err.errors()[0] if err.errors() else {}
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    param = ".".join(loc) or None
-    if first.get("type") == "extra_forbidden":
-        return f"Unrecognized request argument supplied: {param}", param
-    if first.get("type") == "json_invalid":
-        return "We could not parse the JSON body of your request: it is not valid JSON.", None
-    message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
-    return (f"{param}: {message}" if param else message), param
+def _answer(request: Request, error: APIError) -> JSONResponse:
+    usage_of(request.state).error_type = error.type
+    return error.response()
 
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
-    async def _api_error(_: Request, exc: APIError) -> JSONResponse:
-        return exc.response()
+    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        return _answer(request, exc)
 
     @app.exception_handler(EngineError)
-    async def _engine_error(_: Request, exc: EngineError) -> JSONResponse:
-        return APIError(str(exc), 400).response()
+    async def _engine_error(request: Request, exc: EngineError) -> JSONResponse:
+        return _answer(request, APIError(str(exc), 400))
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        message, param = _validation_message(exc)
-        return APIError(message, 400, param=param).response()
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = validation_message(exc.errors())
+        return _answer(request, APIError(message, 400, param=param))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
         if exc.status_code == 400 and message == "There was an error parsing the body":
             message = "We could not parse the JSON body of your request (malformed or nested too deeply)."
-        return APIError(message, exc.status_code, kind, headers=dict(exc.headers or {})).response()
+        return _answer(request, APIError(message, exc.status_code, kind, headers=dict(exc.headers or {})))
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error", exc_info=exc)
-        return APIError("The server had an error while processing your request.", 500, "server_error").response()
+        return _answer(request, APIError("The server had an error while processing your request.", 500,
+                                         "server_error"))
 
 
 class RequestMetricsMiddleware:
@@ -113,6 +91,8 @@ class RequestMetricsMiddleware:
                 endpoint = path if not path.startswith("/v1/models/") else "/v1/models/{id}"
                 nexus.metrics.requests.labels(endpoint, str(status["code"])).inc()
                 nexus.metrics.request_latency.labels(endpoint).observe(time.perf_counter() - start)
+                usage = usage_of(scope.setdefault("state", {}))
+                nexus.metrics.count_tokens(usage.prompt_tokens, usage.completion_tokens)
 
 
 def _attach(app: FastAPI, settings: ServerSettings, engine: Engine) -> None:
@@ -130,7 +110,7 @@ def build_app(settings: ServerSettings, engine: Engine | None = None) -> FastAPI
             return
         if settings.model is None:
             raise EngineError("no model given")
-        own = await load_engine(settings.engine, settings.model, **engine_options(settings))
+        own = await load_engine(settings.engine_settings())
         _attach(app, settings, own)
         # Everything loaded so far (modules, tokenizer, engine client) lives as long as the server: keep it
         # out of the garbage collector's full passes, which otherwise stall streams while they walk it.
@@ -152,6 +132,7 @@ def build_app(settings: ServerSettings, engine: Engine | None = None) -> FastAPI
     app.include_router(openai.router)
     app.include_router(ops.router)
     app.include_router(quantum.router)
+    app.include_router(openai.unknown_paths)  # after every real route, before the chat page's files
     app.add_middleware(RequestMetricsMiddleware, state_holder=app)
 
     from serving.security import install_security

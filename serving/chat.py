@@ -19,9 +19,15 @@ class ChatTemplateError(ValueError):
 
 
 def _content_text(content: Any) -> str | None:
+    """A message's text: the string itself, or its text parts joined."""
     if content is None or isinstance(content, str):
         return content
     return "".join(part.text for part in content)
+
+
+def transcript(messages: list[Any]) -> str:
+    """Messages as readable ``role: text`` lines (for the audit log)."""
+    return "\n".join(f"{m.role}: {_content_text(m.content) or ''}" for m in messages)
 
 
 def messages_to_dicts(request: ChatCompletionRequest) -> list[dict[str, Any]]:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
+import json
 import logging
+import typing
 from pathlib import Path
+from typing import Any
 
 import typer
+import yaml
 
 from nexus_k.core.errors import UserError
 from serving.keys_cli import app as keys_app
@@ -14,16 +19,48 @@ logger = logging.getLogger(__name__)
 model_app = typer.Typer(no_args_is_help=True)
 
 
-def _parse_loras(items: list[str]) -> dict[str, str]:
-    loras: dict[str, str] = {}
+def _key_values(flag: str, items: list[str]) -> dict[str, str]:
+    """``NAME=VALUE`` items of a repeatable option as a mapping."""
+    out: dict[str, str] = {}
     for item in items:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise UserError(f"--lora takes NAME=PATH, got {item!r}")
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value:
+            raise UserError(f"{flag} takes NAME=VALUE, got {item!r}")
+        out[name.strip()] = value
+    return out
+
+
+def _engine_arg_value(text: str) -> Any:
+    """A command-line engine-argument value as YAML reads it: numbers, booleans, lists and mappings typed."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _passthrough_args(args: list[str]) -> dict[str, Any]:
+    """vLLM-style flags that are not ours (``--quantization awq``, ``--enforce-eager``) as engine arguments."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or len(arg) == 2:
+            raise UserError(f"unexpected argument {arg!r} (options start with --; see `nexus-k serve --help`)")
+        name, sep, value = arg[2:].partition("=")
+        if not sep:
+            if i + 1 < len(args) and not args[i + 1].startswith("--"):
+                value, i = args[i + 1], i + 1
+            else:
+                value = "true"
+        out[name.replace("-", "_")] = _engine_arg_value(value)
+        i += 1
+    return out
+
+
+def _check_loras(loras: dict[str, str]) -> None:
+    for name, path in loras.items():
         if not (Path(path) / "adapter_config.json").is_file():
             raise UserError(f"--lora {name}: {path} is not a LoRA adapter folder (no adapter_config.json)")
-        loras[name] = path
-    return loras
 
 
 def _demo_model(loras: dict[str, str]) -> tuple[str, str]:
@@ -37,64 +74,101 @@ def _demo_model(loras: dict[str, str]) -> tuple[str, str]:
     return str(path), demo_model.DEMO_BASE_NAME
 
 
-def serve(
-    model: str | None = typer.Option(None, "--model", help="HF folder or hub id (default: bundled Korean demo)."),
-    engine: str = typer.Option("vllm", "--engine", help="vllm (default) or hf (transformers)."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
-    port: int = typer.Option(8000, "--port", help="TCP port."),
-    served_model_name: str | None = typer.Option(None, "--served-model-name", help="Name clients send."),
-    max_model_len: int | None = typer.Option(None, "--max-model-len", help="Context length cap."),
-    tensor_parallel_size: int = typer.Option(1, "--tensor-parallel-size", help="vLLM: GPUs per replica."),
-    pipeline_parallel_size: int = typer.Option(1, "--pipeline-parallel-size", help="vLLM: pipeline stages."),
-    lora: list[str] = typer.Option([], "--lora", help="LoRA adapter NAME=PATH (repeatable)."),
-    dtype: str = typer.Option("auto", "--dtype", help="auto, bfloat16, float16 or float32."),
-    enforce_eager: bool = typer.Option(False, "--enforce-eager", help="vLLM: no graph compilation."),
-    kv_cache_gib: float = typer.Option(2.0, "--kv-cache-gib", help="vLLM on CPU: KV cache size."),
-    engine_core_priority: str | None = typer.Option(
-        None, "--engine-core-priority",
-        help="vLLM on CPU: priority of vLLM's busy-waiting engine core (default low; docs/serving.md)."),
-    allow_hub: bool = typer.Option(False, "--allow-hub", help="Allow downloading the model from the hub."),
-    timeout_graceful_shutdown: int = typer.Option(
-        30, "--timeout-graceful-shutdown", min=1,
-        help="On SIGTERM: seconds to let requests in flight finish (new ones get 503) before cutting them."),
-) -> None:
-    """Serve a model over an OpenAI-compatible HTTP API, with the Korean chat page at /."""
+def _scalar_type(annotation: Any) -> type:
+    """The command-line type of a setting: bool, int or float where the annotation holds one, else str."""
+    args = typing.get_args(annotation) or (annotation,)
+    return next((t for t in (bool, int, float) if t in args), str)
+
+
+def _cli_parameters() -> list[inspect.Parameter]:
+    """One ``--option`` per server setting, generated from ``ServerSettings`` (the settings' one declaration)."""
+    from serving.config import ServerSettings
+    from serving.engines.settings import cli_flag
+
+    params = []
+    for name, field in ServerSettings.model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        if extra.get("cli") is False:
+            continue
+        flag = cli_flag(name)
+        kind = _scalar_type(field.annotation)
+        help_text = field.description or ""
+        if name in ("lora", "engine_args"):
+            annotation: Any = list[str] | None
+            option = typer.Option(None, flag, help=help_text + " Repeatable NAME=VALUE.")
+        elif kind is bool:
+            annotation = bool | None
+            option = typer.Option(None, f"{flag}/--no-{flag[2:]}", help=help_text, show_default=False)
+        else:
+            annotation = kind | None
+            option = typer.Option(None, flag, help=help_text, show_default=False)
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation))
+    params.append(inspect.Parameter(
+        "config", inspect.Parameter.KEYWORD_ONLY, annotation=Path | None,
+        default=typer.Option(None, "--config", help="A YAML file of these settings (and an engine_args: mapping).")))
+    params.append(inspect.Parameter(
+        "allow_hub", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+        default=typer.Option(False, "--allow-hub", help="Allow downloading the model from the hub.")))
+    return params
+
+
+def serve(ctx: typer.Context, **options: Any) -> None:
+    """Serve a model over an OpenAI-compatible HTTP API, with the Korean chat page at /.
+
+    Any other --flag is one of vLLM's engine arguments (--quantization awq, --tensor-parallel-size 4, ...).
+    """
     import os
 
+    from serving.config import resolve_settings
+
+    config_file, allow_hub = options.pop("config"), options.pop("allow_hub")
     if allow_hub:
         for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
             os.environ.pop(var, None)
-    if engine not in ("vllm", "hf"):
-        raise UserError(f"--engine must be vllm or hf, not {engine!r}")
-    loras = _parse_loras(lora)
-    if model is None:
+    values = {k: v for k, v in options.items() if v is not None}
+    if "lora" in values:
+        values["lora"] = _key_values("--lora", values["lora"])
+        _check_loras(values["lora"])
+    engine_args = _passthrough_args(list(ctx.args))
+    if "engine_args" in values:
+        engine_args |= {k: _engine_arg_value(v) for k, v in _key_values("--engine-arg", values["engine_args"]).items()}
+    if engine_args:
+        values["engine_args"] = engine_args
+    settings = resolve_settings(values, config_file)
+    if settings.model is None:
+        loras = dict(settings.lora)
         model, default_name = _demo_model(loras)
-        served_model_name = served_model_name or default_name
-    elif not Path(model).exists() and os.environ.get("HF_HUB_OFFLINE") == "1" and "/" not in model:
-        raise UserError(f"model {model!r} is neither a folder nor a hub id")
-    if engine == "vllm":
+        settings = resolve_settings({**values, "model": model, "lora": loras,
+                                     "served_model_name": settings.served_model_name or default_name}, config_file)
+    elif not Path(settings.model).exists() and os.environ.get("HF_HUB_OFFLINE") == "1" and "/" not in settings.model:
+        raise UserError(f"model {settings.model!r} is neither a folder nor a hub id")
+    if settings.engine == "vllm":
         from serving.engines import vllm_available
 
         if not vllm_available():
             raise UserError("vLLM is not installed here; install it (`make install`) or pass --engine hf")
+        from serving.engines.base import EngineError
+        from serving.engines.vllm import validate_engine_config
 
+        try:
+            validate_engine_config(settings.engine_settings())
+        except EngineError as err:
+            raise UserError(str(err)) from None
+    logger.info("settings: %s", json.dumps(settings.summary(), ensure_ascii=False))
+    typer.echo(f"Nexus-K: starting the {settings.engine} engine on {settings.model} (first start can take "
+               "minutes)...", err=True)
     from serving.app import build_app
-    from serving.config import ServerSettings
-
-    if engine_core_priority not in (None, "normal", "low", "idle"):
-        raise UserError(f"--engine-core-priority must be normal, low or idle, not {engine_core_priority!r}")
-    settings = ServerSettings(
-        model=model, engine=engine, host=host, port=port, served_model_name=served_model_name,
-        max_model_len=max_model_len, tensor_parallel_size=tensor_parallel_size,
-        pipeline_parallel_size=pipeline_parallel_size, lora=loras, dtype=dtype, enforce_eager=enforce_eager,
-        kv_cache_gib=kv_cache_gib,
-        **({"engine_core_priority": engine_core_priority} if engine_core_priority else {}),
-    )
-    typer.echo(f"Nexus-K: starting the {engine} engine on {model} (first start can take minutes)...", err=True)
     from serving.drain import run_server
 
     app = build_app(settings)
-    run_server(app, app.state.drain, host=host, port=port, graceful_timeout_s=timeout_graceful_shutdown)
+    run_server(app, app.state.drain, host=settings.host, port=settings.port,
+               graceful_timeout_s=settings.timeout_graceful_shutdown)
+
+
+serve.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
+     *_cli_parameters()])
+SERVE_CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
 @model_app.command("tiny")
@@ -122,4 +196,4 @@ def model_demo() -> None:
     typer.echo(str(demo_model.prepare_demo_model(progress=True)))
 
 
-__all__ = ["keys_app", "model_app", "serve"]
+__all__ = ["SERVE_CONTEXT", "keys_app", "model_app", "serve"]

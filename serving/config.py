@@ -1,14 +1,25 @@
-"""Server settings: from the environment (prefix ``NEXUS_K_``) and ``nexus-k serve`` options."""
+"""The server's settings: one typed model, filled by ``nexus-k serve`` options, the environment
+(``NEXUS_K_<FIELD>``) and an optional YAML file, in that order of precedence.
+
+Every setting is declared once, here or in :class:`serving.engines.settings.EngineSettings` (what an engine
+needs); the command line is generated from these fields (``serving.cli``).
+"""
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import yaml
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
+from nexus_k.core.errors import UserError
 from nexus_k.core.settings import get_settings
+from serving.engines.settings import EngineSettings, cli_flag
+
+NOT_ON_CLI = {"cli": False}
 
 
 def _default_database_url() -> str:
@@ -16,34 +27,100 @@ def _default_database_url() -> str:
     return f"sqlite:///{path}"
 
 
-class ServerSettings(BaseSettings):
+class ServerSettings(EngineSettings, BaseSettings):
     """Everything the HTTP server needs to know; each field can be set as ``NEXUS_K_<FIELD>``."""
 
-    model_config = SettingsConfigDict(env_prefix="NEXUS_K_", extra="ignore", protected_namespaces=())
+    model_config = SettingsConfigDict(env_prefix="NEXUS_K_", extra="forbid", protected_namespaces=())
 
-    model: str | None = Field(None, description="HF folder or hub id; None serves the bundled Korean demo model.")
-    engine: str = Field("vllm", description="Inference engine: 'vllm' (default) or 'hf' (transformers).")
     served_model_name: str | None = Field(None, description="Name clients use in `model`; defaults to the path.")
     host: str = Field("127.0.0.1", description="Address to bind. Loopback by default: nothing is exposed.")
-    port: int = Field(8000, description="TCP port.")
-    max_model_len: int | None = Field(None, description="Context length cap (prompt + completion tokens).")
-    tensor_parallel_size: int = Field(1, description="vLLM tensor parallelism (GPUs per model replica).")
-    pipeline_parallel_size: int = Field(1, description="vLLM pipeline parallelism (stages per replica).")
-    dtype: str = Field("auto", description="Weights dtype: auto, bfloat16, float16 or float32.")
-    lora: dict[str, str] = Field(default_factory=dict, description="LoRA adapters: served name -> folder.")
-    max_lora_rank: int = Field(64, description="Largest LoRA rank the engine reserves room for.")
-    enforce_eager: bool = Field(False, description="vLLM: skip graph compilation (faster start, slower run).")
-    kv_cache_gib: float = Field(2.0, description="vLLM CPU: KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE).")
-    engine_core_priority: Literal["normal", "low", "idle"] = Field(
-        "low",
-        description="vLLM on CPU: CPU priority of vLLM's engine-core process, which busy-waits for its workers: "
-                    "normal (as vLLM starts it), low (niceness 10) or idle (SCHED_IDLE). See docs/serving.md.")
-    gpu_memory_utilization: float = Field(0.9, description="vLLM GPU: share of GPU memory to use.")
-    max_num_seqs: int = Field(128, description="Most sequences the engine runs at once.")
-    max_n: int = Field(16, description="Largest `n` (choices per request) accepted.")
-    max_request_bytes: int = Field(2_000_000, description="Largest request body accepted (413 beyond).")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port.")
+    timeout_graceful_shutdown: int = Field(
+        30, ge=1, description="On SIGTERM: seconds to let requests in flight finish (new ones get 503).")
+    max_n: int = Field(16, ge=1, description="Largest `n` (choices per request) accepted.")
+    max_request_bytes: int = Field(2_000_000, ge=1, description="Largest request body accepted (413 beyond).")
+    max_json_depth: int = Field(64, ge=1, description="Deepest JSON nesting accepted in a request body (400 beyond).")
     database_url: str = Field(default_factory=_default_database_url,
                               description="SQLAlchemy URL for keys, quotas and audit (SQLite or PostgreSQL).")
     audit_content: bool = Field(False, description="Store prompts/replies in the audit log (PII redacted).")
     web_ui: bool = Field(True, description="Serve the Korean chat page at `/`.")
-    web_dir: Path = Field(Path(__file__).parent / "web", description="Folder of the chat page's static files.")
+    web_dir: Path = Field(Path(__file__).parent / "web", description="Folder of the chat page's static files.",
+                          json_schema_extra=NOT_ON_CLI)
+    public_paths: list[str] = Field(["/health"], description="Paths open to anyone, any method.",
+                                    json_schema_extra=NOT_ON_CLI)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments (the command line) over the environment over the YAML file (``_config_file``)."""
+        return init_settings, env_settings, InitSettingsSource(settings_cls, _FILE_VALUES.get("values", {}))
+
+    def engine_settings(self) -> EngineSettings:
+        """The part of these settings that the engine reads."""
+        names = EngineSettings.model_fields
+        values = {k: getattr(self, k) for k in self.model_fields_set if k in names}
+        return EngineSettings(**{**values, "engine": self.engine, "model": self.model})
+
+    def summary(self) -> dict[str, Any]:
+        """The resolved settings for the start-up log (the database password hidden)."""
+        from sqlalchemy.engine import make_url
+
+        data = self.model_dump(mode="json", exclude={"web_dir", "public_paths"})
+        data["database_url"] = make_url(self.database_url).render_as_string(hide_password=True)
+        return data
+
+
+_FILE_VALUES: dict[str, dict[str, Any]] = {}
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A serve YAML file's settings; unknown keys are an error naming the closest valid ones."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as err:
+        raise UserError(f"--config: cannot read {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise UserError(f"--config: {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"--config: {path} must hold a mapping of settings, not {type(data).__name__}")
+    fields = ServerSettings.model_fields
+    for key in data:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise UserError(f"--config: unknown setting {key!r} in {path}{hint}")
+    return data
+
+
+def resolve_settings(cli_values: dict[str, Any], config_file: Path | None = None) -> ServerSettings:
+    """The one settings object: command-line values over ``NEXUS_K_*`` over the YAML file over defaults.
+
+    Engine arguments merge key by key (the command line's win). Invalid values are a ``UserError``.
+    """
+    file_values = read_config_file(config_file) if config_file is not None else {}
+    cli_values = dict(cli_values)
+    if "engine_args" in cli_values and isinstance(file_values.get("engine_args"), dict):
+        cli_values["engine_args"] = {**file_values["engine_args"], **cli_values["engine_args"]}
+    _FILE_VALUES["values"] = file_values
+    try:
+        return ServerSettings(**cli_values)
+    except ValidationError as err:
+        raise UserError(settings_error(err)) from None
+    finally:
+        _FILE_VALUES.pop("values", None)
+
+
+def settings_error(err: ValidationError) -> str:
+    """One line for the first problem of a settings validation error."""
+    first = err.errors()[0]
+    loc = [str(p) for p in first.get("loc", ())]
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    if not loc:
+        return message
+    return f"{cli_flag(loc[0])}{'.' + '.'.join(loc[1:]) if len(loc) > 1 else ''}: {message}"

@@ -23,9 +23,10 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    inspect,
     text,
 )
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,10 @@ class AuditRecord(Base):
     method: Mapped[str] = mapped_column(String(10))
     path: Mapped[str] = mapped_column(String(300))
     model: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    adapter: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    """The LoRA adapter that served the request (None: the base model)."""
+    end_user: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    """The person the request was for (OpenAI's ``user`` / ``safety_identifier``)."""
     status: Mapped[int] = mapped_column(Integer)
     """HTTP status; 499 when the client went away before the answer was complete."""
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
@@ -139,13 +144,27 @@ def make_engine(url: str) -> Engine:
 
 
 def _create_tables(engine: Engine) -> None:
-    """Create missing tables; on PostgreSQL under an advisory lock, since replicas start together."""
-    if engine.dialect.name != "postgresql":
-        Base.metadata.create_all(engine)
-        return
+    """Create missing tables and columns; on PostgreSQL under an advisory lock, since replicas start together."""
     with engine.begin() as conn:
-        conn.execute(text("SELECT pg_advisory_xact_lock(727274)"))
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(727274)"))
         Base.metadata.create_all(conn)
+        _add_missing_columns(conn)
+
+
+def _add_missing_columns(conn: Connection) -> None:
+    """Additive migration: a nullable column added to a model since the table was made is added to it."""
+    existing = inspect(conn)
+    for table in Base.metadata.sorted_tables:
+        have = {c["name"] for c in existing.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in have:
+                continue
+            if not column.nullable:
+                raise RuntimeError(f"table {table.name} lacks non-nullable column {column.name}: migrate by hand")
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+            log.info("added column %s.%s", table.name, column.name)
 
 
 @lru_cache(maxsize=8)

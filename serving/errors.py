@@ -40,3 +40,16 @@ def model_not_found(name: str) -> APIError:
     """404 for a model name the server does not serve."""
     return APIError(f"The model `{name}` does not exist.", 404, "invalid_request_error", "model",
                     "model_not_found")
+
+
+def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
+    """One OpenAI-style message (and the ``param`` it names) for pydantic's validation errors."""
+    first = errors[0] if errors else {}
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    param = ".".join(loc) or None
+    if first.get("type") == "extra_forbidden":
+        return f"Unrecognized request argument supplied: {param}", param
+    if first.get("type") == "json_invalid":
+        return "We could not parse the JSON body of your request: it is not valid JSON.", None
+    message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
+    return (f"{param}: {message}" if param else message), param

@@ -17,6 +17,7 @@ import anyio
 from serving.engines.base import Engine, EngineError, GenerationDelta, SamplingSettings, TokenLogprob
 from serving.errors import APIError
 from serving.metrics import ServerMetrics
+from serving.usage import UsageRecord
 
 
 @dataclass
@@ -109,8 +110,12 @@ async def stream_jobs(
     request_id: str,
     lora_name: str | None,
     metrics: ServerMetrics,
+    usage: UsageRecord | None = None,
 ) -> AsyncIterator[tuple[int, GenerationDelta]]:
-    """Yield ``(job index, delta)`` from all jobs as they arrive; abort what is left on exit."""
+    """Yield ``(job index, delta)`` from all jobs as they arrive, counting them into ``usage``; abort what is
+    left on exit."""
+    if usage is not None and usage.metered and not usage.reserved:
+        raise RuntimeError("a metered request reached the engine without reserving credits")
     ids = {job.index: f"{request_id}-{job.index}" for job in jobs}
     unfinished = set(ids)
     start = time.perf_counter()
@@ -139,6 +144,9 @@ async def stream_jobs(
                 last_token_time = now
             if item.finish_reason is not None:
                 unfinished.discard(index)
+            if usage is not None:
+                usage.completion_tokens += len(item.token_ids)
+                usage.add_reply(item.text)
             yield index, item
     finally:
         # Shielded: this also runs when the client's disconnect cancelled us, and the aborts must happen.
@@ -151,10 +159,11 @@ async def stream_jobs(
 
 
 async def run_jobs(
-    engine: Engine, jobs: list[SequenceJob], request_id: str, lora_name: str | None, metrics: ServerMetrics
+    engine: Engine, jobs: list[SequenceJob], request_id: str, lora_name: str | None, metrics: ServerMetrics,
+    usage: UsageRecord | None = None,
 ) -> list[SequenceResult]:
     """Run all jobs to completion and return their accumulated results, in job order."""
     results = {job.index: SequenceResult(job.index, job.prompt_ids) for job in jobs}
-    async for index, delta in stream_jobs(engine, jobs, request_id, lora_name, metrics):
+    async for index, delta in stream_jobs(engine, jobs, request_id, lora_name, metrics, usage):
         results[index].add(delta)
     return [results[job.index] for job in jobs]

@@ -8,7 +8,6 @@ the process is killed a moment later.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -19,12 +18,13 @@ from typing import Any
 import anyio
 from anyio import to_thread
 
-from serving.audit import AuditEntry, AuditStore, ReplyCollector, prompt_text, redact_pair
+from serving.audit import AuditEntry, AuditStore, redact_pair
 from serving.auth import KeyStore, Principal, bearer_token
+from serving.config import ServerSettings
 from serving.errors import APIError
-from serving.quota import QuotaStore, reservation_for
+from serving.quota import QuotaStore
 from serving.recorder import RecordWriter, Settlement
-from serving.security_settings import SecuritySettings
+from serving.usage import UsageRecord
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +67,14 @@ def _header(scope: Scope, name: bytes) -> str | None:
 class SecurityMiddleware:
     """Authentication, rate limits, request limits, credits and audit around the whole server."""
 
-    def __init__(self, app: ASGIApp, settings: SecuritySettings) -> None:
+    def __init__(self, app: ASGIApp, settings: ServerSettings, page_paths: frozenset[str]) -> None:
         self.app = app
         self.settings = settings
         self.keys = KeyStore(settings.database_url)
         self.quota = QuotaStore(settings.database_url)
         self.audit = AuditStore(settings.database_url)
         self.records = RecordWriter(self.audit.engine)
-        self.page_paths = frozenset(settings.page_paths)
+        self.page_paths = page_paths
 
     def is_public(self, method: str, path: str) -> bool:
         """``/health`` and the chat page's static files need no key (the page asks the user for one)."""
@@ -102,14 +102,10 @@ class _Exchange:
         self.request_id = given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
         self.state: dict[str, Any] = scope.setdefault("state", {})
         self.principal: Principal | None = None
-        self.reserved = 0
         self.status = 0
-        self.body_json: Any = None
-        self.error_type: str | None = None
+        self.usage = UsageRecord(capture_text=mw.settings.audit_content, committer=self.finish)
+        self.state["usage"] = self.usage
         self.finished = False
-        self.streaming = False
-        self.chunks_seen = 0
-        self.reply = ReplyCollector() if mw.settings.audit_content else None
         self.body: bytes | None = None
         self.client_gone = False
 
@@ -128,7 +124,7 @@ class _Exchange:
             if not self.finished:
                 self.status = 500 if self.status == 0 else 499
                 if isinstance(exc, anyio.get_cancelled_exc_class()) and self.server_draining():
-                    self.status, self.error_type = 503, "server_shutting_down"  # cut at the end of the grace
+                    self.status, self.usage.error_type = 503, "server_shutting_down"  # cut at the end of the grace
                 with anyio.CancelScope(shield=True):
                     await self.finish()
             raise
@@ -167,17 +163,9 @@ class _Exchange:
                     "rate_limit_exceeded",
                     {"Retry-After": str(decision.retry_after_s)},
                 )
-        refusal = await self.read_body(settings.max_request_bytes)
-        if refusal is not None or self.client_gone:
-            return refusal
-        if (
-            self.principal is not None
-            and self.principal.metered
-            and self.scope["method"] == "POST"
-            and self.scope["path"].startswith("/v1/")
-        ):
-            return await self.reserve()
-        return None
+        if self.principal is not None and self.principal.metered:
+            self.usage.reserver = self.reserve
+        return await self.read_body(settings.max_request_bytes)
 
     async def read_body(self, limit: int) -> APIError | None:
         """Take the whole body (at most ``limit`` bytes) and check it is sane UTF-8 JSON of bounded depth."""
@@ -219,26 +207,17 @@ class _Exchange:
             return APIError(
                 f"JSON nested deeper than {depth} levels.", 400, "invalid_request_error", None, "json_too_deep"
             )
-        try:
-            self.body_json = json.loads(self.body)
-        except ValueError:
-            self.body_json = None  # the app answers malformed JSON itself
         return None
 
-    async def reserve(self) -> APIError | None:
-        """Reserve the most tokens this request can use from the organisation's credits."""
+    async def reserve(self, tokens: int) -> None:
+        """Take ``tokens`` from the organisation's credits (the handler knows the exact prompt length and the
+        most it can generate), or refuse the request with 429 ``insufficient_quota``."""
         assert self.principal is not None
-        nexus = getattr(getattr(self.scope.get("app"), "state", None), "nexus", None)
-        context = getattr(getattr(nexus, "engine", None), "max_model_len", None) or self.mw.settings.context_tokens
-        need = reservation_for(
-            self.scope["path"], self.body_json, len(self.body or b""), context, self.mw.settings.max_n
-        )
-        if await to_thread.run_sync(self.mw.quota.reserve, self.principal.org_id, need):
-            self.reserved = need
-            return None
+        if await to_thread.run_sync(self.mw.quota.reserve, self.principal.org_id, tokens):
+            return
         left = await to_thread.run_sync(self.mw.quota.remaining, self.principal.org_id)
-        return APIError(
-            f"You exceeded your current quota: this request may use up to {need} tokens and organisation "
+        raise APIError(
+            f"You exceeded your current quota: this request may use up to {tokens} tokens and organisation "
             f"{self.principal.org_name!r} has {left} left. Lower max_tokens or ask for more credits.",
             429,
             "insufficient_quota",
@@ -254,56 +233,33 @@ class _Exchange:
         return await self.receive()
 
     async def forward(self, message: Message) -> None:
-        """Pass the app's messages on; settle and audit just before the last one (or the ``[DONE]`` event)."""
+        """Pass the app's messages on; settle and audit just before the last one (a stream's handler commits
+        before its ``[DONE]`` event, through the usage record)."""
         if message["type"] == "http.response.start":
             self.status = message["status"]
             headers = list(message.get("headers", []))
-            names = {k.lower() for k, _ in headers}
-            if b"x-request-id" not in names:
+            if not any(k.lower() == b"x-request-id" for k, _ in headers):
                 headers.append((b"x-request-id", self.request_id.encode()))
-            self.streaming = any(
-                k.lower() == b"content-type" and v.startswith(b"text/event-stream") for k, v in headers
-            )
             message = {**message, "headers": headers}
-        elif message["type"] == "http.response.body":
-            chunk = message.get("body", b"")
-            if self.streaming:
-                self.chunks_seen += chunk.count(b"data:")
-            if self.reply is not None:
-                self.reply.feed(chunk)
-            # Settle at the stream's ``[DONE]`` too: a client may close as soon as it reads it, and the
-            # audit row must already be durable by then.
-            last = not message.get("more_body", False) or (self.streaming and b"data: [DONE]" in chunk)
-            if last and not self.finished:
-                if self.status >= 400 and chunk:
-                    self.error_type = _error_type(chunk)
-                with anyio.CancelScope(shield=True):
-                    await self.finish()
+        elif message["type"] == "http.response.body" and not message.get("more_body", False) and not self.finished:
+            with anyio.CancelScope(shield=True):
+                await self.finish()
         await self.send(message)
 
     async def refuse(self, error: APIError) -> None:
         """Answer with ``error`` without calling the app (and audit the refusal)."""
         self.status = error.status_code
-        self.error_type = error.type
+        self.usage.error_type = error.type
         with anyio.CancelScope(shield=True):
             await self.finish()
         await error.response()(self.scope, self.replay_receive, self.send)
 
-    def usage(self) -> tuple[int, int]:
-        """Prompt and completion tokens the route reported (or, for a stream cut short before it did,
-        one token per chunk sent)."""
-        usage = self.state.get("usage") or {}
-        prompt = int(usage.get("prompt_tokens") or 0)
-        completion = int(usage.get("completion_tokens") or 0)
-        if not usage and self.streaming:
-            completion = self.chunks_seen
-        return prompt, completion
-
     async def finish(self) -> None:
         """Settle the credits and commit the audit row (once)."""
+        if self.finished:
+            return
         self.finished = True
-        prompt, completion = self.usage()
-        principal = self.principal
+        usage, principal = self.usage, self.principal
         entry = AuditEntry(
             request_id=self.request_id,
             method=self.scope["method"],
@@ -312,27 +268,20 @@ class _Exchange:
             latency_ms=(time.perf_counter() - self.started) * 1000,
             org_name=principal.org_name if principal else None,
             key_prefix=principal.key_prefix if principal else None,
-            model=self.state.get("served_model"),
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            error_type=self.error_type,
+            model=usage.model,
+            adapter=usage.adapter,
+            end_user=usage.end_user,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            error_type=usage.error_type,
         )
         try:
-            if self.reply is not None:
-                entry.prompt_text, entry.reply_text, entry.pii_counts = redact_pair(
-                    prompt_text(self.body_json), self.reply.text()
-                )
+            if usage.capture_text:
+                entry.prompt_text, entry.reply_text, entry.pii_counts = redact_pair(usage.prompt_text,
+                                                                                    usage.reply_text)
             settlement = None
-            if self.principal is not None:
-                settlement = Settlement(self.principal.org_id, self.reserved, prompt + completion)
+            if principal is not None:
+                settlement = Settlement(principal.org_id, usage.reserved, usage.total_tokens)
             await self.mw.records.record(entry, settlement)
         except Exception:
             log.exception("could not settle or audit request %s", self.request_id)
-
-
-def _error_type(body: bytes) -> str | None:
-    try:
-        error = json.loads(body).get("error")
-    except (ValueError, AttributeError):
-        return None
-    return str(error.get("type"))[:64] if isinstance(error, dict) and error.get("type") else None

@@ -5,9 +5,9 @@ how much of it still lies inside the last 60 s, plus this minute's count), so a 
 boundary cannot double the rate. The count is taken with one conditional ``UPDATE ... WHERE count <
 allowed``: the database serialises concurrent replicas.
 
-Credits: reserve-then-settle. Before generation a request reserves an upper bound of what it can use
-(``UPDATE ... SET remaining = remaining - r WHERE remaining >= r``); when it ends, the unused part goes
-back and the real usage is recorded. An organisation can therefore never be served more tokens than it
+Credits: reserve-then-settle. Before generation a request's handler reserves an upper bound of what it can
+use, the exact prompt length plus ``n`` x ``max_tokens`` (``UPDATE ... SET remaining = remaining - r WHERE
+remaining >= r``); when it ends, the unused part goes back and the real usage is recorded. An organisation can therefore never be served more tokens than it
 has, however many requests run at once on however many replicas.
 """
 
@@ -114,21 +114,3 @@ def _retry_after(rpm: int, previous: int, current: int, elapsed: float) -> int:
         # previous * (1 - e) + current < rpm  <=>  e > 1 - (rpm - current) / previous
         wait = (1.0 - (rpm - current) / previous - elapsed) * WINDOW_S
     return max(1, math.ceil(wait))
-
-
-def reservation_for(path: str, body: Any, body_bytes: int, max_model_len: int, max_choices: int) -> int:
-    """An upper bound of the tokens a request can use: prompt (never more tokens than body bytes, nor
-    than the context) plus ``n`` (at most ``max_choices``) completions of ``max_tokens`` (the context when unset)."""
-    prompt = min(body_bytes, max_model_len)
-    if not path.endswith("completions"):
-        return prompt
-    body = body if isinstance(body, dict) else {}
-    limit = body.get("max_completion_tokens") or body.get("max_tokens")
-    completion = limit if isinstance(limit, int) and 0 <= limit < max_model_len else max_model_len
-    n = body.get("n")
-    choices = n if isinstance(n, int) and n >= 1 else 1
-    best_of = body.get("best_of")
-    if isinstance(best_of, int) and best_of > choices:
-        choices = best_of
-    # More than the server allows is refused by the route with a 400; do not turn it into a 429 here.
-    return prompt + min(choices, max_choices) * completion

@@ -11,18 +11,20 @@ from serving.config import ServerSettings
 from serving.db import get_engine
 from serving.drain import DrainMiddleware, DrainState
 from serving.middleware import SecurityMiddleware
-from serving.security_settings import SecuritySettings
+
+PAGE_PATHS = ("/", "/index.html", "/favicon.ico")
 
 
 def install_security(app: FastAPI, settings: ServerSettings) -> None:
     """Attach authentication, rate limits, quotas, audit, request-size limits and the SIGTERM drain
     (``app.state.drain``, see ``serving.drain``) to ``app``."""
-    security = SecuritySettings.from_server(settings)
-    get_engine(security.database_url)  # a wrong URL or an unreachable database fails at start-up
+    get_engine(settings.database_url)  # a wrong URL or an unreachable database fails at start-up
+    pages = set(PAGE_PATHS)
+    if settings.web_ui and settings.web_dir.is_dir():  # the chat page's files are open to GET: it asks for a key
+        pages |= {"/" + p.relative_to(settings.web_dir).as_posix() for p in settings.web_dir.rglob("*") if p.is_file()}
     app.state.drain = DrainState()
     # Inside the security layer: a request refused during the drain is still authenticated and audited,
     # and a request in flight counts until its audit row is written.
     app.add_middleware(DrainMiddleware, state=app.state.drain)
-    app.add_middleware(SecurityMiddleware, settings=security)
+    app.add_middleware(SecurityMiddleware, settings=settings, page_paths=frozenset(pages))
     app.state.security_installed = True
-    app.state.security_settings = security

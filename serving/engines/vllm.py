@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from serving.engines.base import EngineError, GenerationDelta, SamplingSettings, TokenLogprob
+from serving.engines.settings import EngineSettings, as_settings
+from serving.engines.tokenizer import eos_token_ids, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,79 @@ def _lower_engine_core_priority(priority: str) -> list[int]:
             continue
         pids.append(child.pid)
     return pids
+
+
+def _engine_arg_names() -> list[str]:
+    import dataclasses
+
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    return [f.name for f in dataclasses.fields(AsyncEngineArgs) if not f.name.startswith("_")]
+
+
+def check_engine_args(args: dict[str, Any]) -> None:
+    """Every name must be one of vLLM's ``AsyncEngineArgs``; an unknown one is an error naming the closest."""
+    import difflib
+
+    names = _engine_arg_names()
+    for name in args:
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join('--' + c.replace('_', '-') for c in close)}?" if close else ""
+            raise EngineError(f"--{name.replace('_', '-')} is not a vLLM engine argument{hint}")
+        if name in _OWN_ARGS:
+            raise EngineError(f"engine argument {name!r} is a Nexus-K setting: use --{_OWN_ARGS[name]} instead")
+
+
+# vLLM names that our own settings set (so that both engines read them, or because the server needs them).
+_OWN_ARGS = {"model": "model", "served_model_name": "served-model-name", "trust_remote_code": "trust-remote-code",
+             "max_model_len": "max-model-len", "dtype": "dtype", "max_num_seqs": "max-num-seqs",
+             "max_lora_rank": "max-lora-rank", "enable_lora": "lora", "max_loras": "lora"}
+
+
+def engine_args(settings: EngineSettings) -> Any:
+    """vLLM's ``AsyncEngineArgs``: our defaults, then the user's engine arguments, checked by vLLM itself."""
+    from vllm.config import StructuredOutputsConfig
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    check_engine_args(settings.engine_args)
+    loras = settings.lora
+    args: dict[str, Any] = {
+        "enable_prefix_caching": True,
+        "seed": 0,
+        "disable_log_stats": True,
+        # Compact JSON: without this, a weak model can fill max_tokens with legal whitespace.
+        "structured_outputs_config": StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
+        **settings.engine_args,
+        "model": settings.model,
+        "dtype": settings.dtype,
+        "max_model_len": settings.max_model_len,
+        "max_num_seqs": settings.max_num_seqs,
+        "trust_remote_code": settings.trust_remote_code,
+        "enable_lora": bool(loras),
+        "max_loras": max(1, len(loras)),
+        "max_lora_rank": settings.max_lora_rank,
+    }
+    try:
+        return AsyncEngineArgs(**args)
+    except (TypeError, ValueError) as err:
+        raise EngineError(f"invalid vLLM engine arguments: {_first_line(err)}") from None
+
+
+def validate_engine_config(settings: EngineSettings) -> None:
+    """Let vLLM resolve its whole configuration (model config, quantization, parallelism...) without starting
+    anything, so that a wrong setting is one error line before the server starts."""
+    try:
+        engine_args(settings).create_engine_config()
+    except EngineError:
+        raise
+    except (TypeError, ValueError, OSError, RuntimeError) as err:
+        raise EngineError(f"vLLM rejected the engine settings: {_first_line(err)}") from None
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return " ".join(lines[:2])[:500] if lines else type(err).__name__
 
 
 def _has_cuda() -> bool:
@@ -111,70 +186,25 @@ class VLLMEngine:
         self._running: set[str] = set()
 
     @classmethod
-    async def create(
-        cls,
-        model: str,
-        *,
-        max_model_len: int | None = None,
-        dtype: str = "auto",
-        lora_modules: dict[str, str] | None = None,
-        max_lora_rank: int = 64,
-        tensor_parallel_size: int = 1,
-        pipeline_parallel_size: int = 1,
-        enforce_eager: bool = False,
-        kv_cache_gib: float = 2.0,
-        engine_core_priority: str = "low",
-        gpu_memory_utilization: float = 0.9,
-        max_num_seqs: int = 128,
-        seed: int = 0,
-    ) -> VLLMEngine:
-        """Start vLLM on ``model`` (a folder or hub id) with the given parallelism and adapters."""
+    async def create(cls, settings: EngineSettings | str, **overrides: Any) -> VLLMEngine:
+        """Start vLLM on ``settings.model`` (a folder or hub id); ``overrides`` are EngineSettings fields."""
+        settings = as_settings(settings, "vllm", overrides)
         if not _has_cuda():
-            _prepare_cpu_environment(kv_cache_gib)
-        from transformers import AutoTokenizer, GenerationConfig
-        from vllm.config import StructuredOutputsConfig
-        from vllm.engine.arg_utils import AsyncEngineArgs
+            _prepare_cpu_environment(settings.kv_cache_gib)
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        loras = dict(lora_modules or {})
+        loras = dict(settings.lora)
         for name, path in loras.items():
             if not (Path(path) / "adapter_config.json").is_file():
                 raise EngineError(f"LoRA adapter {name!r}: no adapter_config.json in {path}")
-        args = AsyncEngineArgs(
-            model=model,
-            dtype=dtype,
-            max_model_len=max_model_len,
-            tensor_parallel_size=tensor_parallel_size,
-            pipeline_parallel_size=pipeline_parallel_size,
-            enforce_eager=enforce_eager,
-            enable_lora=bool(loras),
-            max_loras=max(1, len(loras)),
-            max_lora_rank=max_lora_rank,
-            max_num_seqs=max_num_seqs,
-            gpu_memory_utilization=gpu_memory_utilization,
-            enable_prefix_caching=True,
-            seed=seed,
-            disable_log_stats=True,
-            # Compact JSON: without this, a weak model can fill max_tokens with legal whitespace.
-            structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
-        )
-        llm = AsyncLLM.from_engine_args(args)
-        if not _has_cuda() and engine_core_priority != "normal":
-            pids = _lower_engine_core_priority(engine_core_priority)
-            logger.info("vLLM engine core %s at %s CPU priority", pids, engine_core_priority)
-        tokenizer = AutoTokenizer.from_pretrained(model)
-        eos_ids: set[int] = set()
-        try:
-            gen = GenerationConfig.from_pretrained(model)
-            eos = gen.eos_token_id
-            eos_ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-        except OSError:
-            pass
-        if tokenizer.eos_token_id is not None:
-            eos_ids.add(tokenizer.eos_token_id)
+        tokenizer = load_tokenizer(settings)
+        llm = AsyncLLM.from_engine_args(engine_args(settings))
+        if not _has_cuda() and settings.engine_core_priority != "normal":
+            pids = _lower_engine_core_priority(settings.engine_core_priority)
+            logger.info("vLLM engine core %s at %s CPU priority", pids, settings.engine_core_priority)
         length = llm.model_config.max_model_len
-        logger.info("vLLM engine ready: %s (max_model_len=%d, loras=%s)", model, length, list(loras))
-        return cls(llm, model, tokenizer, length, loras, sorted(eos_ids))
+        logger.info("vLLM engine ready: %s (max_model_len=%d, loras=%s)", settings.model, length, list(loras))
+        return cls(llm, settings.model, tokenizer, length, loras, eos_token_ids(settings.model, tokenizer))
 
     def lora_names(self) -> list[str]:
         """Names of the LoRA adapters this engine can apply."""

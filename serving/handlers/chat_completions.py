@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 from serving.chat import (
     ChatTemplateError,
@@ -13,6 +13,7 @@ from serving.chat import (
     parse_tool_output,
     plan_output,
     render_prompt,
+    transcript,
 )
 from serving.errors import APIError
 from serving.generation import SequenceJob, SequenceResult, run_jobs, stream_jobs
@@ -34,11 +35,15 @@ from serving.protocol import (
 )
 from serving.sampling import check_token_ids, resolve_max_tokens, to_sampling_settings
 from serving.state import ServerState
+from serving.usage import UsageRecord
 
-UsageSink = Callable[[int, int], None]
 
-
-def _prepare(state: ServerState, request: ChatCompletionRequest) -> tuple[list[int], ToolPlan, list[SequenceJob]]:
+async def _prepare(state: ServerState, request: ChatCompletionRequest,
+                   usage: UsageRecord) -> tuple[str | None, list[int], ToolPlan, list[SequenceJob]]:
+    """Validate, render the prompt, plan the output and reserve the credits it can use."""
+    lora = state.resolve_model(request.model)
+    usage.start("chat.completions", request.model, lora, request.user)
+    usage.set_prompt(lambda: transcript(request.messages))
     if request.n and request.n > state.settings.max_n:
         raise APIError(f"n={request.n} is larger than this server allows ({state.settings.max_n})", param="n")
     check_token_ids(request.stop_token_ids or [], len(state.tokenizer), "stop_token_ids")
@@ -58,7 +63,9 @@ def _prepare(state: ServerState, request: ChatCompletionRequest) -> tuple[list[i
                                                         structured=plan.structured, choice_index=i))
         for i in range(request.n or 1)
     ]
-    return prompt_ids, plan, jobs
+    await usage.reserve(len(prompt_ids) + sum(job.settings.max_tokens for job in jobs))
+    usage.prompt_tokens = len(prompt_ids)  # counted (and charged) once the request may run
+    return lora, prompt_ids, plan, jobs
 
 
 def _finish_reason(result_reason: str | None, has_calls: bool) -> str:
@@ -68,15 +75,14 @@ def _finish_reason(result_reason: str | None, has_calls: bool) -> str:
 
 
 async def create_chat_completion(
-    state: ServerState, request: ChatCompletionRequest, lora: str | None, report_usage: UsageSink
+    state: ServerState, request: ChatCompletionRequest, record: UsageRecord
 ) -> ChatCompletion:
     """Run the request to the end and build one ChatCompletion."""
-    prompt_ids, plan, jobs = _prepare(state, request)
+    lora, prompt_ids, plan, jobs = await _prepare(state, request, record)
     request_id = random_id("chatcmpl")
-    results = await run_jobs(state.engine, jobs, request_id, lora, state.metrics)
+    results = await run_jobs(state.engine, jobs, request_id, lora, state.metrics, record)
     choices = [_choice(state, request, plan, r) for r in results]
     completion_tokens = sum(len(r.token_ids) for r in results)
-    report_usage(len(prompt_ids), completion_tokens)
     usage = Usage(prompt_tokens=len(prompt_ids), completion_tokens=completion_tokens,
                   total_tokens=len(prompt_ids) + completion_tokens)
     return ChatCompletion(id=request_id, model=request.model, choices=choices, usage=usage)
@@ -120,10 +126,10 @@ class _ChoiceStream:
 
 
 async def stream_chat_completion(
-    state: ServerState, request: ChatCompletionRequest, lora: str | None, report_usage: UsageSink
+    state: ServerState, request: ChatCompletionRequest, record: UsageRecord
 ) -> AsyncIterator[str]:
     """Validate and start the request (errors raise before the stream starts), then yield SSE events."""
-    prompt_ids, plan, jobs = _prepare(state, request)
+    lora, prompt_ids, plan, jobs = await _prepare(state, request, record)
     request_id = random_id("chatcmpl")
     created = int(time.time())
     include_usage = bool(request.stream_options and request.stream_options.include_usage)
@@ -139,7 +145,7 @@ async def stream_chat_completion(
         completion_tokens = 0
         for job in jobs:
             yield chunk(job.index, ChunkDelta(role="assistant", content=""))
-        async for index, delta in stream_jobs(state.engine, jobs, request_id, lora, state.metrics):
+        async for index, delta in stream_jobs(state.engine, jobs, request_id, lora, state.metrics, record):
             completion_tokens += len(delta.token_ids)
             text = streams[index].visible(delta.text)
             logprobs = chat_logprobs(state, delta.logprobs, k) if request.logprobs and delta.logprobs else None
@@ -159,7 +165,6 @@ async def stream_chat_completion(
                                for i, c in enumerate(calls)]
                 yield chunk(index, ChunkDelta(tool_calls=tool_deltas))
             yield chunk(index, ChunkDelta(), _finish_reason(delta.finish_reason, bool(calls)))
-        report_usage(len(prompt_ids), completion_tokens)
         if include_usage:
             usage = Usage(prompt_tokens=len(prompt_ids), completion_tokens=completion_tokens,
                           total_tokens=len(prompt_ids) + completion_tokens)

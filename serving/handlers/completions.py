@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 from serving.errors import APIError
 from serving.generation import SequenceJob, SequenceResult, run_jobs, stream_jobs
@@ -12,8 +12,7 @@ from serving.handlers.sse import DONE, sse
 from serving.protocol import Completion, CompletionChoice, CompletionRequest, Usage, random_id
 from serving.sampling import check_token_ids, resolve_max_tokens, to_sampling_settings
 from serving.state import ServerState
-
-UsageSink = Callable[[int, int], None]
+from serving.usage import UsageRecord
 
 
 def _prompts(state: ServerState, request: CompletionRequest) -> list[list[int]]:
@@ -35,7 +34,11 @@ def _prompts(state: ServerState, request: CompletionRequest) -> list[list[int]]:
     return out
 
 
-def _prepare(state: ServerState, request: CompletionRequest) -> tuple[list[list[int]], list[SequenceJob]]:
+async def _prepare(state: ServerState, request: CompletionRequest,
+                   usage: UsageRecord) -> tuple[str | None, list[list[int]], list[SequenceJob]]:
+    """Validate, tokenise the prompts and reserve the credits the request can use."""
+    lora = state.resolve_model(request.model)
+    usage.start("completions", request.model, lora, request.user)
     n = request.n or 1
     prompts = _prompts(state, request)
     check_token_ids(request.stop_token_ids or [], len(state.tokenizer), "stop_token_ids")
@@ -56,7 +59,11 @@ def _prepare(state: ServerState, request: CompletionRequest) -> tuple[list[list[
                 choice_index=j,
             )
             jobs.append(SequenceJob(p * n + j, ids, settings))
-    return prompts, jobs
+    prompt_tokens = sum(len(p) for p in prompts)
+    usage.set_prompt(lambda: "\n".join(state.tokenizer.decode(p) for p in prompts))
+    await usage.reserve(prompt_tokens + sum(job.settings.max_tokens for job in jobs))
+    usage.prompt_tokens = prompt_tokens  # counted (and charged) once the request may run
+    return lora, prompts, jobs
 
 
 def _finish(reason: str | None) -> str:
@@ -80,16 +87,13 @@ def _choice(state: ServerState, request: CompletionRequest, result: SequenceResu
                             finish_reason=_finish(result.finish_reason))
 
 
-async def create_completion(
-    state: ServerState, request: CompletionRequest, lora: str | None, report_usage: UsageSink
-) -> Completion:
+async def create_completion(state: ServerState, request: CompletionRequest, record: UsageRecord) -> Completion:
     """Run every prompt x n and build one Completion."""
-    prompts, jobs = _prepare(state, request)
+    lora, prompts, jobs = await _prepare(state, request, record)
     request_id = random_id("cmpl")
-    results = await run_jobs(state.engine, jobs, request_id, lora, state.metrics)
+    results = await run_jobs(state.engine, jobs, request_id, lora, state.metrics, record)
     prompt_tokens = sum(len(p) for p in prompts)
     completion_tokens = sum(len(r.token_ids) for r in results)
-    report_usage(prompt_tokens, completion_tokens)
     usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                   total_tokens=prompt_tokens + completion_tokens)
     return Completion(id=request_id, model=request.model, choices=[_choice(state, request, r) for r in results],
@@ -97,10 +101,10 @@ async def create_completion(
 
 
 async def stream_completion(
-    state: ServerState, request: CompletionRequest, lora: str | None, report_usage: UsageSink
+    state: ServerState, request: CompletionRequest, record: UsageRecord
 ) -> AsyncIterator[str]:
     """Validate, then stream text deltas as completion chunks."""
-    prompts, jobs = _prepare(state, request)
+    lora, prompts, jobs = await _prepare(state, request, record)
     request_id = random_id("cmpl")
     created = int(time.time())
     include_usage = bool(request.stream_options and request.stream_options.include_usage)
@@ -112,7 +116,7 @@ async def stream_completion(
     async def events() -> AsyncIterator[str]:
         completion_tokens = 0
         started: set[int] = set()
-        async for index, delta in stream_jobs(state.engine, jobs, request_id, lora, state.metrics):
+        async for index, delta in stream_jobs(state.engine, jobs, request_id, lora, state.metrics, record):
             completion_tokens += len(delta.token_ids)
             text = delta.text
             if request.echo and index not in started:
@@ -125,7 +129,6 @@ async def stream_completion(
             if text or logprobs or finish:
                 yield chunk(CompletionChoice(index=index, text=text, logprobs=logprobs, finish_reason=finish))
         prompt_tokens = sum(len(p) for p in prompts)
-        report_usage(prompt_tokens, completion_tokens)
         if include_usage:
             usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                           total_tokens=prompt_tokens + completion_tokens)

@@ -16,6 +16,7 @@ from serving.handlers.completions import create_completion, stream_completion
 from serving.handlers.sse import DONE, sse
 from serving.protocol import ChatCompletion, ChatCompletionRequest, Completion, CompletionRequest, Model, ModelList
 from serving.state import ServerState
+from serving.usage import UsageRecord, usage_of
 
 logger = logging.getLogger(__name__)
 router = APIRouter()
@@ -30,15 +31,12 @@ def get_state(request: Request) -> ServerState:
 StateDep = Annotated[ServerState, Depends(get_state)]
 
 
-def usage_sink(request: Request, model: str):
-    """A callback that records a request's usage where the security middleware (audit, credits) reads it."""
+def get_usage(request: Request) -> UsageRecord:
+    """The request's usage record, which the security layer commits (credits, audit row)."""
+    return usage_of(request.state)
 
-    def report(prompt_tokens: int, completion_tokens: int) -> None:
-        request.state.served_model = model
-        request.state.usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
-        request.app.state.nexus.metrics.count_tokens(prompt_tokens, completion_tokens)
 
-    return report
+UsageDep = Annotated[UsageRecord, Depends(get_usage)]
 
 
 async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
@@ -53,19 +51,27 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
             raise APIError("client closed the request", 499, code="client_closed_request")
 
 
-def event_stream(events: AsyncIterator[str]) -> StreamingResponse:
-    """SSE response; an error after the stream started becomes an error event, then ``[DONE]``."""
+def event_stream(events: AsyncIterator[str], usage: UsageRecord) -> StreamingResponse:
+    """SSE response; an error after the stream started becomes an error event, then ``[DONE]``. The usage
+    record is committed before ``[DONE]`` goes out."""
 
     async def guarded() -> AsyncIterator[str]:
         try:
             async for event in events:
+                if event == DONE:
+                    await usage.commit()
                 yield event
         except APIError as err:
+            usage.error_type = err.type
             yield sse(err.body())
+            await usage.commit()
             yield DONE
         except Exception:
             logger.exception("stream failed")
-            yield sse(APIError("internal error while streaming", 500, "server_error").body())
+            error = APIError("internal error while streaming", 500, "server_error")
+            usage.error_type = error.type
+            yield sse(error.body())
+            await usage.commit()
             yield DONE
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -92,20 +98,26 @@ STREAM_RESPONSE = {200: {"content": {"text/event-stream": {"schema": {"type": "s
 
 
 @router.post("/v1/chat/completions", response_model=ChatCompletion, responses=STREAM_RESPONSE)
-async def chat_completions(body: ChatCompletionRequest, request: Request, state: StateDep):
+async def chat_completions(body: ChatCompletionRequest, request: Request, state: StateDep, usage: UsageDep):
     """Chat completion, streamed or whole."""
-    lora = state.resolve_model(body.model)
-    sink = usage_sink(request, body.model)
     if body.stream:
-        return event_stream(await stream_chat_completion(state, body, lora, sink))
-    return await until_disconnected(request, create_chat_completion(state, body, lora, sink))
+        return event_stream(await stream_chat_completion(state, body, usage), usage)
+    return await until_disconnected(request, create_chat_completion(state, body, usage))
 
 
 @router.post("/v1/completions", response_model=Completion, responses=STREAM_RESPONSE)
-async def completions(body: CompletionRequest, request: Request, state: StateDep):
+async def completions(body: CompletionRequest, request: Request, state: StateDep, usage: UsageDep):
     """Text completion (with echo and prompt logprobs for scoring), streamed or whole."""
-    lora = state.resolve_model(body.model)
-    sink = usage_sink(request, body.model)
     if body.stream:
-        return event_stream(await stream_completion(state, body, lora, sink))
-    return await until_disconnected(request, create_completion(state, body, lora, sink))
+        return event_stream(await stream_completion(state, body, usage), usage)
+    return await until_disconnected(request, create_completion(state, body, usage))
+
+
+unknown_paths = APIRouter()
+
+
+@unknown_paths.api_route("/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"],
+                         include_in_schema=False)
+async def unknown_path(path: str, request: Request) -> None:
+    """404 in OpenAI's error shape for any path under /v1/ that no route serves."""
+    raise APIError(f"Invalid URL ({request.method} /v1/{path})", 404, "invalid_request_error", code="unknown_url")

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from nexus_k import __version__
 from serving.chat import ChatTemplateError, render_prompt
-from serving.errors import APIError
+from serving.errors import APIError, validation_message
 from serving.protocol import DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse
 from serving.routes.openai import StateDep
 
@@ -46,8 +46,8 @@ async def tokenize(body: TokenizeRequest, state: StateDep) -> TokenizeResponse:
         try:
             request = ChatCompletionRequest(model=body.model or state.served_model_name, messages=body.messages)
         except ValidationError as err:  # e.g. an empty list: the chat rules apply to `messages` here too
-            first = err.errors()[0]
-            raise APIError(f"messages: {first['msg']}", param="messages") from err
+            message, _ = validation_message(err.errors())
+            raise APIError(message, param="messages") from err
         try:
             ids = render_prompt(state.tokenizer, messages_to_dicts(request), None, body.add_generation_prompt)
         except ChatTemplateError as err:

@@ -65,3 +65,21 @@ def client(live_server: LiveServer):
     import openai
 
     return openai.OpenAI(base_url=live_server.api, api_key="unused", max_retries=0, timeout=300)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_model_dir: Path):
+    """The tiny model's tokenizer (with its chat template), for the scripted engine."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture
+def inprocess(tiny_tokenizer, tmp_path: Path):
+    """The real app on a scripted engine, in-process."""
+    from tests.serving.inprocess import make_inprocess
+
+    server = make_inprocess(tiny_tokenizer, tmp_path)
+    with server.http:
+        yield server

@@ -16,13 +16,14 @@ from fastapi.testclient import TestClient
 from serving.audit import AuditStore
 from serving.auth import KeyStore
 from serving.drain import DrainingServer
-from tests.serving.test_security_middleware import make_fake_app
+from tests.serving.inprocess import scripted_app
+from tests.serving.scripted_engine import ScriptedEngine
 from tests.support import free_port
 
 
-def test_draining_app_answers_503_and_audits_it(tmp_path: Path) -> None:
+def test_draining_app_answers_503_and_audits_it(tmp_path: Path, tiny_tokenizer) -> None:
     url = f"sqlite:///{tmp_path / 'sec.db'}"
-    app = make_fake_app(url)
+    app = scripted_app(tiny_tokenizer, url)
     key = KeyStore(url).create("행정안전부")
     client = TestClient(app)
     assert client.get("/health").status_code == 200
@@ -51,10 +52,12 @@ def _serve_in_thread(app, grace: int) -> tuple[DrainingServer, threading.Thread,
 
 
 @pytest.mark.parametrize("grace", [30, 1], ids=["drained", "grace_runs_out"])
-def test_stream_in_flight_drains_then_port_closes(tmp_path: Path, grace: int) -> None:
+def test_stream_in_flight_drains_then_port_closes(tmp_path: Path, grace: int, tiny_tokenizer) -> None:
     url = f"sqlite:///{tmp_path / 'sec.db'}"
-    server, thread, base = _serve_in_thread(make_fake_app(url), grace)
-    body = {"messages": [], "max_tokens": 60, "delay": 0.05, "stream": True}  # a 3 s stream
+    slow = ScriptedEngine(tiny_tokenizer, script=lambda *_: "가나다라마바사아자차카타파하" * 10, token_delay=0.05)
+    server, thread, base = _serve_in_thread(scripted_app(tiny_tokenizer, url, slow), grace)
+    body = {"model": "tiny-ko", "messages": [{"role": "user", "content": "안녕"}], "max_tokens": 60,
+            "stream": True}  # a 3 s stream
     with httpx.stream("POST", base + "/v1/chat/completions", json=body, timeout=30) as response:
         lines = response.iter_lines()
         assert next(lines).startswith("data:")
@@ -65,10 +68,13 @@ def test_stream_in_flight_drains_then_port_closes(tmp_path: Path, grace: int) ->
                 list(lines)
         else:
             rest = [line for line in lines if line]
-            assert rest[-1] == "data: [DONE]" and len(rest) == 60
+            # the whole stream arrived: its last chunk ends the 60-token reply, then [DONE]
+            assert rest[-1] == "data: [DONE]" and '"finish_reason":"length"' in rest[-2]
     thread.join(timeout=30)
     assert not thread.is_alive()
     with pytest.raises(httpx.ConnectError):
         httpx.get(base + "/health", timeout=2)
     streamed = next(r for r in AuditStore(url).recent(5) if r.path == "/v1/chat/completions")
     assert (streamed.status, streamed.error_type) == ((200, None) if grace == 30 else (503, "server_shutting_down"))
+    if grace == 30:
+        assert streamed.completion_tokens == 60

@@ -1,83 +1,37 @@
-"""The security middleware on a small stand-in server: keys, limits, credits, audit, body checks."""
+"""The security middleware around the real app on a scripted engine: keys, limits, credits, audit, body checks."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import math
-import os
 import time
 from pathlib import Path
 
 import pytest
-from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, PlainTextResponse, StreamingResponse
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from serving.audit import AuditStore
 from serving.auth import KeyStore
-from serving.config import ServerSettings
-from serving.security import install_security
+from serving.chat import render_prompt
+from tests.serving.inprocess import scripted_app
+from tests.serving.scripted_engine import ScriptedEngine, default_script
 
-PROMPT_TOKENS = 4
-
-
-def make_fake_app(database_url: str, audit_content: bool = False, max_request_bytes: int = 10_000) -> FastAPI:
-    """A server with the real middleware and routes that keep the lead's contract: each sets
-    ``served_model`` and ``usage`` (4 prompt tokens, ``max_tokens`` completion tokens, default 6)."""
-    app = FastAPI()
-
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request):  # type: ignore[no-untyped-def]
-        body = await request.json()
-        request.state.served_model = "fake"
-        completion = int(body.get("max_tokens") or 6)
-        delay = float(body.get("delay", 0))
-        if body.get("stream"):
-
-            async def chunks():  # type: ignore[no-untyped-def]
-                for _ in range(completion):
-                    await asyncio.sleep(delay)
-                    yield f"data: {json.dumps({'choices': [{'delta': {'content': '네'}}]})}\n\n"
-                request.state.usage = {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": completion}
-                yield "data: [DONE]\n\n"
-
-            return StreamingResponse(chunks(), media_type="text/event-stream")
-        await asyncio.sleep(delay)
-        request.state.usage = {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": completion}
-        return {"choices": [{"message": {"role": "assistant", "content": "연락처는 010-1234-5678 입니다"}}]}
-
-    @app.get("/v1/models")
-    async def models() -> dict:
-        return {"object": "list", "data": []}
-
-    @app.get("/metrics")
-    async def metrics() -> PlainTextResponse:
-        return PlainTextResponse("nexus_k_engine_unfinished_requests 0\n")
-
-    @app.get("/health")
-    async def health() -> dict:
-        return {"status": "ok"}
-
-    @app.get("/")
-    async def page() -> HTMLResponse:
-        return HTMLResponse("<html>채팅</html>")
-
-    install_security(
-        app,
-        ServerSettings(
-            database_url=database_url,
-            audit_content=audit_content,
-            max_request_bytes=max_request_bytes,
-            max_model_len=64,
-        ),
-    )
-    return app
+MESSAGES = [{"role": "user", "content": "안녕"}]
+PHONE_REPLY = "연락처는 010-1234-5678 입니다"
 
 
-def fake_app_from_env() -> FastAPI:
-    """Factory for ``uvicorn --factory`` in the multi-process tests (database from the environment)."""
-    return make_fake_app(os.environ["NEXUS_K_DATABASE_URL"])
+def prompt_tokens(tokenizer) -> int:  # type: ignore[no-untyped-def]
+    """Tokens of ``MESSAGES`` after the chat template: what the server counts and charges."""
+    return len(render_prompt(tokenizer, MESSAGES))
+
+
+def make_app(tokenizer, database_url: str, audit_content: bool = False, max_request_bytes: int = 10_000,
+             reply: str | None = None) -> FastAPI:  # type: ignore[no-untyped-def]
+    """The real server (routes, handlers, security middleware) on a scripted engine, 1,024-token context."""
+    engine = ScriptedEngine(tokenizer, max_model_len=1024,
+                            script=(lambda *_: reply) if reply is not None else default_script)
+    return scripted_app(tokenizer, database_url, engine, audit_content=audit_content,
+                        max_request_bytes=max_request_bytes)
 
 
 @pytest.fixture
@@ -86,15 +40,14 @@ def db_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def client(db_url: str) -> TestClient:
-    return TestClient(make_fake_app(db_url))
+def client(db_url: str, tiny_tokenizer) -> TestClient:  # type: ignore[no-untyped-def]
+    return TestClient(make_app(tiny_tokenizer, db_url))
 
 
 def chat(client: TestClient, key: str | None = None, **body) -> object:  # type: ignore[no-untyped-def]
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return client.post(
-        "/v1/chat/completions", json={"messages": [{"role": "user", "content": "안녕"}], **body}, headers=headers
-    )
+    return client.post("/v1/chat/completions", json={"model": "tiny-ko", "messages": MESSAGES, **body},
+                       headers=headers)
 
 
 def test_open_until_the_first_key_then_every_route_but_health_and_page_needs_one(client, db_url) -> None:
@@ -147,49 +100,57 @@ def test_rate_limit_gives_429_with_retry_after(client, db_url) -> None:
     assert chat(client, other).status_code == 200  # limits are per organisation
 
 
-def test_credits_are_reserved_then_settled_to_real_usage(client, db_url) -> None:
+def test_credits_are_reserved_then_settled_to_real_usage(client, db_url, tiny_tokenizer) -> None:
+    prompt = prompt_tokens(tiny_tokenizer)
     store = KeyStore(db_url)
     key = store.create("a", token_quota=200)
     ok = chat(client, key, max_tokens=10)
-    assert ok.status_code == 200
+    assert ok.status_code == 200 and ok.json()["usage"]["prompt_tokens"] == prompt
     info = store.list()[0]
-    assert info.tokens_used == PROMPT_TOKENS + 10
-    assert info.tokens_remaining == 200 - PROMPT_TOKENS - 10
+    assert info.tokens_used == prompt + 10
+    assert info.tokens_remaining == 200 - prompt - 10
     streamed = chat(client, key, max_tokens=5, stream=True)
     assert streamed.text.endswith("data: [DONE]\n\n")
-    assert store.list()[0].tokens_remaining == 200 - 2 * PROMPT_TOKENS - 15
-    # A request that could use more than what is left is refused up front, OpenAI-style.
-    refused = chat(client, key, max_tokens=60, n=3)
+    assert store.list()[0].tokens_remaining == 200 - 2 * prompt - 15
+    # A request that could use more than what is left is refused before the engine runs, OpenAI-style: the
+    # reservation is the exact prompt plus n x max_tokens (here 3 x 40 > what is left).
+    calls = len(client.app.state.nexus.engine.calls)
+    refused = chat(client, key, max_tokens=40, n=3)
     assert refused.status_code == 429
     assert refused.json()["error"]["type"] == "insufficient_quota"
     assert refused.json()["error"]["code"] == "insufficient_quota"
-    assert store.list()[0].tokens_remaining == 200 - 2 * PROMPT_TOKENS - 15  # refusals cost nothing
+    assert str(prompt + 120) in refused.json()["error"]["message"]
+    assert len(client.app.state.nexus.engine.calls) == calls
+    assert store.list()[0].tokens_remaining == 200 - 2 * prompt - 15  # refusals cost nothing
     assert client.get("/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200
 
 
-def test_audit_row_per_request_without_content_by_default(client, db_url) -> None:
+def test_audit_row_per_request_without_content_by_default(client, db_url, tiny_tokenizer) -> None:
     key = KeyStore(db_url).create("a", rpm=100)
-    chat(client, key, max_tokens=3)
+    chat(client, key, max_tokens=3, user="민원인-17")
     chat(client, "nxk-bad")
     rows = AuditStore(db_url).recent()
     assert [r.status for r in rows] == [401, 200]
     ok = rows[1]
-    assert (ok.org_name, ok.model, ok.prompt_tokens, ok.completion_tokens) == ("a", "fake", 4, 3)
+    assert (ok.org_name, ok.model, ok.prompt_tokens, ok.completion_tokens) == (
+        "a", "tiny-ko", prompt_tokens(tiny_tokenizer), 3)
+    assert (ok.adapter, ok.end_user) == (None, "민원인-17")
     assert ok.latency_ms > 0 and ok.key_prefix == key[:12] and ok.path == "/v1/chat/completions"
     assert ok.prompt_text is None and ok.reply_text is None
     assert rows[0].org_name is None and rows[0].error_type == "invalid_request_error"
 
 
-def test_audit_content_is_redacted(db_url) -> None:
-    client = TestClient(make_fake_app(db_url, audit_content=True))
+def test_audit_content_is_redacted(db_url, tiny_tokenizer) -> None:
+    client = TestClient(make_app(tiny_tokenizer, db_url, audit_content=True, reply=PHONE_REPLY))
     chat(client, messages=[{"role": "user", "content": "제 번호는 900101-1234567, 메일 kim@example.go.kr"}])
-    chat(client, stream=True, max_tokens=2)
+    chat(client, stream=True, max_tokens=9)
     streamed, plain = AuditStore(db_url).recent()
     assert "900101-1234567" not in plain.prompt_text and "kim@example.go.kr" not in plain.prompt_text
-    assert "[RRN]" in plain.prompt_text and "[EMAIL]" in plain.prompt_text
+    assert plain.prompt_text.startswith("user: ") and "[RRN]" in plain.prompt_text and "[EMAIL]" in plain.prompt_text
     assert plain.reply_text == "연락처는 [PHONE] 입니다"
     assert plain.pii_counts["phone"] == 1 and plain.pii_counts["rrn"] == 1
-    assert streamed.reply_text == "네네"
+    first_nine = tiny_tokenizer.decode(tiny_tokenizer(PHONE_REPLY, add_special_tokens=False).input_ids[:9])
+    assert streamed.reply_text == first_nine and streamed.completion_tokens == 9
 
 
 def test_oversized_body_is_413_by_header_and_by_stream(client, db_url) -> None:

@@ -4,11 +4,10 @@ credits and rate limits stay exact, and a kill -9 loses no audit row of an answe
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,60 +17,35 @@ import pytest
 
 from serving.audit import AuditStore
 from serving.auth import KeyStore
+from serving.launcher import launch
 from tests.serving.conftest_pg import pg_db_url, postgres_url  # noqa: F401  (fixtures)
+from tests.serving.test_security_middleware import MESSAGES, prompt_tokens
 from tests.serving.test_security_quota import check_concurrent_accounting
+from tests.support import free_port, wait_healthy
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_fake_servers(url: str, count: int) -> tuple[list[subprocess.Popen], list[str]]:
-    """``count`` uvicorn processes serving the stand-in app on loopback; returns them and their URLs."""
-    env = {**os.environ, "NEXUS_K_DATABASE_URL": url, "PYTHONPATH": str(REPO)}
-    procs, bases = [], []
+def start_fake_servers(url: str, count: int, tokenizer_dir: Path) -> tuple[list[subprocess.Popen], list[str]]:
+    """``count`` uvicorn processes serving the real app on a scripted engine (50 ms a token) on loopback;
+    returns them and their URLs."""
+    env = {"NEXUS_K_DATABASE_URL": url, "PYTHONPATH": str(REPO), "NEXUS_K_TEST_TOKENIZER": str(tokenizer_dir),
+           "NEXUS_K_TEST_TOKEN_DELAY": "0.05"}
+    servers = []
     for _ in range(count):
-        port = _free_port()
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "--factory",
-                    "tests.serving.test_security_middleware:fake_app_from_env",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--log-level",
-                    "warning",
-                    "--timeout-keep-alive",
-                    "120",
-                ],
-                cwd=REPO,
-                env=env,
-            )
-        )
-        bases.append(f"http://127.0.0.1:{port}")
-    deadline = time.monotonic() + 240  # generous: CI machines are slow to import FastAPI when busy
-    for base in bases:
-        while True:
-            try:
-                if httpx.get(base + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                for proc in procs:
-                    proc.kill()
-                raise RuntimeError("stand-in servers did not start")
-            time.sleep(0.2)
-    return procs, bases
+        port = free_port()
+        command = [sys.executable, "-m", "uvicorn", "--factory",
+                   "tests.serving.inprocess:scripted_app_from_env", "--host", "127.0.0.1",
+                   "--port", str(port), "--log-level", "warning", "--timeout-keep-alive", "120"]
+        servers.append(launch(command, Path(tempfile.mkdtemp()) / "server.log", port, env, cwd=REPO))
+    try:
+        for server in servers:  # generous: CI machines are slow to import FastAPI when busy
+            wait_healthy(server.base_url, 240, lambda s=server: s.process.poll() is None, server.log, poll=0.2)
+    except BaseException:
+        for server in servers:
+            server.stop(timeout=5)
+        raise
+    return [s.process for s in servers], [s.base_url for s in servers]
 
 
 def stop_servers(procs: list[subprocess.Popen]) -> None:
@@ -90,7 +64,7 @@ async def _fire(bases: list[str], key: str, total: int, concurrency: int, **body
             async with limit:
                 return await client.post(
                     bases[i % len(bases)] + "/v1/chat/completions",
-                    json={"messages": [{"role": "user", "content": "안녕"}], **body},
+                    json={"model": "tiny-ko", "messages": MESSAGES, **body},
                 )
 
         return await asyncio.gather(*(one(i) for i in range(total)))
@@ -98,43 +72,46 @@ async def _fire(bases: list[str], key: str, total: int, concurrency: int, **body
 
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_server_processes_share_exact_credits_rates_and_audit(request: pytest.FixtureRequest) -> None:
+def test_server_processes_share_exact_credits_rates_and_audit(request: pytest.FixtureRequest, tiny_model_dir,
+                                                               tiny_tokenizer) -> None:
     """Two server processes on one PostgreSQL database: the credits, the rate limit and the audit log
     add up exactly; then a kill -9 of one loses no audit row of a request it answered."""
     url = request.getfixturevalue("pg_db_url")
     KeyStore(url)  # create the tables before the processes race to
-    procs, bases = start_fake_servers(url, 2)
+    procs, bases = start_fake_servers(url, 2, tiny_model_dir)
     try:
-        check_shared_limits(url, bases)
+        check_shared_limits(url, bases, prompt_tokens(tiny_tokenizer) + 6)
         check_kill_9(url, procs[0], bases[0])
     finally:
         stop_servers(procs)
 
 
 @pytest.mark.slow
-def test_kill_9_loses_no_answered_request_sqlite(tmp_path: Path) -> None:
+def test_kill_9_loses_no_answered_request_sqlite(tmp_path: Path, tiny_model_dir) -> None:
     url = f"sqlite:///{tmp_path / 'security.db'}"
     KeyStore(url)
-    procs, bases = start_fake_servers(url, 1)
+    procs, bases = start_fake_servers(url, 1, tiny_model_dir)
     try:
         check_kill_9(url, procs[0], bases[0])
     finally:
         stop_servers(procs)
 
 
-def check_shared_limits(url: str, bases: list[str]) -> None:
-    """Credits and a rate limit hammered through every server in ``bases`` at once stay exact."""
+def check_shared_limits(url: str, bases: list[str], cost: int) -> None:
+    """Credits and a rate limit hammered through every server in ``bases`` at once stay exact (``cost``: the
+    prompt plus 6 completion tokens, what each request reserves and uses)."""
     store = KeyStore(url)
-    credit_key = store.create("credits", token_quota=300)
-    responses = asyncio.run(_fire(bases, credit_key, 60, 16, max_tokens=6, delay=0.05))
+    quota = 12 * cost + cost // 2
+    credit_key = store.create("credits", token_quota=quota)
+    responses = asyncio.run(_fire(bases, credit_key, 60, 16, max_tokens=6))
     statuses = Counter(r.status_code for r in responses)
     assert set(statuses) <= {200, 429}
     assert all(r.json()["error"]["type"] == "insufficient_quota" for r in responses if r.status_code == 429)
     served = statuses[200]
     credits = next(k for k in store.list() if k.org == "credits")
-    assert credits.tokens_used == 10 * served  # 4 prompt + 6 completion tokens each
-    assert credits.tokens_remaining == 300 - 10 * served >= 0
-    assert served >= (300 - 16 * 80) // 10
+    assert credits.tokens_used == cost * served
+    assert credits.tokens_remaining == quota - cost * served >= 0
+    assert served == 12  # reservations are exact: every request that fits is served, none more
     rows = [r for r in AuditStore(url).recent(1000) if r.org_name == "credits"]
     assert len(rows) == 60
     assert sum(r.prompt_tokens + r.completion_tokens for r in rows) == credits.tokens_used
@@ -159,7 +136,8 @@ def check_kill_9(url: str, proc: subprocess.Popen, base: str) -> None:
     answered = 0
     with httpx.Client(timeout=30, headers={"Authorization": f"Bearer {key}"}) as client:
         for i in range(12):
-            r = client.post(base + "/v1/chat/completions", json={"messages": [], "stream": i % 2 == 0})
+            r = client.post(base + "/v1/chat/completions",
+                            json={"model": "tiny-ko", "messages": MESSAGES, "max_tokens": 4, "stream": i % 2 == 0})
             answered += r.status_code == 200
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)

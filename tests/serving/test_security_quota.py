@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from serving.auth import KeyStore
-from serving.quota import QuotaStore, _retry_after, reservation_for
+from serving.quota import QuotaStore, _retry_after
 
 T0 = 1_800_000_000.0  # a minute boundary (divisible by 60)
 
@@ -31,15 +31,6 @@ def test_retry_after_waits_for_the_overlap_to_shrink() -> None:
     # 10 * (1 - e) + 5 < 10 needs e > 0.5: at e = 0.25 that is 15 s away.
     assert _retry_after(10, previous=10, current=5, elapsed=0.25) == 15
     assert _retry_after(10, previous=10, current=5, elapsed=0.4999) >= 1
-
-
-def test_reservation_is_an_upper_bound_of_usage() -> None:
-    chat = {"messages": [], "max_tokens": 100, "n": 2}
-    assert reservation_for("/v1/chat/completions", chat, 50, 4096, 16) == 50 + 200
-    assert reservation_for("/v1/chat/completions", {"messages": []}, 50, 4096, 16) == 50 + 4096
-    assert reservation_for("/v1/completions", {"max_tokens": 10, "n": 1000}, 10, 4096, 16) == 10 + 160
-    assert reservation_for("/v1/chat/completions", {"max_completion_tokens": 7}, 9999, 512, 16) == 512 + 7
-    assert reservation_for("/v1/embeddings", {"input": "가"}, 30, 4096, 16) == 30
 
 
 def spend(url: str, org_id: int, attempts: int, reserve: int, cost: int) -> int:
