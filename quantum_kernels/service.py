@@ -9,13 +9,30 @@ import numpy as np
 from quantum_kernels.anneal import simulated_annealing
 from quantum_kernels.exact import solve_exact
 from quantum_kernels.greedy import greedy
-from quantum_kernels.qaoa import QAOAConfig, QAOAResult, QAOASolver
 from quantum_kernels.qubo import QUBO, bits_to_string, index_to_bits
 from quantum_kernels.schema import QAOARequest, QAOAResponse, SampleOut, SolutionOut
 from quantum_kernels.solution import Solution
 
 EXACT_LANDSCAPE_MAX = 22
 """Up to this many variables the optimum is enumerated so that P(optimum) and the ratio can be reported."""
+
+
+INSTALL_HINT = "install the quantum extra: pip install 'nexus-k[quantum]' (make install does)"
+
+
+class QuantumUnavailable(RuntimeError):
+    """The optional quantum dependencies (numba, qiskit, qiskit-aer) are not installed here."""
+
+
+def _qaoa_module():
+    """``quantum_kernels.qaoa``, imported on first use so that importing this module (and the server's
+    route) needs none of the quantum extra."""
+    try:
+        from quantum_kernels import qaoa
+    except ImportError as err:
+        raise QuantumUnavailable(f"QAOA is not available on this server ({err.name} is missing); "
+                                 f"{INSTALL_HINT}") from err
+    return qaoa
 
 
 class ProblemTooLarge(ValueError):
@@ -64,9 +81,10 @@ def run_qaoa_request(request: QAOARequest, max_variables: int = 20, backend=None
         t = time.perf_counter()
         _, landscape = solve_exact(problem)
         timings["exact"] = time.perf_counter() - t
-    config = QAOAConfig(reps=request.reps, formulation=request.formulation, penalty=request.penalty,
+    qaoa = _qaoa_module()
+    config = qaoa.QAOAConfig(reps=request.reps, formulation=request.formulation, penalty=request.penalty,
                         shots=request.shots, maxiter=request.maxiter, seed=request.seed)
-    result: QAOAResult = QAOASolver(config, backend=backend).solve(problem, landscape)
+    result = qaoa.QAOASolver(config, backend=backend).solve(problem, landscape)
     baseline = run_classical(problem, request.baseline, request.seed)
 
     top = sorted(result.counts.items(), key=lambda kv: (-kv[1], kv[0]))[: request.top_k]

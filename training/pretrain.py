@@ -78,7 +78,8 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo) -> dict[str, Any]:
         }
         write_metrics(result, out / "metrics.json", extra)
         plot_loss_curve(result, out / "loss_curve.png", f"pretraining ({params / 1e6:.1f}M parameters)")
-        (model_dir / "loss_curve.png").write_bytes((out / "loss_curve.png").read_bytes())
+        if (out / "loss_curve.png").is_file():
+            (model_dir / "loss_curve.png").write_bytes((out / "loss_curve.png").read_bytes())
         settings = {
             "parameters": params,
             **{f"model.{k}": v for k, v in config_to_dict(cfg.model).items()},

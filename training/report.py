@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from training.loop import TrainResult
 
+log = logging.getLogger(__name__)
+
 
 def plot_loss_curve(result: TrainResult, path: Path, title: str) -> Path:
-    """Training loss (and held-out loss when measured) against optimizer step, as a PNG."""
-    import matplotlib
+    """Training loss (and held-out loss when measured) against optimizer step, as a PNG (skipped, with a
+    warning, where matplotlib is not installed)."""
+    try:
+        import matplotlib
+    except ImportError:
+        log.warning("no loss curve written: matplotlib is missing (pip install 'nexus-k[plots]')")
+        return path
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
