@@ -42,7 +42,12 @@ class EmbedConfig:
     mine_rank_to: int = 30
     """Pick a mined negative at random among candidates ranked up to this."""
     max_length: int = 128
-    """Tokens kept per text (longer texts are truncated)."""
+    """Tokens kept per text in training (longer texts are truncated)."""
+    max_seq_length: int = 512
+    """Tokens per input the saved model declares for use (``sentence_bert_config.json``); passages are
+    often longer than what training needs to see."""
+    group_by_length: bool = True
+    """Batch pairs of similar positive length together (less padding; harder in-batch negatives)."""
     batch_size: int = 32
     """Pairs per optimizer step; each query sees the other pairs' positives as negatives."""
     epochs: float = 1.0

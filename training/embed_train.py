@@ -50,6 +50,20 @@ class PairCollate:
         }
 
 
+def length_grouped_batches(pairs: list[Pair], batch_size: int, seed: int, window: int = 16) -> list[list[Pair]]:
+    """Shuffled pairs cut into batches of similar positive length: within each window of ``window``
+    batches the pairs are sorted by length before cutting (a remainder smaller than 2 pairs is dropped)."""
+    import random
+
+    order = list(pairs)
+    random.Random(seed).shuffle(order)
+    batches = []
+    for start in range(0, len(order), batch_size * window):
+        chunk = sorted(order[start : start + batch_size * window], key=lambda p: len(p.positive))
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [b for b in batches if len(b) >= 2]
+
+
 def contrastive_step_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], cfg: EmbedConfig) -> torch.Tensor:
     """InfoNCE of one batch; documents equal to a query's positive (other than its own column) are masked."""
     from training.embed import autocast, info_nce_loss
@@ -103,6 +117,44 @@ def plot_embed_curve(history: list[dict[str, float]], sts: dict[str, float], pat
     plt.close(fig)
 
 
+def write_embed_card(out: Path, cfg: EmbedConfig, report: dict[str, Any]) -> None:
+    """README.md: what the folder is, how to load it, and the headline numbers."""
+    s = report["summary"]
+    sts = ""
+    if s["sts_spearman_after"] is not None:
+        sts = f"STS Spearman ({s['sts_pairs']} pairs of `{s['sts_file']}`): {s['sts_spearman_before']:.4f} before, "
+        sts += f"{s['sts_spearman_after']:.4f} after training.\n"
+    kind = "a LoRA adapter (peft) on" if cfg.lora else "fine-tuned weights of"
+    text = f"""---
+base_model: {cfg.base}
+library_name: {"peft" if cfg.lora else "transformers"}
+pipeline_tag: sentence-similarity
+language: [ko]
+tags: [nexus-k, sentence-transformers, feature-extraction]
+---
+
+# Sentence-embedding model trained with `nexus-k train embed`
+
+This folder holds {kind} `{cfg.base}`, {cfg.pooling} pooling{", normalised" if cfg.normalize else ""}
+(`modules.json`, `1_Pooling/config.json`), trained with InfoNCE on {report["data"]["pairs"]} pairs
+({report["data"]["mined_negatives"]} hard negatives mined with {cfg.mine}) for {s["steps"]} steps.
+Matryoshka widths: {", ".join(map(str, cfg.matryoshka_dims)) or "none"}.
+
+{sts}
+Training loss {s["first_loss"]:.4f} at the first step, {s["final_loss"]:.4f} at the last (`loss_curve.png`,
+`training_report.json`); the resolved config is `embed_config.json`.
+
+## Use
+
+```python
+from sentence_transformers import SentenceTransformer   # or transformers.AutoModel + the pooling above
+model = SentenceTransformer("{out}")
+vectors = model.encode(["문장 하나", "문장 둘"])
+```
+"""
+    (out / "README.md").write_text(text, encoding="utf-8")
+
+
 def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     """Run the whole training and write the artifacts into ``cfg.out``; returns the report."""
     from training.batches import IndexedBatchSource
@@ -149,7 +201,12 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     log.info("training %.2fM of %.1fM parameters", trainable / 1e6, total / 1e6)
 
     info = DistInfo()
-    source = IndexedBatchSource(pairs, PairCollate(embedder, cfg.hard_negatives), cfg.batch_size, 1, info, cfg.seed)
+    collate = PairCollate(embedder, cfg.hard_negatives)
+    if cfg.group_by_length:
+        batches = length_grouped_batches(pairs, cfg.batch_size, cfg.seed)
+        source = IndexedBatchSource(batches, lambda items: collate(items[0]), 1, 1, info, cfg.seed)
+    else:
+        source = IndexedBatchSource(pairs, collate, cfg.batch_size, 1, info, cfg.seed)
     steps = cfg.max_steps or source.steps_for_epochs(cfg.epochs)
     optim = OptimConfig(
         lr=cfg.lr, warmup_steps=round(cfg.warmup_ratio * steps), weight_decay=cfg.weight_decay, min_lr_ratio=0.0
@@ -191,7 +248,8 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     body.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     width = int(embedder.encode(["가"]).shape[1])
-    spec = PoolingSpec(cfg.pooling, cfg.normalize, width, cfg.max_length, [d for d in cfg.matryoshka_dims if d < width])
+    dims = [d for d in cfg.matryoshka_dims if d < width]
+    spec = PoolingSpec(cfg.pooling, cfg.normalize, width, cfg.max_seq_length, dims)
     write_pooling_files(out, spec, {"base": cfg.base, "lora": cfg.lora})
     plot_embed_curve(history, report_sts, out / "loss_curve.png", f"{'LoRA' if cfg.lora else 'full'} on {cfg.base}")
     report = {
@@ -219,5 +277,6 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
         "history": history,
     }
     (out / "training_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+    write_embed_card(out, cfg, report)
     log.info("embedding model written to %s", out)
     return report
