@@ -7,8 +7,9 @@ allowed``: the database serialises concurrent replicas.
 
 Credits: reserve-then-settle. Before generation a request's handler reserves an upper bound of what it can
 use, the exact prompt length plus ``n`` x ``max_tokens`` (``UPDATE ... SET remaining = remaining - r WHERE
-remaining >= r``); when it ends, the unused part goes back and the real usage is recorded. An organisation can therefore never be served more tokens than it
-has, however many requests run at once on however many replicas.
+remaining >= r``); when it ends, the unused part goes back and the real usage is recorded. An organisation
+can therefore never be served more tokens than it has, however many requests run at once on however many
+replicas.
 """
 
 from __future__ import annotations
