@@ -114,11 +114,11 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     conversations = read_conversations(cfg.data)  # fails fast, before torch or any model is loaded
     import torch
 
-    from training.batches import IndexedBatchSource, pad_collate
     from training.distributed import DistInfo
-    from training.loop import EvalSet, run_training
+    from training.loop import run_training
     from training.model import count_parameters, load_causal_lm, load_tokenizer
     from training.report import metrics_summary, plot_loss_curve, write_model_card
+    from training.run import chat_batches
 
     started = time.time()
     out = Path(cfg.out)
@@ -151,9 +151,8 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     log.info("LoRA r=%d on %s: %.2fM trainable of %.1fM", cfg.lora_r, targets, trainable / 1e6, total / 1e6)
 
     info = DistInfo()
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id or 0
-    pairs = [(x.input_ids, x.labels) for x in train_items]
-    source = IndexedBatchSource(pairs, lambda b: pad_collate(b, pad_id), cfg.batch_size, cfg.grad_accum, info, cfg.seed)
+    source, eval_set = chat_batches(tokenizer, train_items, held_items, cfg.batch_size, cfg.grad_accum, info,
+                                    cfg.seed)
     steps = cfg.max_steps or source.steps_for_epochs(cfg.epochs)
     loop = LoopConfig(
         max_steps=steps,
@@ -169,14 +168,6 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         resume=True,
     )
     optim = OptimConfig(lr=cfg.lr, warmup_steps=round(cfg.warmup_ratio * steps), weight_decay=0.0, min_lr_ratio=0.0)
-    held_pairs = [(x.input_ids, x.labels) for x in held_items]
-    eval_set = (
-        EvalSet(
-            [pad_collate(held_pairs[i : i + cfg.batch_size], pad_id) for i in range(0, len(held_pairs), cfg.batch_size)]
-        )
-        if held_pairs
-        else None
-    )
 
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out, "finetune_config")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nexus_k.core.errors import UserError
-from training.config import PretrainConfig, config_to_dict, save_config
+from training.config import PretrainConfig, config_to_dict
 
 if TYPE_CHECKING:
     from training.distributed import DistInfo
@@ -30,17 +30,9 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo) -> dict[str, Any]:
     import torch
 
     from training.data import build_pretrain_data
-    from training.distributed import barrier
-    from training.loop import run_training
-    from training.model import (
-        build_llama,
-        count_parameters,
-        decoder_layers,
-        load_causal_lm,
-        load_tokenizer,
-        save_trained_model,
-    )
-    from training.report import metrics_summary, plot_loss_curve, write_metrics, write_model_card
+    from training.model import build_llama, count_parameters, load_causal_lm, load_tokenizer
+    from training.report import plot_loss_curve, write_metrics, write_model_card
+    from training.run import train_and_save
 
     started = time.time()
     if cfg.train.threads:
@@ -56,17 +48,8 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo) -> dict[str, Any]:
     params = count_parameters(model)
     log.info("model: %.2fM parameters", params / 1e6)
     source, eval_set, data_stats = build_pretrain_data(tokenizer, cfg.data, cfg.train, info)
-    if info.is_main:
-        save_config(cfg, out)
-    barrier(info)
-    layers = decoder_layers(model) if info.strategy == "fsdp" else None
-    result, wrapped = run_training(
-        model, source, eval_set, cfg.train, cfg.optim, info, out / "checkpoints", "pretrain", layers
-    )
-    model_dir = save_trained_model(model, wrapped, tokenizer, out / "model", info)
-    summary = metrics_summary(result)
+    result, model_dir, summary = train_and_save(cfg, model, tokenizer, source, eval_set, info, "pretrain")
     if info.is_main and model_dir is not None:
-        save_config(cfg, model_dir, "nexus_k_train_config")
         extra = {
             "parameters": params,
             "world_size": info.world_size,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from nexus_k.core.chat_templates import resolve_chat_template
 from training.chat_data import ChatDataStats, encode_all, read_conversations, redact_conversations, split_heldout
-from training.config import SftConfig, save_config
+from training.config import SftConfig
 
 if TYPE_CHECKING:
     from training.distributed import DistInfo
@@ -47,11 +47,9 @@ def _sft(cfg: SftConfig, info: DistInfo) -> dict[str, Any]:
     """The run itself, inside the process group (or in a single process)."""
     import torch
 
-    from training.batches import IndexedBatchSource, pad_collate
-    from training.distributed import barrier
-    from training.loop import EvalSet, run_training
-    from training.model import count_parameters, decoder_layers, load_causal_lm, load_tokenizer, save_trained_model
-    from training.report import metrics_summary, plot_loss_curve, write_metrics, write_model_card
+    from training.model import count_parameters, load_causal_lm, load_tokenizer
+    from training.report import plot_loss_curve, write_metrics, write_model_card
+    from training.run import chat_batches, train_and_save
 
     started = time.time()
     if cfg.train.threads:
@@ -62,29 +60,10 @@ def _sft(cfg: SftConfig, info: DistInfo) -> dict[str, Any]:
     train_items, held_items, stats = _encoded_data(cfg, tokenizer)
     torch.manual_seed(cfg.train.seed)
     model = load_causal_lm(cfg.base)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id or 0
-
-    def collate(items: list) -> dict:
-        return pad_collate(items, pad_id)
-
-    pairs = [(x.input_ids, x.labels) for x in train_items]
-    micro = cfg.train.micro_batch_size
-    source = IndexedBatchSource(pairs, collate, micro, cfg.train.grad_accum_steps, info, cfg.train.seed)
-    held_pairs = [(x.input_ids, x.labels) for x in held_items]
-    eval_set = (
-        EvalSet([collate(held_pairs[i : i + micro]) for i in range(0, len(held_pairs), micro)]) if held_pairs else None
-    )
-    if info.is_main:
-        save_config(cfg, out)
-    barrier(info)
-    layers = decoder_layers(model) if info.strategy == "fsdp" else None
-    result, wrapped = run_training(
-        model, source, eval_set, cfg.train, cfg.optim, info, out / "checkpoints", "sft", layers
-    )
-    model_dir = save_trained_model(model, wrapped, tokenizer, out / "model", info)
-    summary = metrics_summary(result)
+    source, eval_set = chat_batches(tokenizer, train_items, held_items, cfg.train.micro_batch_size,
+                                    cfg.train.grad_accum_steps, info, cfg.train.seed)
+    result, model_dir, summary = train_and_save(cfg, model, tokenizer, source, eval_set, info, "sft")
     if info.is_main and model_dir is not None:
-        save_config(cfg, model_dir, "nexus_k_train_config")
         data_stats = {
             "training_conversations": len(train_items),
             "heldout_conversations": len(held_items),
