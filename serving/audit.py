@@ -30,6 +30,8 @@ class AuditEntry:
     model: str | None = None
     adapter: str | None = None
     end_user: str | None = None
+    client_ip: str | None = None
+    resources: list[str] | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
     error_type: str | None = None

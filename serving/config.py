@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, InitSettingsSource, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from nexus_k.core.errors import UserError
 from nexus_k.core.settings import get_settings
@@ -43,11 +43,34 @@ class ServerSettings(EngineSettings, BaseSettings):
     database_url: str = Field(default_factory=_default_database_url,
                               description="SQLAlchemy URL for keys, quotas and audit (SQLite or PostgreSQL).")
     audit_content: bool = Field(False, description="Store prompts/replies in the audit log (PII redacted).")
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        [], description="Reverse proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For / X-Forwarded-User "
+                        "/ X-Forwarded-Email headers are believed; from anyone else they are ignored.")
+    audit_secret: SecretStr | None = Field(
+        None, description="Secret key of the audit checkpoints (HMAC over the hash chain's head).",
+        json_schema_extra=NOT_ON_CLI)
+    audit_retention_days: int = Field(
+        730, ge=1, description="Audit rows younger than this many days cannot be purged (PIPC: 2 years).")
     web_ui: bool = Field(True, description="Serve the Korean chat page at `/`.")
     web_dir: Path = Field(Path(__file__).parent / "web", description="Folder of the chat page's static files.",
                           json_schema_extra=NOT_ON_CLI)
     public_paths: list[str] = Field(["/health"], description="Paths open to anyone, any method.",
                                     json_schema_extra=NOT_ON_CLI)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: Any) -> Any:
+        """``10.0.0.1,10.1.0.0/16`` (environment, command line) as a list; each entry must be an IP or a CIDR."""
+        import ipaddress
+
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        for item in value or []:
+            try:
+                ipaddress.ip_network(str(item), strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or a CIDR network") from None
+        return value
 
     @classmethod
     def settings_customise_sources(

@@ -101,7 +101,12 @@ class AuditRecord(Base):
     adapter: Mapped[str | None] = mapped_column(String(300), nullable=True)
     """The LoRA adapter that served the request (None: the base model)."""
     end_user: Mapped[str | None] = mapped_column(String(300), nullable=True)
-    """The person the request was for (OpenAI's ``user`` / ``safety_identifier``)."""
+    """The person the request was for: a trusted SSO proxy's ``X-Forwarded-User`` / ``X-Forwarded-Email``,
+    else OpenAI's ``user`` / ``safety_identifier``."""
+    client_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """The client's address (from ``X-Forwarded-For`` only when the peer is a trusted proxy)."""
+    resources: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    """Ids of stored objects the request touched (files, vector stores, responses, batches)."""
     status: Mapped[int] = mapped_column(Integer)
     """HTTP status; 499 when the client went away before the answer was complete."""
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)

@@ -22,6 +22,7 @@ from serving.audit import AuditEntry, AuditStore, redact_pair
 from serving.auth import KeyStore, Principal, bearer_token
 from serving.config import ServerSettings
 from serving.errors import APIError
+from serving.forwarded import MAX_USER_CHARS, Caller, TrustedProxies
 from serving.quota import QuotaStore
 from serving.recorder import RecordWriter, Settlement
 from serving.usage import UsageRecord
@@ -75,6 +76,7 @@ class SecurityMiddleware:
         self.audit = AuditStore(settings.database_url)
         self.records = RecordWriter(self.audit.engine)
         self.page_paths = page_paths
+        self.proxies = TrustedProxies(settings.trusted_proxies)
 
     def is_public(self, method: str, path: str) -> bool:
         """``/health`` and the chat page's static files need no key (the page asks the user for one)."""
@@ -108,6 +110,10 @@ class _Exchange:
         self.finished = False
         self.body: bytes | None = None
         self.client_gone = False
+        peer = scope.get("client")
+        self.caller: Caller = mw.proxies.caller(
+            peer[0] if peer else None, _header(scope, b"x-forwarded-for"), _header(scope, b"x-forwarded-user"),
+            _header(scope, b"x-forwarded-email"))
 
     async def run(self) -> None:
         refusal = await self.admit()
@@ -270,7 +276,9 @@ class _Exchange:
             key_prefix=principal.key_prefix if principal else None,
             model=usage.model,
             adapter=usage.adapter,
-            end_user=usage.end_user,
+            end_user=(self.caller.proxy_user or usage.end_user or "")[:MAX_USER_CHARS] or None,
+            client_ip=self.caller.ip,
+            resources=list(usage.resources) or None,
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             error_type=usage.error_type,

@@ -42,7 +42,8 @@ async def _prepare(state: ServerState, request: ChatCompletionRequest,
                    usage: UsageRecord) -> tuple[str | None, list[int], ToolPlan, list[SequenceJob]]:
     """Validate, render the prompt, plan the output and reserve the credits it can use."""
     lora = state.resolve_model(request.model)
-    usage.start("chat.completions", request.model, lora, request.user)
+    end_user = getattr(request, "safety_identifier", None) or request.user  # safety_identifier: OpenAI's new name
+    usage.start("chat.completions", request.model, lora, end_user)
     usage.set_prompt(lambda: transcript(request.messages))
     if request.n and request.n > state.settings.max_n:
         raise APIError(f"n={request.n} is larger than this server allows ({state.settings.max_n})", param="n")

@@ -38,7 +38,8 @@ async def _prepare(state: ServerState, request: CompletionRequest,
                    usage: UsageRecord) -> tuple[str | None, list[list[int]], list[SequenceJob]]:
     """Validate, tokenise the prompts and reserve the credits the request can use."""
     lora = state.resolve_model(request.model)
-    usage.start("completions", request.model, lora, request.user)
+    end_user = getattr(request, "safety_identifier", None) or request.user  # safety_identifier: OpenAI's new name
+    usage.start("completions", request.model, lora, end_user)
     n = request.n or 1
     prompts = _prompts(state, request)
     check_token_ids(request.stop_token_ids or [], len(state.tokenizer), "stop_token_ids")
