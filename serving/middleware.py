@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 from anyio import to_thread
@@ -35,6 +36,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+GENERATION_ENDPOINTS = frozenset({"chat.completions", "completions", "responses"})
+"""Usage-record endpoints whose answers are AI-generated content (AI Basic Act notice: ``X-AI-Generated``)."""
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 _OPEN = {ord("["), ord("{")}
@@ -246,11 +249,24 @@ class _Exchange:
             headers = list(message.get("headers", []))
             if not any(k.lower() == b"x-request-id" for k, _ in headers):
                 headers.append((b"x-request-id", self.request_id.encode()))
+            if self.usage.endpoint in GENERATION_ENDPOINTS and 200 <= self.status < 300:
+                headers += self.ai_generated_headers()
             message = {**message, "headers": headers}
         elif message["type"] == "http.response.body" and not message.get("more_body", False) and not self.finished:
             with anyio.CancelScope(shield=True):
                 await self.finish()
         await self.send(message)
+
+    def ai_generated_headers(self) -> list[tuple[bytes, bytes]]:
+        """``X-AI-Generated: true`` and ``X-AI-Model``: the notice that the content is AI-generated."""
+        model = self.usage.model
+        if model is None:
+            model = getattr(getattr(getattr(self.scope.get("app"), "state", None), "nexus", None),
+                            "served_model_name", None)
+        headers = [(b"x-ai-generated", b"true")]
+        if model:
+            headers.append((b"x-ai-model", quote(model, safe="/:._-@+").encode("ascii")))
+        return headers
 
     async def refuse(self, error: APIError) -> None:
         """Answer with ``error`` without calling the app (and audit the refusal)."""

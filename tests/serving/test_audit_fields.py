@@ -81,3 +81,19 @@ def test_trusted_proxies_parsing() -> None:
     caller = proxies.caller("fd00::5", "garbage, [2001:db8::1]:443", None, None)
     assert caller.ip == "2001:db8::1"
     assert TrustedProxies([]).caller("10.0.0.1", "1.1.1.1", "u", None).ip == "10.0.0.1"
+
+
+def test_generated_answers_carry_the_ai_notice(tiny_tokenizer, db_url) -> None:
+    client = TestClient(scripted_app(tiny_tokenizer, db_url))
+    body = {"model": "tiny-ko", "messages": MESSAGES, "max_tokens": 2}
+    for response in (client.post("/v1/chat/completions", json=body),
+                     client.post("/v1/chat/completions", json={**body, "stream": True}),
+                     client.post("/v1/completions", json={"model": "tiny-ko", "prompt": "안녕", "max_tokens": 2}),
+                     client.post("/v1/chat/completions", json={**body, "model": "tiny-lora"})):
+        assert response.status_code == 200
+        assert response.headers["x-ai-generated"] == "true"
+        assert response.headers["x-ai-model"] in ("tiny-ko", "tiny-lora")
+    assert client.post("/v1/chat/completions", json={**body, "model": "tiny-lora"}).headers["x-ai-model"] == "tiny-lora"
+    for response in (client.get("/v1/models"), client.post("/v1/chat/completions", json={**body, "n": 10_000}),
+                     client.get("/health")):
+        assert "x-ai-generated" not in response.headers

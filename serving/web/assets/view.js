@@ -102,6 +102,7 @@ function errorBox(error) {
 
 function footer(message) {
   const bar = element("div", "message-footer");
+  bar.append(element("span", "ai-label", t("aiGenerated")));  // AI Basic Act: each answer labelled as AI-made
   if (message.state === "stopped") bar.append(element("span", "note", t("stopped")));
   else if (message.finishReason === "length") bar.append(element("span", "note", t("truncated")));
   const meta = [];
