@@ -37,11 +37,16 @@ def _root(
 def _register() -> None:
     from evals.cli import app as eval_app
     from quantum_kernels.cli import app as quantum_app
-    from serving.cli import SERVE_CONTEXT, keys_app, model_app, serve
+    from serving.audit_cli import app as audit_app
+    from serving.cli import SERVE_CONTEXT, keys_app, model_demo, serve
     from tokenizer.cli import app as tokenizer_app
-    from training.cli import finetune, train_app
+    from training.cli import finetune, model_tiny, train_app
 
-    app.command("serve", context_settings=SERVE_CONTEXT, help="Serve a model over an OpenAI-compatible HTTP API (and the chat page).")(serve)
+    app.command("serve", context_settings=SERVE_CONTEXT,
+                help="Serve a model over an OpenAI-compatible HTTP API (and the chat page).")(serve)
+    model_app = typer.Typer(no_args_is_help=True)
+    model_app.command("tiny")(model_tiny)
+    model_app.command("demo")(model_demo)
     app.add_typer(model_app, name="model", help="Build, fetch and convert models.")
     app.add_typer(tokenizer_app, name="tokenizer", help="Train, measure, trim and extend Korean tokenizers.")
     app.add_typer(train_app, name="train", help="Pretrain or chat-tune models.")
@@ -49,6 +54,7 @@ def _register() -> None:
     app.add_typer(eval_app, name="eval", help="Offline Korean competence and bias evaluation.")
     app.add_typer(quantum_app, name="quantum", help="QUBO / QAOA optimisation (attention-head pruning).")
     app.add_typer(keys_app, name="keys", help="API keys, quotas and audit for the server.")
+    app.add_typer(audit_app, name="audit", help="Audit log: verify, checkpoint, purge, export, report.")
 
 
 _register()

@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from nexus_k.core.chat_templates import chat_to_ids, content_text
 from serving.engines.base import StructuredOutput
 from serving.protocol import ChatCompletionRequest, NamedToolChoice, ResponseFunctionCall, ResponseToolCall
 
@@ -18,16 +19,9 @@ class ChatTemplateError(ValueError):
     """The model has no usable chat template, or the messages do not fit it."""
 
 
-def _content_text(content: Any) -> str | None:
-    """A message's text: the string itself, or its text parts joined."""
-    if content is None or isinstance(content, str):
-        return content
-    return "".join(part.text for part in content)
-
-
 def transcript(messages: list[Any]) -> str:
     """Messages as readable ``role: text`` lines (for the audit log)."""
-    return "\n".join(f"{m.role}: {_content_text(m.content) or ''}" for m in messages)
+    return "\n".join(f"{m.role}: {content_text(m.content) or ''}" for m in messages)
 
 
 def messages_to_dicts(request: ChatCompletionRequest) -> list[dict[str, Any]]:
@@ -35,7 +29,7 @@ def messages_to_dicts(request: ChatCompletionRequest) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for message in request.messages:
         item: dict[str, Any] = {"role": "system" if message.role == "developer" else message.role,
-                                "content": _content_text(message.content)}
+                                "content": content_text(message.content)}
         if message.role == "assistant" and message.tool_calls:
             item["tool_calls"] = [
                 {"id": c.id, "type": "function",
@@ -57,12 +51,9 @@ def render_prompt(tokenizer: Any, messages: list[dict[str, Any]], tools: list[di
             "tokenizer_config.json has a `chat_template` (`nexus-k tokenizer train` writes one)"
         )
     try:
-        text = tokenizer.apply_chat_template(messages, tools=tools or None, tokenize=False,
-                                             add_generation_prompt=add_generation_prompt)
+        return chat_to_ids(tokenizer, messages, tools=tools, add_generation_prompt=add_generation_prompt)
     except Exception as err:  # jinja raises TemplateError subclasses and plain exceptions alike
         raise ChatTemplateError(f"the chat template rejected these messages: {err}") from err
-    # The template already holds BOS and other specials; don't add them twice.
-    return list(tokenizer(text, add_special_tokens=False).input_ids)
 
 
 @dataclass

@@ -16,7 +16,6 @@ from nexus_k.core.errors import UserError
 from serving.keys_cli import app as keys_app
 
 logger = logging.getLogger(__name__)
-model_app = typer.Typer(no_args_is_help=True)
 
 
 def _key_values(flag: str, items: list[str]) -> dict[str, str]:
@@ -171,24 +170,6 @@ serve.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
 SERVE_CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
-@model_app.command("tiny")
-def model_tiny(
-    out_dir: Path = typer.Argument(..., help="Folder to write the model into."),
-    preset: str = typer.Option("tiny", "--preset", help="tiny (~1M params), small (~5M) or 100m."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the random weights."),
-) -> None:
-    """Write a small random-weight Llama model with a Korean BPE tokenizer and a chat template."""
-    from dataclasses import replace
-
-    from training.tiny_model import PRESETS, build_tiny_model
-
-    if preset not in PRESETS:
-        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    path = build_tiny_model(out_dir, preset, replace(PRESETS[preset], seed=seed))
-    typer.echo(str(path))
-
-
-@model_app.command("demo")
 def model_demo() -> None:
     """Verify and convert the bundled Korean demo model (Gemma 3 270M) into the cache; print its folder."""
     from serving import demo_model
@@ -196,4 +177,4 @@ def model_demo() -> None:
     typer.echo(str(demo_model.prepare_demo_model(progress=True)))
 
 
-__all__ = ["SERVE_CONTEXT", "keys_app", "model_app", "serve"]
+__all__ = ["SERVE_CONTEXT", "keys_app", "model_demo", "serve"]

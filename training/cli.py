@@ -1,4 +1,4 @@
-"""``nexus-k train pretrain|sft`` and ``nexus-k finetune``. Heavy imports stay inside the commands."""
+"""``nexus-k train pretrain|sft|embed``, ``nexus-k finetune``, ``nexus-k model tiny``: heavy imports stay inside."""
 
 from __future__ import annotations
 
@@ -166,3 +166,20 @@ def embed(
         f"embedding model written to {out} ({summary['steps']} steps, loss {summary['first_loss']:.4f} -> "
         f"{summary['final_loss']:.4f}{sts})"
     )
+
+
+def model_tiny(
+    out_dir: Path = typer.Argument(..., help="Folder to write the model into."),
+    preset: str = typer.Option("tiny", "--preset", help="tiny (~1M params), small (~5M) or 100m."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random weights."),
+) -> None:
+    """Write a small random-weight Llama model with a Korean BPE tokenizer and a chat template."""
+    from dataclasses import replace
+
+    from nexus_k.core.errors import UserError
+    from training.tiny_model import PRESETS, build_tiny_model
+
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    path = build_tiny_model(out_dir, preset, replace(PRESETS[preset], seed=seed))
+    typer.echo(str(path))

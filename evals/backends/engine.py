@@ -28,6 +28,18 @@ from nexus_k.core.errors import UserError
 log = logging.getLogger(__name__)
 
 
+def _engine_fields(kind: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Engine settings from backend options: EngineSettings fields as they are, the rest as vLLM engine
+    arguments (vLLM checks their names)."""
+    from serving.engines.settings import EngineSettings
+
+    fields = {k: v for k, v in options.items() if k in EngineSettings.model_fields}
+    rest = {k: v for k, v in options.items() if k not in EngineSettings.model_fields}
+    if rest:
+        fields["engine_args"] = {**fields.get("engine_args", {}), **rest}
+    return fields
+
+
 class EngineBackend(LM):
     """Drive a ``serving.engines`` Engine from synchronous evaluation code."""
 
@@ -35,6 +47,7 @@ class EngineBackend(LM):
 
     def __init__(self, model: str, *, kind: str = "vllm", max_in_flight: int = 256, **engine_options: Any) -> None:
         from serving.engines import EngineError, load_engine
+        from serving.engines.settings import as_settings
 
         self.kind = kind
         self.name = kind if kind == "vllm" else f"engine-{kind}"
@@ -42,7 +55,8 @@ class EngineBackend(LM):
         self._loop = asyncio.new_event_loop()
         self._ids = itertools.count()
         try:
-            self.engine = self._loop.run_until_complete(load_engine(kind, model, **engine_options))
+            settings = as_settings(model, kind, _engine_fields(kind, engine_options))
+            self.engine = self._loop.run_until_complete(load_engine(settings))
         except EngineError as err:
             self._loop.close()
             raise UserError(str(err)) from None

@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
 from quantum_kernels.schema import EXAMPLE_PROBLEM, QAOARequest, QAOAResponse
-from quantum_kernels.service import ProblemTooLarge, run_qaoa_request
+from quantum_kernels.service import ProblemTooLarge, QuantumUnavailable, run_qaoa_request
 from serving.errors import APIError
 
 MAX_SERVER_VARIABLES = 20
@@ -74,3 +74,5 @@ async def qaoa(
             return await asyncio.to_thread(run_qaoa_request, body, MAX_SERVER_VARIABLES)
     except ProblemTooLarge as exc:
         raise APIError(str(exc), 400, param=exc.param) from exc
+    except QuantumUnavailable as exc:
+        raise APIError(str(exc), 501, "server_error", code="quantum_unavailable") from exc
