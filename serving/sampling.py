@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from serving.engines.base import SamplingSettings, StructuredOutput
+from serving.engines.base import SamplingSettings, StructuredOutput, context_length_message
 from serving.errors import APIError
 from serving.protocol import SamplingFields
 
 
 def context_error(prompt_tokens: int, max_tokens: int, max_model_len: int) -> APIError:
     """400 for a request that does not fit the context window (OpenAI's wording and code)."""
-    return APIError(
-        f"This model's maximum context length is {max_model_len} tokens. However, you requested "
-        f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages/prompt, {max_tokens} in the "
-        "completion). Please reduce the length of the messages/prompt or the completion.",
-        400, param="messages", code="context_length_exceeded",
-    )
+    return APIError(context_length_message(prompt_tokens, max_tokens, max_model_len), 400, param="messages",
+                    code="context_length_exceeded")
 
 
 def check_token_ids(ids: list[int], vocab_size: int, param: str) -> None:

@@ -17,6 +17,14 @@ class EngineError(Exception):
     """A request the engine cannot serve (bad adapter name, prompt too long...): a client error."""
 
 
+def context_length_message(prompt_tokens: int, completion_tokens: int, max_model_len: int) -> str:
+    """OpenAI's wording for a request that does not fit the context window."""
+    return (f"This model's maximum context length is {max_model_len} tokens. However, you requested "
+            f"{prompt_tokens + completion_tokens} tokens ({prompt_tokens} in the messages/prompt, "
+            f"{completion_tokens} in the completion). Please reduce the length of the messages/prompt or the "
+            "completion.")
+
+
 @dataclass(frozen=True)
 class StructuredOutput:
     """Constrain generation to a formal language (enforced by the engine's grammar backend)."""

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from serving.engines.base import EngineError, GenerationDelta, SamplingSettings
+from serving.engines.base import EngineError, GenerationDelta, SamplingSettings, context_length_message
 from serving.engines.hf_scheduler import BASE_ADAPTER, Request, Scheduler, SchedulerConfig, SchedulerStats
 from serving.engines.settings import EngineSettings, as_settings
 from serving.engines.tokenizer import eos_token_ids, load_tokenizer
@@ -149,10 +149,8 @@ class HFEngine:
         _check_params(params)
         needed = len(prompt_ids) + (1 if params.max_tokens > 0 else 0)
         if needed > self.max_model_len:
-            raise EngineError(
-                f"the prompt has {len(prompt_ids)} tokens, more than this model's maximum context of "
-                f"{self.max_model_len} tokens allows (prompt plus at least one generated token)"
-            )
+            # This engine stops a reply at the context's end ("length"); only the first token must fit.
+            raise EngineError(context_length_message(len(prompt_ids), 1, self.max_model_len))
         return adapter
 
     async def generate(self, prompt_ids: list[int], params: SamplingSettings, request_id: str,

@@ -8,7 +8,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from serving.engines.base import EngineError, GenerationDelta, SamplingSettings, TokenLogprob
+from serving.engines.base import (
+    EngineError,
+    GenerationDelta,
+    SamplingSettings,
+    TokenLogprob,
+    context_length_message,
+)
 from serving.engines.settings import EngineSettings, as_settings
 from serving.engines.tokenizer import eos_token_ids, load_tokenizer
 
@@ -226,11 +232,7 @@ class VLLMEngine:
         from vllm.lora.request import LoRARequest
 
         if len(prompt_ids) + params.max_tokens > self.max_model_len:
-            raise EngineError(
-                f"This model's maximum context length is {self.max_model_len} tokens. However, you requested "
-                f"{len(prompt_ids) + params.max_tokens} tokens ({len(prompt_ids)} in the prompt, "
-                f"{params.max_tokens} for the completion)."
-            )
+            raise EngineError(context_length_message(len(prompt_ids), params.max_tokens, self.max_model_len))
         lora = None
         if lora_name is not None:
             if lora_name not in self._loras:
