@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from sqlalchemy import Insert, insert, select
+from sqlalchemy import select
 
-from serving.db import AuditRecord, get_engine, get_sessionmaker, utcnow
+from serving.db import AuditRecord, get_engine, get_sessionmaker
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +55,6 @@ def redact_pair(prompt: str | None, reply: str | None) -> tuple[str | None, str 
             totals[kind] = totals.get(kind, 0) + n
         out.append(clean if len(clean) <= MAX_TEXT_CHARS else clean[:MAX_TEXT_CHARS] + "…")
     return out[0], out[1], totals
-
-
-def audit_insert(entry: AuditEntry) -> Insert:
-    """The statement that stores ``entry``, stamped with the current time."""
-    return insert(AuditRecord).values(created_at=utcnow(), **entry.__dict__)
 
 
 class AuditStore:

@@ -117,7 +117,27 @@ class AuditRecord(Base):
     """Only when the operator turned ``audit_content`` on, personal data redacted."""
     reply_text: Mapped[str | None] = mapped_column(Text, nullable=True)
     pii_counts: Mapped[dict | None] = mapped_column(JSON, nullable=True)
-    """What the redaction replaced, per kind (only with ``audit_content``)."""
+    """Personal data found, per kind: by the PII guard, and by the redaction of ``audit_content``."""
+    prev_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """The digest of the row before this one in the hash chain (``serving.audit_chain``)."""
+    digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """SHA-256 over this row's content and ``prev_digest``: altering, inserting or deleting a row breaks it."""
+
+
+class AuditChainHead(Base):
+    """The hash chain's two ends (one row, ``id`` 1): the last row chained, and the anchor the first row
+    chains from (the digest of the last purged row; zeros at the start). Written in the recorder's commit."""
+
+    __tablename__ = "audit_chain"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_digest: Mapped[str] = mapped_column(String(64))
+    anchor_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Rows with ids up to this one are outside the chain (purged, or written before chaining began)."""
+    anchor_digest: Mapped[str] = mapped_column(String(64))
+    anchor_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    """When the anchor last moved (a purge)."""
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]

@@ -4,6 +4,8 @@ Under load many requests end at once; committing each on its own thread made the
 (SQLite has one writer) and for the connection pool, and the wait showed up as first-token latency of the
 requests arriving behind them. One writer thread takes whatever has queued up and commits it in a single
 transaction; each request still waits until its own records are durable before its last byte goes out.
+The audit rows are hash-chained in that same transaction (``serving.audit_chain``): no extra round trip
+per request, one lock per batch.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
-from serving.audit import AuditEntry, audit_insert
+from serving.audit import AuditEntry
+from serving.audit_chain import append_rows
 from serving.quota import settle_update
 
 log = logging.getLogger(__name__)
@@ -96,7 +99,8 @@ class RecordWriter:
                 if job.settlement is not None:
                     s = job.settlement
                     conn.execute(settle_update(s.org_id, s.reserved, s.used))
-                conn.execute(audit_insert(job.entry))
+            # Last, so that the chain's lock (held to the commit) covers only the audit rows.
+            append_rows(conn, [dict(job.entry.__dict__) for job in batch])
 
 
 def _resolve(future: asyncio.Future, error: BaseException | None) -> None:
