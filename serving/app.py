@@ -127,9 +127,10 @@ def build_app(settings: ServerSettings, engine: Engine | None = None) -> FastAPI
         _attach(app, settings, engine)
     _install_error_handlers(app)
 
-    from serving.routes import openai, ops, quantum
+    from serving.routes import openai, ops, quantum, responses
 
     app.include_router(openai.router)
+    app.include_router(responses.router)
     app.include_router(ops.router)
     app.include_router(quantum.router)
     app.include_router(openai.unknown_paths)  # after every real route, before the chat page's files

@@ -140,6 +140,22 @@ class AuditChainHead(Base):
     """When the anchor last moved (a purge)."""
 
 
+class StoredResponse(Base):
+    """A response of ``POST /v1/responses`` kept for ``GET``, ``previous_response_id`` and ``input_items``."""
+
+    __tablename__ = "responses"
+    __table_args__ = (Index("ix_responses_org_created", "org_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    org_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """The organisation whose key created it (None when the server runs without keys)."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    response: Mapped[dict] = mapped_column(JSON)
+    """The response object as the API returns it."""
+    input_items: Mapped[list] = mapped_column(JSON)
+    """The whole conversation it answered (earlier turns of a ``previous_response_id`` chain included)."""
+
+
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
     # WAL lets readers run beside the single writer; a committed transaction survives kill -9 (it is in
     # the OS page cache); NORMAL only risks the last transactions on a power cut.

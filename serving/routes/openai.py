@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, Request
@@ -51,14 +51,19 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
             raise APIError("client closed the request", 499, code="client_closed_request")
 
 
-def event_stream(events: AsyncIterator[str], usage: UsageRecord) -> StreamingResponse:
+def _is_done(event: str) -> bool:
+    return event == DONE
+
+
+def event_stream(events: AsyncIterator[str], usage: UsageRecord,
+                 is_final: Callable[[str], bool] = _is_done) -> StreamingResponse:
     """SSE response; an error after the stream started becomes an error event, then ``[DONE]``. The usage
-    record is committed before ``[DONE]`` goes out."""
+    record is committed before the final event (``is_final``; chat and completions: ``[DONE]``) goes out."""
 
     async def guarded() -> AsyncIterator[str]:
         try:
             async for event in events:
-                if event == DONE:
+                if is_final(event):
                     await usage.commit()
                 yield event
         except APIError as err:

@@ -1,0 +1,236 @@
+"""``POST /v1/responses`` (whole answers) and the stored-response routes' logic.
+
+A request becomes a chat conversation (``responses_input``), runs like a chat completion (same template, tool
+plan and parser, credits reserved before the engine runs), and its answer becomes output items. With
+``store`` (the default) the response and the conversation it answered go to the database, owned by the caller's
+organisation; ``previous_response_id`` continues such a conversation.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from serving.chat import (
+    ChatTemplateError,
+    ToolPlan,
+    messages_to_dicts,
+    parse_tool_output,
+    plan_output,
+    render_prompt,
+    transcript,
+)
+from serving.errors import APIError
+from serving.generation import SequenceJob, run_jobs
+from serving.handlers.responses_input import (
+    check_call_ids,
+    items_to_messages,
+    new_input_items,
+    to_chat_request,
+)
+from serving.protocol import ResponseToolCall
+from serving.protocol.responses import (
+    CreateResponseRequest,
+    FunctionToolCall,
+    IncompleteDetails,
+    InputItemList,
+    OutputItem,
+    OutputMessage,
+    OutputText,
+    Response,
+    ResponseError,
+    ResponseUsage,
+    response_id,
+)
+from serving.responses_store import Stored, response_store
+from serving.sampling import resolve_max_tokens, to_sampling_settings
+from serving.state import ServerState
+from serving.usage import UsageRecord
+
+
+def not_found(rid: str) -> APIError:
+    """404 for a response id that does not exist or belongs to another organisation."""
+    return APIError(f"Response with id '{rid}' not found.", 404, param="response_id")
+
+
+@dataclass
+class Prepared:
+    """A validated request, ready to generate: its prompt, plan and the response it will become."""
+
+    request: CreateResponseRequest
+    lora: str | None
+    plan: ToolPlan
+    job: SequenceJob
+    items: list[dict[str, Any]]
+    """The whole conversation (a previous response's input and output first), as stored."""
+    response: Response
+    """The response in progress (no output yet)."""
+    owner: int | None
+
+
+async def _conversation(state: ServerState, request: CreateResponseRequest, owner: int | None) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    if request.previous_response_id is not None:
+        previous = await response_store(state.settings.database_url).get(request.previous_response_id, owner)
+        if previous is None:
+            raise APIError(f"Previous response with id '{request.previous_response_id}' not found.",
+                           param="previous_response_id", code="previous_response_not_found")
+        items = [*previous.input_items, *previous.response.get("output", [])]
+    items += new_input_items(request)
+    check_call_ids(items)
+    return items
+
+
+def _render(state: ServerState, request: CreateResponseRequest, messages: list[dict[str, Any]],
+            tools: list[dict[str, Any]] | None) -> tuple[list[int], int]:
+    """Prompt ids and completion budget; with ``truncation: auto`` the oldest turns go until it fits."""
+    limit = state.engine.max_model_len
+    while True:
+        try:
+            prompt_ids = render_prompt(state.tokenizer, messages, tools)
+        except ChatTemplateError as err:
+            raise APIError(str(err), param="input") from err
+        try:
+            return prompt_ids, resolve_max_tokens(request.max_output_tokens, len(prompt_ids), limit)
+        except APIError as err:
+            first = 1 if messages and messages[0]["role"] == "system" else 0
+            users = [i for i, m in enumerate(messages) if m["role"] == "user" and i > first]
+            if request.truncation != "auto" or not users:
+                err.param = "input"
+                raise
+            messages = messages[:first] + messages[users[0]:]  # drop the oldest turn
+
+
+async def prepare(state: ServerState, request: CreateResponseRequest, usage: UsageRecord,
+                  owner: int | None) -> Prepared:
+    """Validate, build the conversation and prompt, plan the output and reserve the credits it can use."""
+    lora = state.resolve_model(request.model)
+    usage.start("responses", request.model, lora, request.safety_identifier or request.user)
+    items = await _conversation(state, request, owner)
+    chat = to_chat_request(request, items_to_messages(items, request.instructions))
+    usage.set_prompt(lambda: transcript(chat.messages))
+    tools = [t.model_dump(exclude_none=True) for t in chat.tools] if chat.tools else None
+    prompt_ids, max_tokens = _render(state, request, messages_to_dicts(chat), None if chat.tool_choice == "none"
+                                     else tools)
+    plan = plan_output(chat)
+    job = SequenceJob(0, prompt_ids, to_sampling_settings(chat, max_tokens, logprobs=None, structured=plan.structured))
+    await usage.reserve(len(prompt_ids) + max_tokens)
+    usage.prompt_tokens = len(prompt_ids)
+    response = skeleton(request)
+    usage.resources.append(response.id)
+    return Prepared(request, lora, plan, job, items, response, owner)
+
+
+def skeleton(request: CreateResponseRequest) -> Response:
+    """The response object in progress, echoing the request's settings as OpenAI does."""
+    text: dict[str, Any] = {"format": {"type": "text"}, "verbosity": "medium"}
+    if request.text is not None:
+        if request.text.format is not None:
+            text["format"] = request.text.format.model_dump(by_alias=True, exclude_none=True)
+        text["verbosity"] = request.text.verbosity or "medium"
+    choice = request.tool_choice or "auto"
+    return Response(
+        id=response_id("resp"), status="in_progress", instructions=request.instructions,
+        max_output_tokens=request.max_output_tokens, max_tool_calls=request.max_tool_calls,
+        metadata=request.metadata or {}, model=request.model,
+        parallel_tool_calls=request.parallel_tool_calls is not False,
+        previous_response_id=request.previous_response_id, prompt_cache_key=request.prompt_cache_key,
+        reasoning=request.reasoning or {}, safety_identifier=request.safety_identifier,
+        store=request.store is not False,
+        temperature=1.0 if request.temperature is None else request.temperature, text=text,
+        tool_choice=choice if isinstance(choice, str) else choice.model_dump(),
+        tools=[t.model_dump(exclude_none=True) for t in request.tools or []], top_logprobs=request.top_logprobs or 0,
+        top_p=1.0 if request.top_p is None else request.top_p, truncation=request.truncation or "disabled",
+        user=request.user,
+    )
+
+
+def function_items(prepared: Prepared, calls: list[ResponseToolCall]) -> list[FunctionToolCall]:
+    """Parsed tool calls as ``function_call`` output items (at most ``max_tool_calls``)."""
+    limit = prepared.request.max_tool_calls
+    return [FunctionToolCall(id=response_id("fc"), call_id=c.id, name=c.function.name,
+                             arguments=c.function.arguments, status="completed")
+            for c in (calls[:limit] if limit else calls)]
+
+
+def message_item(message_id: str, text: str, incomplete: bool) -> OutputMessage:
+    """An assistant message output item holding ``text``."""
+    return OutputMessage(id=message_id, status="incomplete" if incomplete else "completed",
+                         content=[OutputText(text=text)])
+
+
+def finish(prepared: Prepared, output: list[OutputItem], finish_reason: str | None, output_tokens: int,
+           error: APIError | None = None) -> Response:
+    """The final response: status, output, usage and, when cut short or failed, why."""
+    response = prepared.response.model_copy(deep=True)
+    response.output = output
+    response.completed_at = int(time.time())
+    if error is not None:
+        response.status = "failed"
+        response.error = ResponseError(code=error.code or "server_error", message=error.message)
+    elif finish_reason == "length" and not any(isinstance(item, FunctionToolCall) for item in output):
+        response.status = "incomplete"
+        response.incomplete_details = IncompleteDetails(reason="max_output_tokens")
+    else:
+        response.status = "completed"
+    input_tokens = len(prepared.job.prompt_ids)
+    response.usage = ResponseUsage(input_tokens=input_tokens, output_tokens=output_tokens,
+                                   total_tokens=input_tokens + output_tokens)
+    return response
+
+
+async def save(state: ServerState, prepared: Prepared, response: Response) -> None:
+    """Store the response and its conversation when the request asked for it (the default)."""
+    if response.store:
+        await response_store(state.settings.database_url).save(prepared.owner, response.model_dump(mode="json"),
+                                                              prepared.items)
+
+
+async def create_response(state: ServerState, request: CreateResponseRequest, usage: UsageRecord,
+                          owner: int | None) -> Response:
+    """Run the request to the end and return (and store) the whole response."""
+    prepared = await prepare(state, request, usage, owner)
+    [result] = await run_jobs(state.engine, [prepared.job], prepared.response.id, prepared.lora, state.metrics,
+                              usage)
+    content, calls = parse_tool_output(prepared.plan, result.text)
+    incomplete = result.finish_reason == "length"
+    output: list[OutputItem] = []
+    if content:
+        output.append(message_item(response_id("msg"), content, incomplete and not calls))
+    output += function_items(prepared, calls)
+    response = finish(prepared, output, result.finish_reason, len(result.token_ids))
+    await save(state, prepared, response)
+    return response
+
+
+# ----------------------------------------------------------------------------------- Stored responses
+
+
+async def stored(state: ServerState, rid: str, owner: int | None, usage: UsageRecord) -> Stored:
+    """The stored response ``rid`` of ``owner``, or 404."""
+    usage.start("responses", None, None)
+    usage.resources.append(rid)
+    found = await response_store(state.settings.database_url).get(rid, owner)
+    if found is None:
+        raise not_found(rid)
+    return found
+
+
+async def delete_response(state: ServerState, rid: str, owner: int | None, usage: UsageRecord) -> None:
+    """Delete ``rid`` of ``owner``, or 404."""
+    usage.start("responses", None, None)
+    usage.resources.append(rid)
+    if not await response_store(state.settings.database_url).delete(rid, owner):
+        raise not_found(rid)
+
+
+def input_item_page(found: Stored, limit: int, order: str, after: str | None) -> InputItemList:
+    """A page of the conversation a response answered (``order`` ``desc``: newest first, OpenAI's default)."""
+    items = list(found.input_items if order == "asc" else reversed(found.input_items))
+    if after is not None:
+        ids = [item.get("id") for item in items]
+        items = items[ids.index(after) + 1:] if after in ids else []
+    page = items[:limit]
+    return InputItemList(data=page, first_id=page[0]["id"] if page else None,
+                         last_id=page[-1]["id"] if page else None, has_more=len(items) > limit)

@@ -1,0 +1,260 @@
+"""The Responses API in-process: the real routes, handlers and database on a scripted engine, driven by the
+official ``openai`` client (``responses.create``/``stream``/``parse``/``retrieve``/``delete``/``input_items``)."""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import BaseModel
+
+from serving.audit import AuditStore
+from serving.auth import KeyStore
+from tests.serving.inprocess import make_inprocess, scripted_app
+from tests.serving.scripted_engine import ScriptedEngine
+
+REPLY = "네, 알겠습니다. 도와드리겠습니다."
+WEATHER = {"type": "function", "name": "get_weather", "description": "날씨",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+CALL = '<tool_call>{"name": "get_weather", "arguments": {"city": "서울"}}</tool_call>'
+
+
+def _weather_script(prompt: str, settings, lora) -> str:
+    """Call the tool until its result is in the prompt, then answer."""
+    return "서울은 맑아요." if "<|im_start|>tool" in prompt else "확인해 볼게요. " + CALL
+
+
+def _prompt(server, index: int = -1) -> str:
+    return server.engine.tokenizer.decode(server.engine.calls[index].prompt_ids)
+
+
+def test_string_input_with_instructions(inprocess, tiny_tokenizer) -> None:
+    client = inprocess.openai()
+    response = client.responses.create(model="tiny-ko", input="안녕하세요", instructions="존댓말로",
+                                       metadata={"부서": "민원"}, safety_identifier="담당자-1")
+    assert response.status == "completed" and response.output_text == REPLY
+    assert response.id.startswith("resp_") and response.metadata == {"부서": "민원"}
+    expected = tiny_tokenizer.apply_chat_template(
+        [{"role": "system", "content": "존댓말로"}, {"role": "user", "content": "안녕하세요"}],
+        tokenize=False, add_generation_prompt=True)
+    assert _prompt(inprocess) == expected
+    usage = response.usage
+    assert usage.input_tokens == len(inprocess.engine.calls[0].prompt_ids)
+    assert usage.output_tokens == len(tiny_tokenizer(REPLY, add_special_tokens=False).input_ids)
+    assert usage.total_tokens == usage.input_tokens + usage.output_tokens
+    assert usage.output_tokens_details.reasoning_tokens == 0
+    [row] = AuditStore(inprocess.database_url).recent(1)
+    assert (row.path, row.end_user, row.completion_tokens) == ("/v1/responses", "담당자-1", usage.output_tokens)
+
+
+def test_item_input_replays_messages_and_sampling_reaches_the_engine(inprocess, tiny_tokenizer) -> None:
+    items = [
+        {"role": "developer", "content": "짧게"},
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "하나"}]},
+        {"type": "message", "role": "assistant", "id": "msg_1", "status": "completed",
+         "content": [{"type": "output_text", "text": "둘", "annotations": [], "logprobs": []}]},
+        {"role": "user", "content": "셋"},
+    ]
+    inprocess.openai().responses.create(model="tiny-ko", input=items, temperature=0.3, top_p=0.9,
+                                        max_output_tokens=7, reasoning={"effort": "low"}, truncation="auto",
+                                        include=["message.output_text.logprobs"], store=False)
+    expected = tiny_tokenizer.apply_chat_template(
+        [{"role": "system", "content": "짧게"}, {"role": "user", "content": "하나"},
+         {"role": "assistant", "content": "둘"}, {"role": "user", "content": "셋"}],
+        tokenize=False, add_generation_prompt=True)
+    assert _prompt(inprocess) == expected
+    settings = inprocess.engine.calls[0].settings
+    assert (settings.temperature, settings.top_p, settings.max_tokens) == (0.3, 0.9, 7)
+
+
+def test_stream_events_are_typed_numbered_and_match_the_stored_response(inprocess) -> None:
+    client = inprocess.openai()
+    events = list(client.responses.create(model="tiny-ko", input="안녕하세요", stream=True))
+    types = [e.type for e in events]
+    assert types[:5] == ["response.created", "response.in_progress", "response.output_item.added",
+                         "response.content_part.added", "response.output_text.delta"]
+    assert types[-4:] == ["response.output_text.done", "response.content_part.done", "response.output_item.done",
+                          "response.completed"]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == REPLY
+    final = events[-1].response
+    assert final.output_text == REPLY and final.usage.output_tokens > 0
+    assert client.responses.retrieve(final.id).model_dump() == final.model_dump()
+
+
+def test_responses_stream_helper_and_raw_sse_lines(inprocess) -> None:
+    with inprocess.openai().responses.stream(model="tiny-ko", input="안녕하세요") as stream:
+        deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+    assert "".join(deltas) == REPLY == final.output_text
+    body = inprocess.http.post("/v1/responses", json={"model": "tiny-ko", "input": "안녕", "stream": True}).text
+    first = body.split("\n\n")[0].split("\n")
+    assert first[0] == "event: response.created" and json.loads(first[1][len("data: "):])["sequence_number"] == 0
+    assert "[DONE]" not in body
+
+
+class Weather(BaseModel):
+    city: str
+    temperature: int
+
+
+def test_parse_with_a_pydantic_model_is_enforced_by_the_grammar(tiny_tokenizer, tmp_path) -> None:
+    def script(prompt, settings, lora) -> str:
+        return '{"city": "부산", "temperature": 21}' if settings.structured else "아무 말"
+
+    server = make_inprocess(tiny_tokenizer, tmp_path, ScriptedEngine(tiny_tokenizer, script=script))
+    parsed = server.openai().responses.parse(model="tiny-ko", input="부산 날씨", text_format=Weather)
+    assert parsed.output_parsed == Weather(city="부산", temperature=21)
+    schema = server.engine.calls[0].settings.structured.json_schema
+    assert set(schema["properties"]) == {"city", "temperature"}
+    server.openai().responses.create(model="tiny-ko", input="json", text={"format": {"type": "json_object"}})
+    assert server.engine.calls[1].settings.structured.json_object
+
+
+def test_function_call_round_trip_with_previous_response_id(tiny_tokenizer, tmp_path) -> None:
+    server = make_inprocess(tiny_tokenizer, tmp_path, ScriptedEngine(tiny_tokenizer, script=_weather_script))
+    client = server.openai()
+    first = client.responses.create(model="tiny-ko", input="서울 날씨 알려줘", tools=[WEATHER])
+    message, call = first.output
+    assert message.content[0].text == "확인해 볼게요." and call.type == "function_call"
+    assert (call.name, json.loads(call.arguments), call.status) == ("get_weather", {"city": "서울"}, "completed")
+    assert "get_weather" in _prompt(server, 0)  # the tools went into the template
+    second = client.responses.create(model="tiny-ko", previous_response_id=first.id, tools=[WEATHER],
+                                     input=[{"type": "function_call_output", "call_id": call.call_id,
+                                             "output": "맑음, 21도"}])
+    assert second.output_text == "서울은 맑아요." and second.previous_response_id == first.id
+    prompt = _prompt(server)
+    assert "서울 날씨 알려줘" in prompt and '"city": "서울"' in prompt and "맑음, 21도" in prompt
+    items = client.responses.input_items.list(second.id, order="asc").data
+    assert [i.type for i in items] == ["message", "message", "function_call", "function_call_output"]
+    assert items[2].call_id == call.call_id
+
+
+def test_streamed_function_call_events(tiny_tokenizer, tmp_path) -> None:
+    server = make_inprocess(tiny_tokenizer, tmp_path, ScriptedEngine(tiny_tokenizer, script=_weather_script))
+    events = list(server.openai().responses.create(model="tiny-ko", input="서울?", tools=[WEATHER], stream=True))
+    texts = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert "<tool_call>" not in texts and texts.startswith("확인해 볼게요")
+    done = [e for e in events if e.type == "response.function_call_arguments.done"]
+    assert len(done) == 1 and json.loads(done[0].arguments) == {"city": "서울"}
+    added = [e.item.type for e in events if e.type == "response.output_item.added"]
+    assert added == ["message", "function_call"]
+    assert events[-1].type == "response.completed" and events[-1].response.output[1].name == "get_weather"
+
+
+def test_named_and_required_tool_choice_constrain_the_engine(tiny_tokenizer, tmp_path) -> None:
+    def script(prompt, settings, lora) -> str:
+        if settings.structured is None:
+            return "도구 없이 답합니다."
+        if settings.structured.json_schema.get("type") == "object":
+            return '{"city": "부산"}'
+        return '[{"name": "get_weather", "arguments": {"city": "대구"}}]'
+
+    server = make_inprocess(tiny_tokenizer, tmp_path, ScriptedEngine(tiny_tokenizer, script=script))
+    client = server.openai()
+    named = list(client.responses.create(model="tiny-ko", input="부산", tools=[WEATHER], stream=True,
+                                         tool_choice={"type": "function", "name": "get_weather"}))
+    assert server.engine.calls[0].settings.structured.json_schema == WEATHER["parameters"]
+    deltas = "".join(e.delta for e in named if e.type == "response.function_call_arguments.delta")
+    assert deltas == '{"city": "부산"}' == named[-1].response.output[0].arguments
+    required = client.responses.create(model="tiny-ko", input="대구", tools=[WEATHER], tool_choice="required",
+                                       parallel_tool_calls=False)
+    assert server.engine.calls[1].settings.structured.json_schema["maxItems"] == 1
+    assert json.loads(required.output[0].arguments) == {"city": "대구"}
+    none = client.responses.create(model="tiny-ko", input="대구", tools=[WEATHER], tool_choice="none")
+    assert "get_weather" not in _prompt(server) and none.tool_choice == "none"
+
+
+def test_max_output_tokens_makes_the_response_incomplete(inprocess) -> None:
+    client = inprocess.openai()
+    cut = client.responses.create(model="tiny-ko", input="안녕", max_output_tokens=3)
+    assert cut.status == "incomplete" and cut.incomplete_details.reason == "max_output_tokens"
+    assert cut.output[0].status == "incomplete" and cut.usage.output_tokens == 3
+    events = list(client.responses.create(model="tiny-ko", input="안녕", max_output_tokens=3, stream=True))
+    assert events[-1].type == "response.incomplete" and events[-1].response.status == "incomplete"
+
+
+def test_retrieve_delete_cancel_and_input_items(inprocess) -> None:
+    client = inprocess.openai()
+    created = client.responses.create(model="tiny-ko", input=[{"role": "user", "content": "하나"},
+                                                               {"role": "user", "content": "둘"}])
+    assert client.responses.retrieve(created.id).output_text == REPLY
+    newest_first = client.responses.input_items.list(created.id)
+    assert [i.content[0].text for i in newest_first.data] == ["둘", "하나"]
+    page = client.responses.input_items.list(created.id, order="asc", limit=1)
+    assert page.data[0].content[0].text == "하나" and page.has_more
+    with pytest.raises(openai.BadRequestError):
+        client.responses.cancel(created.id)
+    client.responses.delete(created.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(created.id)
+    unstored = client.responses.create(model="tiny-ko", input="하나", store=False)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(unstored.id)
+
+
+def test_another_organisation_gets_404_everywhere(inprocess) -> None:
+    keys = KeyStore(inprocess.database_url)
+    a, b = inprocess.openai(keys.create("org-a")), inprocess.openai(keys.create("org-b"))
+    created = a.responses.create(model="tiny-ko", input="비밀")
+    for attempt in (lambda: b.responses.retrieve(created.id), lambda: b.responses.delete(created.id),
+                    lambda: b.responses.cancel(created.id), lambda: b.responses.input_items.list(created.id)):
+        with pytest.raises(openai.NotFoundError):
+            attempt()
+    with pytest.raises(openai.BadRequestError) as info:
+        b.responses.create(model="tiny-ko", input="다음", previous_response_id=created.id)
+    assert info.value.body["code"] == "previous_response_not_found"
+    assert a.responses.retrieve(created.id).id == created.id
+    assert AuditStore(inprocess.database_url).recent(1)[0].org_name == "org-a"
+
+
+def test_stored_responses_survive_a_restart(inprocess, tiny_tokenizer) -> None:
+    created = inprocess.openai().responses.create(model="tiny-ko", input="기억해")
+    with TestClient(scripted_app(tiny_tokenizer, inprocess.database_url)) as http:
+        again = openai.OpenAI(base_url="http://testserver/v1", api_key="x", http_client=http, max_retries=0)
+        assert again.responses.retrieve(created.id).output_text == REPLY
+
+
+def test_credits_are_reserved_and_settled(inprocess) -> None:
+    key = KeyStore(inprocess.database_url).create("metered", token_quota=10_000)
+    response = inprocess.openai(key).responses.create(model="tiny-ko", input="안녕", max_output_tokens=5)
+    events = list(inprocess.openai(key).responses.create(model="tiny-ko", input="안녕", max_output_tokens=4,
+                                                         stream=True))
+    info = KeyStore(inprocess.database_url).list()[0]
+    assert info.tokens_used == response.usage.total_tokens + events[-1].response.usage.total_tokens
+    assert info.tokens_remaining == 10_000 - info.tokens_used
+
+
+def test_truncation_auto_drops_the_oldest_turns(tiny_tokenizer, tmp_path) -> None:
+    server = make_inprocess(tiny_tokenizer, tmp_path, ScriptedEngine(tiny_tokenizer, max_model_len=200))
+    long = [{"role": "user", "content": "오래된 이야기 " * 30}, {"role": "assistant", "content": "네"},
+            {"role": "user", "content": "새 질문"}]
+    with pytest.raises(openai.BadRequestError) as info:
+        server.openai().responses.create(model="tiny-ko", input=long, max_output_tokens=20)
+    assert (info.value.body["code"], info.value.body["param"]) == ("context_length_exceeded", "input")
+    response = server.openai().responses.create(model="tiny-ko", input=long, max_output_tokens=20,
+                                                truncation="auto")
+    assert response.output_text and "오래된" not in _prompt(server) and "새 질문" in _prompt(server)
+
+
+@pytest.mark.parametrize(("body", "param", "message"), [
+    ({"input": "x", "bogus": 1}, "bogus", "Unrecognized request argument"),
+    ({"input": [{"type": "function_call", "name": "f", "arguments": "{}"}]}, "input", "call_id"),
+    ({"input": [{"type": "computer_call_output", "call_id": "c"}]}, "input", "not supported"),
+    ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}, "input", "text only"),
+    ({"input": [{"type": "function_call_output", "call_id": "call_x", "output": "1"}]}, "input",
+     "No tool call found"),
+    ({"input": "x", "previous_response_id": "resp_없음"}, "previous_response_id", "not found"),
+    ({"input": "x", "tool_choice": "required"}, None, "requires `tools`"),
+    ({"input": "x", "background": True}, None, "background"),
+    ({"input": "x", "max_output_tokens": 100_000}, "input", "maximum context length"),
+])
+def test_bad_requests_get_openai_errors(inprocess, body, param, message) -> None:
+    reply = inprocess.http.post("/v1/responses", json={"model": "tiny-ko", **body})
+    assert reply.status_code == 400, reply.text
+    error = reply.json()["error"]
+    assert error["type"] == "invalid_request_error" and message in error["message"]
+    assert param is None or (error["param"] or "").startswith(param)
+    assert inprocess.engine.calls == []
