@@ -129,6 +129,7 @@ def prune_heads_command(
     max_sequences: Annotated[int, typer.Option(help="Calibration sequences at most.")] = 32,
     redundancy_weight: Annotated[float, typer.Option(help="Weight of the redundancy penalty.")] = 0.5,
     random_trials: Annotated[int, typer.Option(help="Random masks for the random baseline.")] = 5,
+    importance: Annotated[str, typer.Option(help="gradient | ablation (one forward pass per head)")] = "gradient",
     recover_steps: Annotated[int, typer.Option(help="Fine-tuning steps on the calibration text after pruning.")] = 0,
     recover_lr: Annotated[float, typer.Option(help="Peak learning rate of the recovery fine-tune.")] = 5e-5,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
@@ -149,7 +150,7 @@ def prune_heads_command(
                              layers=_parse_layers(layers), calibration_file=str(calibration) if calibration else None,
                              seq_len=seq_len, max_sequences=max_sequences, redundancy_weight=redundancy_weight,
                              qaoa_reps=reps, qaoa_formulation=formulation, random_trials=random_trials,
-                             recover_steps=recover_steps, recover_lr=recover_lr, seed=seed)
+                             importance=importance, recover_steps=recover_steps, recover_lr=recover_lr, seed=seed)
         report = prune_heads(config, out)
     except (ValueError, OSError) as err:
         raise UserError(str(err).splitlines()[0]) from None

@@ -48,6 +48,9 @@ class PruneConfig:
     """Calibration sequences at most (held-out: the same cap)."""
     redundancy_weight: float = 0.5
     """Weight ``w`` of the pairwise redundancy penalty."""
+    importance: str = "gradient"
+    """``gradient`` (|dL/d gate| at gates = 1, one backward pass per sequence) or ``ablation`` (loss increase
+    with each head off alone: one forward pass per head and sequence)."""
     qaoa_reps: int = 3
     """QAOA depth p."""
     qaoa_formulation: str = "fixed_weight"
@@ -70,6 +73,8 @@ class PruneConfig:
             raise ValueError("--keep-per-layer must be >= 1")
         if not 0 < self.heldout_fraction < 1:
             raise ValueError("heldout_fraction must be in (0, 1)")
+        if self.importance not in ("gradient", "ablation"):
+            raise ValueError(f"importance must be gradient or ablation, got {self.importance!r}")
         if self.recover_steps < 0:
             raise ValueError("--recover-steps must be >= 0")
         if not 1 <= self.qaoa_max_qubits <= QAOA_MAX_QUBITS:
@@ -145,7 +150,13 @@ def prune_heads(config: PruneConfig, out_dir: str | Path) -> PruneReport:
     (recovered if asked) and ``head_pruning.json``."""
     import torch
 
-    from quantum_kernels.head_scores import attention_layers, perplexity, score_heads, tokenize_chunks
+    from quantum_kernels.head_scores import (
+        ablation_importance,
+        attention_layers,
+        perplexity,
+        score_heads,
+        tokenize_chunks,
+    )
     from quantum_kernels.recovery import RecoveryConfig, recover
     from quantum_kernels.structural import (
         attention_shape,
@@ -176,6 +187,8 @@ def prune_heads(config: PruneConfig, out_dir: str | Path) -> PruneReport:
 
     t = time.perf_counter()
     importance_all, redundancy_all = score_heads(model, layers, calib)
+    if config.importance == "ablation":
+        importance_all = ablation_importance(model, layers, calib)
     importance = importance_all.reshape(-1)[flat]
     redundancy = redundancy_all[np.ix_(flat, flat)]
     seconds["score"] = time.perf_counter() - t

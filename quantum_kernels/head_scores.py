@@ -7,6 +7,9 @@ a chosen mask is written into the saved model.
 
 * Importance (Michel, Levy & Neubig, 2019, "Are Sixteen Heads Really Better than One?"):
   ``I_h = E_x |dL(x) / d xi_h|`` at ``xi = 1``, one calibration sequence per x.
+* Ablation importance: ``I_h = E_x [L(x; head h off) - L(x)]``, one forward pass per head and sequence.
+  The gradient is a first-order estimate at ``xi = 1``; heads whose removal is catastrophic can have a
+  small gradient there (Gemma 3 270M has such heads), so removing half of the heads needs the real effect.
 * Redundancy: the Pearson correlation of two heads' contributions to the residual stream
   (``W_o[:, h] z_h`` over all calibration tokens and hidden dimensions), in absolute value.
 """
@@ -144,6 +147,25 @@ def score_heads(model, layers: list[AttentionLayer], sequences: list[torch.Tenso
             progress.advance(task)
         redundancy = gates.correlation()
     return (importance / len(sequences)).numpy(), redundancy
+
+
+@torch.no_grad()
+def ablation_importance(model, layers: list[AttentionLayer], sequences: list[torch.Tensor]) -> np.ndarray:
+    """Mean loss increase (layers, heads) when each head alone is switched off."""
+    model.eval()
+    heads = layers[0].num_heads
+    delta = np.zeros((len(layers), heads))
+    with HeadGates(layers) as gates, Progress(transient=True) as progress:
+        task = progress.add_task("ablating heads", total=len(sequences) * len(layers) * heads)
+        for ids in sequences:
+            base = float(model(input_ids=ids, labels=ids, use_cache=False).loss)
+            for layer in range(len(layers)):
+                for h in range(heads):
+                    gates.gates[layer, h] = 0.0
+                    delta[layer, h] += float(model(input_ids=ids, labels=ids, use_cache=False).loss) - base
+                    gates.gates[layer, h] = 1.0
+                    progress.advance(task)
+    return delta / len(sequences)
 
 
 @torch.no_grad()

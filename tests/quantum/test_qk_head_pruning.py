@@ -15,7 +15,14 @@ from typer.testing import CliRunner
 from nexus_k.cli import app
 from nexus_k.core.errors import UserError
 from nexus_k.core.korean_text import bundled_korean_text
-from quantum_kernels.head_scores import HeadGates, attention_layers, perplexity, score_heads, tokenize_chunks
+from quantum_kernels.head_scores import (
+    HeadGates,
+    ablation_importance,
+    attention_layers,
+    perplexity,
+    score_heads,
+    tokenize_chunks,
+)
 
 runner = CliRunner()
 
@@ -64,6 +71,19 @@ def test_importance_is_the_absolute_gate_gradient(tiny):
     np.testing.assert_allclose(redundancy, redundancy.T, atol=1e-9)
     np.testing.assert_allclose(np.diag(redundancy), 1.0, atol=1e-6)
     assert redundancy.min() >= 0 and redundancy.max() <= 1
+
+
+def test_ablation_importance_is_the_loss_increase_of_each_head_alone(tiny):
+    model, layers, sequences = tiny
+    ids = sequences[0]
+    delta = ablation_importance(model, layers, [ids])
+    with torch.no_grad():
+        base = float(model(input_ids=ids, labels=ids).loss)
+        with HeadGates(layers) as gates:
+            gates.gates[1, 0] = 0.0
+            off = float(model(input_ids=ids, labels=ids).loss)
+    assert delta.shape == (2, 2) and delta[1, 0] == pytest.approx(off - base, abs=1e-5)
+    assert np.abs(delta).max() > 1e-4
 
 
 def _prune(model_dir, out, *args):
@@ -119,7 +139,8 @@ def test_recovery_fine_tunes_the_smaller_model(tiny_model_dir, tmp_path):
 
 def test_pruning_a_subset_of_layers_zeroes_heads_in_a_same_shape_model(tiny_model_dir, tmp_path):
     out = tmp_path / "subset"
-    result = _prune(tiny_model_dir, out, "--keep-per-layer", "1", "--solver", "sa", "--layers", "1")
+    result = _prune(tiny_model_dir, out, "--keep-per-layer", "1", "--solver", "sa", "--layers", "1",
+                    "--importance", "ablation")
     assert result.exit_code == 0, result.output
     report = json.loads((out / "head_pruning.json").read_text())
     assert report["sizes"]["structural"] == 0 and np.array(report["mask"])[0].sum() == 2
