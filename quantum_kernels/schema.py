@@ -26,6 +26,15 @@ EXAMPLE_PROBLEM = {
 }
 
 
+class CardinalityGroup(BaseModel):
+    """Exactly ``keep`` of ``variables`` are 1 (for example: keep 2 of a layer's 4 heads)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    variables: list[int] = Field(min_length=1, description="Variable indices of the group.")
+    keep: int = Field(ge=0, description="How many of them must be 1.")
+
+
 class QUBOProblem(BaseModel):
     """Minimise ``offset + sum_i linear[i] x_i + sum_(i,j,w) w x_i x_j`` over x in {0,1}^n."""
 
@@ -40,6 +49,10 @@ class QUBOProblem(BaseModel):
     hamming_weight: int | None = Field(
         None, ge=0, description="If set, exactly this many variables must be 1 (for example: keep K heads).")
     names: list[str] | None = Field(None, description="Optional variable names, one per variable.")
+    groups: list[CardinalityGroup] | None = Field(
+        None, description="One cardinality constraint per group instead of hamming_weight; the groups "
+                          "partition the variables. QAOA starts in the product of the groups' Dicke states "
+                          "and mixes inside each group.")
 
     @model_validator(mode="after")
     def _check(self) -> QUBOProblem:
@@ -57,6 +70,15 @@ class QUBOProblem(BaseModel):
             raise ValueError(f"hamming_weight {self.hamming_weight} exceeds num_variables {n}")
         if self.names is not None and len(self.names) != n:
             raise ValueError(f"names has {len(self.names)} entries for {n} variables")
+        if self.groups is not None:
+            if self.hamming_weight is not None:
+                raise ValueError("give either hamming_weight or groups, not both")
+            covered = sorted(v for g in self.groups for v in g.variables)
+            if covered != list(range(n)):
+                raise ValueError(f"groups must partition the variables 0..{n - 1} (each in exactly one group)")
+            for pos, g in enumerate(self.groups):
+                if g.keep > len(g.variables):
+                    raise ValueError(f"groups[{pos}] keeps {g.keep} of {len(g.variables)} variables")
         return self
 
 

@@ -147,3 +147,21 @@ def test_grouped_exact_refuses_a_product_too_large(monkeypatch):
     monkeypatch.setattr(exact_module, "MAX_GROUPED_STATES", 10)
     with pytest.raises(ValueError, match="feasible states"):
         solve_exact(_random(GROUPINGS["layers"], 5))
+
+
+def test_a_grouped_request_runs_through_the_service_and_bad_groups_are_rejected():
+    from pydantic import ValidationError
+
+    from quantum_kernels.schema import QAOARequest
+    from quantum_kernels.service import run_qaoa_request
+
+    q = _random(GROUPINGS["layers"], 6)
+    request = QAOARequest.model_validate({"problem": q.to_dict(), "reps": 1, "maxiter": 20, "shots": 300,
+                                          "baseline": "exact"})
+    response = run_qaoa_request(request)
+    assert response.p_feasible == pytest.approx(1.0) and all(s.feasible for s in response.samples)
+    assert response.baseline.energy == pytest.approx(_brute(q)[0])
+    bad = q.to_dict()
+    bad["groups"][0]["variables"] = [0, 1]
+    with pytest.raises(ValidationError, match="partition"):
+        QAOARequest.model_validate({"problem": bad})
