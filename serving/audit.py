@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import select
 
@@ -38,6 +39,8 @@ class AuditEntry:
     prompt_text: str | None = None
     reply_text: str | None = None
     pii_counts: dict[str, int] | None = field(default=None)
+    created_at: datetime | None = None
+    """Stamped when the row is committed (set only to write history, e.g. in tests and imports)."""
 
 
 def redact_pair(prompt: str | None, reply: str | None) -> tuple[str | None, str | None, dict[str, int]]:

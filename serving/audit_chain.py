@@ -30,6 +30,8 @@ CONTENT_COLUMNS: tuple[str, ...] = tuple(
     c.name for c in AuditRecord.__table__.columns if c.name not in ("id", "digest", "prev_digest")
 )
 """What a row's digest covers: every column but its id and the chain's own two."""
+_SCALAR_DEFAULTS = {c.name: c.default.arg for c in AuditRecord.__table__.columns
+                    if c.default is not None and c.default.is_scalar}
 
 
 def _plain(value: Any) -> Any:
@@ -84,6 +86,9 @@ def append_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
     now = utcnow()
     for values in rows:
         values["created_at"] = values.get("created_at") or now
+        for name, default in _SCALAR_DEFAULTS.items():  # what the database would fill in, so the digest covers it
+            if values.get(name) is None:
+                values[name] = default
         digest = row_digest(prev, values)
         result = conn.execute(insert(AuditRecord).values(**values, prev_digest=prev, digest=digest))
         prev, last_id = digest, result.inserted_primary_key[0]

@@ -88,3 +88,43 @@ def checkpoint(
         with out.open("a", encoding="utf-8") as f:
             f.write(line + "\n")
     typer.echo(line)
+
+
+def _day(value: str, flag: str):  # type: ignore[no-untyped-def]
+    from datetime import date
+
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise UserError(f"{flag} takes a date as YYYY-MM-DD, got {value!r}") from None
+
+
+@app.command("purge")
+def purge(
+    before: str = typer.Option(..., "--before", help="Delete rows written before this UTC day (YYYY-MM-DD)."),
+    database_url: str | None = DatabaseOption,
+) -> None:
+    """Delete old audit rows; refused inside the retention period (NEXUS_K_AUDIT_RETENTION_DAYS, default 730)."""
+    from serving.audit_admin import purge as purge_rows
+
+    settings = _settings(database_url)
+    result = purge_rows(_engine(database_url), _day(before, "--before"), settings.audit_retention_days)
+    typer.echo(f"deleted {result.deleted} audit rows written before {before}; the chain now starts after row "
+               f"{result.anchor_id}")
+
+
+@app.command("export")
+def export(
+    start: str = typer.Option(..., "--from", help="First UTC day (YYYY-MM-DD), included."),
+    end: str = typer.Option(..., "--to", help="Last UTC day (YYYY-MM-DD), included."),
+    fmt: str = typer.Option("jsonl", "--format", help="csv or jsonl."),
+    org: str | None = typer.Option(None, "--org", help="Only this organisation's rows."),
+    user: str | None = typer.Option(None, "--user", help="Only this end user's rows."),
+    out: Path = typer.Option(..., "--out", help="File to write."),
+    database_url: str | None = DatabaseOption,
+) -> None:
+    """Write the audit rows of a period (every column, digests included) as CSV or JSON lines."""
+    from serving.audit_admin import export as export_rows
+
+    count = export_rows(_engine(database_url), _day(start, "--from"), _day(end, "--to"), fmt, out, org, user)
+    typer.echo(f"wrote {count} audit rows to {out}")
