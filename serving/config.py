@@ -51,6 +51,8 @@ class ServerSettings(EngineSettings, BaseSettings):
         json_schema_extra=NOT_ON_CLI)
     audit_retention_days: int = Field(
         730, ge=1, description="Audit rows younger than this many days cannot be purged (PIPC: 2 years).")
+    responses_retention_days: float = Field(
+        30, gt=0, description="Stored responses (`/v1/responses` with `store`) are deleted after this many days.")
     web_ui: bool = Field(True, description="Serve the Korean chat page at `/`.")
     web_dir: Path = Field(Path(__file__).parent / "web", description="Folder of the chat page's static files.",
                           json_schema_extra=NOT_ON_CLI)

@@ -7,6 +7,7 @@ keys and audit (SQLite or PostgreSQL), so they survive a restart and are shared 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
@@ -31,19 +32,31 @@ def _owned(query: Any, org_id: int | None) -> Any:
     return query.where(column.is_(None) if org_id is None else column == org_id)
 
 
-class ResponseStore:
-    """Save, fetch and delete stored responses (blocking calls run in a worker thread)."""
+PURGE_EVERY_S = 3600.0
+"""How often a process deletes expired responses (on its next save)."""
 
-    def __init__(self, database_url: str) -> None:
+
+class ResponseStore:
+    """Save, fetch and delete stored responses (blocking calls run in a worker thread). Responses older than
+    ``retention_days`` are gone: invisible at once, deleted by the next save after ``PURGE_EVERY_S``."""
+
+    def __init__(self, database_url: str, retention_days: float = 30) -> None:
         self.sessions = get_sessionmaker(database_url)
+        self.retention_days = retention_days
+        self._last_purge = float("-inf")
 
     def _save(self, org_id: int | None, response: dict[str, Any], input_items: list[dict[str, Any]]) -> None:
         with self.sessions.begin() as s:
             s.merge(StoredResponse(id=response["id"], org_id=org_id, response=response, input_items=input_items))
+        if time.monotonic() - self._last_purge > PURGE_EVERY_S:
+            self._last_purge = time.monotonic()
+            self.purge(self.retention_days)
 
     def _get(self, response_id: str, org_id: int | None) -> Stored | None:
+        cutoff = utcnow() - timedelta(days=self.retention_days)
+        query = select(StoredResponse).where(StoredResponse.id == response_id, StoredResponse.created_at >= cutoff)
         with self.sessions() as s:
-            row = s.scalar(_owned(select(StoredResponse).where(StoredResponse.id == response_id), org_id))
+            row = s.scalar(_owned(query, org_id))
         return None if row is None else Stored(row.response, row.input_items)
 
     def _delete(self, response_id: str, org_id: int | None) -> bool:
@@ -72,6 +85,6 @@ class ResponseStore:
 
 
 @lru_cache(maxsize=8)
-def response_store(database_url: str) -> ResponseStore:
+def response_store(database_url: str, retention_days: float = 30) -> ResponseStore:
     """The process's store for ``database_url``."""
-    return ResponseStore(database_url)
+    return ResponseStore(database_url, retention_days)

@@ -21,8 +21,10 @@ from serving.chat import (
     render_prompt,
     transcript,
 )
+from serving.engines.base import TokenLogprob
 from serving.errors import APIError
 from serving.generation import SequenceJob, run_jobs
+from serving.handlers.logprobs import chat_logprobs
 from serving.handlers.responses_input import (
     check_call_ids,
     items_to_messages,
@@ -34,7 +36,6 @@ from serving.protocol.responses import (
     CreateResponseRequest,
     FunctionToolCall,
     IncompleteDetails,
-    InputItemList,
     OutputItem,
     OutputMessage,
     OutputText,
@@ -43,15 +44,17 @@ from serving.protocol.responses import (
     ResponseUsage,
     response_id,
 )
-from serving.responses_store import Stored, response_store
+from serving.responses_store import ResponseStore, response_store
 from serving.sampling import resolve_max_tokens, to_sampling_settings
 from serving.state import ServerState
 from serving.usage import UsageRecord
 
+LOGPROBS = "message.output_text.logprobs"
+"""The ``include`` value that asks for output token logprobs."""
 
-def not_found(rid: str) -> APIError:
-    """404 for a response id that does not exist or belongs to another organisation."""
-    return APIError(f"Response with id '{rid}' not found.", 404, param="response_id")
+
+def store_of(state: ServerState) -> ResponseStore:
+    return response_store(state.settings.database_url, state.settings.responses_retention_days)
 
 
 @dataclass
@@ -67,12 +70,14 @@ class Prepared:
     response: Response
     """The response in progress (no output yet)."""
     owner: int | None
+    logprobs: int | None
+    """How many top alternatives each output token's logprob lists (None: no logprobs asked for)."""
 
 
 async def _conversation(state: ServerState, request: CreateResponseRequest, owner: int | None) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     if request.previous_response_id is not None:
-        previous = await response_store(state.settings.database_url).get(request.previous_response_id, owner)
+        previous = await store_of(state).get(request.previous_response_id, owner)
         if previous is None:
             raise APIError(f"Previous response with id '{request.previous_response_id}' not found.",
                            param="previous_response_id", code="previous_response_not_found")
@@ -114,12 +119,14 @@ async def prepare(state: ServerState, request: CreateResponseRequest, usage: Usa
     prompt_ids, max_tokens = _render(state, request, messages_to_dicts(chat), None if chat.tool_choice == "none"
                                      else tools)
     plan = plan_output(chat)
-    job = SequenceJob(0, prompt_ids, to_sampling_settings(chat, max_tokens, logprobs=None, structured=plan.structured))
+    logprobs = (request.top_logprobs or 0) if LOGPROBS in (request.include or []) else None
+    job = SequenceJob(0, prompt_ids, to_sampling_settings(chat, max_tokens, logprobs=logprobs,
+                                                          structured=plan.structured))
     await usage.reserve(len(prompt_ids) + max_tokens)
     usage.prompt_tokens = len(prompt_ids)
     response = skeleton(request)
     usage.resources.append(response.id)
-    return Prepared(request, lora, plan, job, items, response, owner)
+    return Prepared(request, lora, plan, job, items, response, owner, logprobs)
 
 
 def skeleton(request: CreateResponseRequest) -> Response:
@@ -154,10 +161,17 @@ def function_items(prepared: Prepared, calls: list[ResponseToolCall]) -> list[Fu
             for c in (calls[:limit] if limit else calls)]
 
 
-def message_item(message_id: str, text: str, incomplete: bool) -> OutputMessage:
+def output_logprobs(state: ServerState, prepared: Prepared, entries: list[TokenLogprob] | None) -> list[dict]:
+    """Engine logprobs in the shape of ``output_text.logprobs`` (empty unless the request included them)."""
+    if prepared.logprobs is None or not entries:
+        return []
+    return [entry.model_dump() for entry in chat_logprobs(state, entries, prepared.logprobs)]
+
+
+def message_item(message_id: str, text: str, incomplete: bool, logprobs: list[dict] | None = None) -> OutputMessage:
     """An assistant message output item holding ``text``."""
     return OutputMessage(id=message_id, status="incomplete" if incomplete else "completed",
-                         content=[OutputText(text=text)])
+                         content=[OutputText(text=text, logprobs=logprobs or [])])
 
 
 def finish(prepared: Prepared, output: list[OutputItem], finish_reason: str | None, output_tokens: int,
@@ -183,8 +197,7 @@ def finish(prepared: Prepared, output: list[OutputItem], finish_reason: str | No
 async def save(state: ServerState, prepared: Prepared, response: Response) -> None:
     """Store the response and its conversation when the request asked for it (the default)."""
     if response.store:
-        await response_store(state.settings.database_url).save(prepared.owner, response.model_dump(mode="json"),
-                                                              prepared.items)
+        await store_of(state).save(prepared.owner, response.model_dump(mode="json"), prepared.items)
 
 
 async def create_response(state: ServerState, request: CreateResponseRequest, usage: UsageRecord,
@@ -197,40 +210,9 @@ async def create_response(state: ServerState, request: CreateResponseRequest, us
     incomplete = result.finish_reason == "length"
     output: list[OutputItem] = []
     if content:
-        output.append(message_item(response_id("msg"), content, incomplete and not calls))
+        output.append(message_item(response_id("msg"), content, incomplete and not calls,
+                                   output_logprobs(state, prepared, result.logprobs)))
     output += function_items(prepared, calls)
     response = finish(prepared, output, result.finish_reason, len(result.token_ids))
     await save(state, prepared, response)
     return response
-
-
-# ----------------------------------------------------------------------------------- Stored responses
-
-
-async def stored(state: ServerState, rid: str, owner: int | None, usage: UsageRecord) -> Stored:
-    """The stored response ``rid`` of ``owner``, or 404."""
-    usage.start("responses", None, None)
-    usage.resources.append(rid)
-    found = await response_store(state.settings.database_url).get(rid, owner)
-    if found is None:
-        raise not_found(rid)
-    return found
-
-
-async def delete_response(state: ServerState, rid: str, owner: int | None, usage: UsageRecord) -> None:
-    """Delete ``rid`` of ``owner``, or 404."""
-    usage.start("responses", None, None)
-    usage.resources.append(rid)
-    if not await response_store(state.settings.database_url).delete(rid, owner):
-        raise not_found(rid)
-
-
-def input_item_page(found: Stored, limit: int, order: str, after: str | None) -> InputItemList:
-    """A page of the conversation a response answered (``order`` ``desc``: newest first, OpenAI's default)."""
-    items = list(found.input_items if order == "asc" else reversed(found.input_items))
-    if after is not None:
-        ids = [item.get("id") for item in items]
-        items = items[ids.index(after) + 1:] if after in ids else []
-    page = items[:limit]
-    return InputItemList(data=page, first_id=page[0]["id"] if page else None,
-                         last_id=page[-1]["id"] if page else None, has_more=len(items) > limit)

@@ -18,7 +18,15 @@ from pydantic import BaseModel
 from serving.chat import held_back_suffix, new_tool_call_id, parse_tool_output
 from serving.errors import APIError
 from serving.generation import stream_jobs
-from serving.handlers.responses import Prepared, finish, function_items, message_item, prepare, save
+from serving.handlers.responses import (
+    Prepared,
+    finish,
+    function_items,
+    message_item,
+    output_logprobs,
+    prepare,
+    save,
+)
 from serving.protocol.responses import (
     CreateResponseRequest,
     FunctionToolCall,
@@ -64,10 +72,14 @@ class _MessageStream:
         self.text = ""
         self.pending = ""
         self.opened = False
+        self.logprobs: list[dict] = []
+        self.pending_logprobs: list[dict] = []
 
-    def add(self, piece: str) -> list[str]:
-        """Events for ``piece`` of visible text."""
+    def add(self, piece: str, logprobs: list[dict] | None = None) -> list[str]:
+        """Events for ``piece`` of visible text (``logprobs``: of the tokens generated since the last call;
+        they go out with the next text shown)."""
         self.pending += piece
+        self.pending_logprobs += logprobs or []
         if not self.pending or (not self.opened and not self.pending.strip()):
             return []
         out = []
@@ -79,18 +91,20 @@ class _MessageStream:
             out.append(self.event("response.content_part.added", item_id=self.id, output_index=self.index,
                                   content_index=0, part=OutputText(text="")))
         out.append(self.event("response.output_text.delta", item_id=self.id, output_index=self.index,
-                              content_index=0, delta=self.pending, logprobs=[]))
+                              content_index=0, delta=self.pending, logprobs=self.pending_logprobs))
         self.text += self.pending
-        self.pending = ""
+        self.logprobs += self.pending_logprobs
+        self.pending, self.pending_logprobs = "", []
         return out
 
     def close(self, incomplete: bool) -> tuple[list[str], OutputItem | None]:
         """The closing events and the finished item (None when no text came)."""
         if not self.opened:
             return [], None
-        item = message_item(self.id, self.text, incomplete)
+        self.logprobs += self.pending_logprobs
+        item = message_item(self.id, self.text, incomplete, self.logprobs)
         where = {"item_id": self.id, "output_index": self.index, "content_index": 0}
-        return [self.event("response.output_text.done", **where, text=self.text, logprobs=[]),
+        return [self.event("response.output_text.done", **where, text=self.text, logprobs=self.logprobs),
                 self.event("response.content_part.done", **where, part=item.content[0]),
                 self.event("response.output_item.done", output_index=self.index, item=item)], item
 
@@ -160,7 +174,7 @@ async def _generate(state: ServerState, prepared: Prepared, usage: UsageRecord,
                 yield event("response.function_call_arguments.delta", item_id=named_call.id, output_index=0,
                             delta=delta.text)
             continue
-        for line in message.add(gate.visible(delta.text)):
+        for line in message.add(gate.visible(delta.text), output_logprobs(state, prepared, delta.logprobs)):
             yield line
     incomplete = reason == "length"
     if named_call is not None:

@@ -10,7 +10,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request
 
 from serving.errors import APIError
-from serving.handlers.responses import create_response, delete_response, input_item_page, stored
+from serving.handlers.responses import create_response
+from serving.handlers.responses_stored import delete_response, input_item_page, stored
 from serving.handlers.responses_stream import is_final_event, stream_response
 from serving.protocol.responses import CreateResponseRequest, DeletedResponse, InputItemList, Response
 from serving.routes.openai import StateDep, UsageDep, event_stream, until_disconnected

@@ -258,3 +258,50 @@ def test_bad_requests_get_openai_errors(inprocess, body, param, message) -> None
     assert error["type"] == "invalid_request_error" and message in error["message"]
     assert param is None or (error["param"] or "").startswith(param)
     assert inprocess.engine.calls == []
+
+
+def test_responses_past_retention_are_gone(inprocess) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from serving.db import StoredResponse, get_sessionmaker, utcnow
+    from serving.responses_store import ResponseStore
+
+    client = inprocess.openai()
+    old, fresh = (client.responses.create(model="tiny-ko", input=text) for text in ("옛날", "오늘"))
+    with get_sessionmaker(inprocess.database_url).begin() as s:
+        s.execute(update(StoredResponse).where(StoredResponse.id == old.id)
+                  .values(created_at=utcnow() - timedelta(days=31)))
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(old.id)  # the default retention is 30 days
+    assert ResponseStore(inprocess.database_url).purge(30) == 1
+    assert client.responses.retrieve(fresh.id).id == fresh.id
+
+
+def test_an_engine_failure_mid_stream_is_response_failed(tiny_tokenizer, tmp_path) -> None:
+    def script(prompt, settings, lora) -> str:
+        raise RuntimeError("engine broke")
+
+    server = make_inprocess(tiny_tokenizer, tmp_path, ScriptedEngine(tiny_tokenizer, script=script))
+    events = list(server.openai().responses.create(model="tiny-ko", input="안녕", stream=True))
+    assert [e.type for e in events] == ["response.created", "response.in_progress", "response.failed"]
+    failed = events[-1].response
+    assert failed.status == "failed" and failed.error.code == "server_error"
+    [row] = AuditStore(server.database_url).recent(1)
+    assert row.error_type == "server_error"
+    assert server.openai().responses.retrieve(failed.id).status == "failed"
+
+
+def test_output_logprobs_when_included(inprocess) -> None:
+    client = inprocess.openai()
+    response = client.responses.create(model="tiny-ko", input="안녕", top_logprobs=1,
+                                       include=["message.output_text.logprobs"])
+    logprobs = response.output[0].content[0].logprobs
+    assert len(logprobs) == response.usage.output_tokens and logprobs[0].logprob == -0.5
+    assert inprocess.engine.calls[0].settings.logprobs == 1
+    events = list(client.responses.create(model="tiny-ko", input="안녕", top_logprobs=1, stream=True,
+                                          include=["message.output_text.logprobs"]))
+    streamed = [lp for e in events if e.type == "response.output_text.delta" for lp in e.logprobs]
+    assert len(streamed) == events[-1].response.usage.output_tokens
+    assert client.responses.create(model="tiny-ko", input="안녕").output[0].content[0].logprobs == []
