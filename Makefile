@@ -9,7 +9,7 @@ SERVE_ARGS ?=
 PYTEST_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install serve test lint bench system-deps demo-adapter clean
+.PHONY: install serve test lint bench system-deps demo-adapter embed-adapter clean
 
 install: $(STAMP)
 
@@ -53,6 +53,16 @@ demo-adapter: install
 	  --data data/demo-chat/train.jsonl --out serving/adapters/ko_chat --lora-r 8 --epochs 1 --max-length 128 \
 	  --batch-size 8 --grad-accum 1 --lr 4e-4 --heldout-fraction 0 --threads 2
 	cp data/demo-chat/recipe.json serving/adapters/ko_chat/data_recipe.json
+
+# Reproduce the bundled Korean embedding adapter (docs/embeddings.md; needs ../shared/data).
+embed-adapter: install
+	$(BIN)/python -m training.embed_recipe --out data/embed-ko
+	$(BIN)/nexus-k model demo
+	$(BIN)/nexus-k train embed --base $${NEXUS_K_CACHE_DIR:-$$HOME/.cache/nexus-k}/models/gemma-3-270m \
+	  --data data/embed-ko/pairs.jsonl --out serving/adapters/ko_embed --pooling mean --matryoshka-dims 64,128,256 \
+	  --lora-r 8 --batch-size 32 --max-length 128 --epochs 1 --lr 3e-4 --hard-negatives 1 --mine bm25 \
+	  --eval-sts ../shared/data/kornli_korsts/KorSTS/sts-dev.tsv --eval-sts-max 500 --threads 2 --time-budget 1800
+	cp data/embed-ko/recipe.json serving/adapters/ko_embed/data_recipe.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

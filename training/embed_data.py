@@ -187,12 +187,15 @@ def read_sts(path: str | Path, limit: int | None = None) -> StsPairs:
     return StsPairs(first, second, scores)
 
 
-def sts_spearman(sts: StsPairs, encode: Callable[[list[str]], np.ndarray]) -> float:
-    """Spearman correlation between cosine similarity of the embedded pairs and the gold scores."""
+def cosine_spearman(first: np.ndarray, second: np.ndarray, gold: list[float]) -> float:
+    """Spearman correlation between the row-wise cosine of two vector arrays and the gold scores."""
     from scipy.stats import spearmanr
 
-    a, b = encode(sts.first), encode(sts.second)
-    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-    cosine = (a * b).sum(axis=1)
-    return float(spearmanr(cosine, sts.scores).statistic)
+    a = first / np.maximum(np.linalg.norm(first, axis=1, keepdims=True), 1e-12)
+    b = second / np.maximum(np.linalg.norm(second, axis=1, keepdims=True), 1e-12)
+    return float(spearmanr((a * b).sum(axis=1), gold).statistic)
+
+
+def sts_spearman(sts: StsPairs, encode: Callable[[list[str]], np.ndarray]) -> float:
+    """Spearman correlation between cosine similarity of the embedded pairs and the gold scores."""
+    return cosine_spearman(encode(sts.first), encode(sts.second), sts.scores)
