@@ -153,11 +153,12 @@ def skeleton(request: CreateResponseRequest) -> Response:
     )
 
 
-def function_items(prepared: Prepared, calls: list[ResponseToolCall]) -> list[FunctionToolCall]:
-    """Parsed tool calls as ``function_call`` output items (at most ``max_tool_calls``)."""
+def function_items(prepared: Prepared, calls: list[ResponseToolCall], cut: bool = False) -> list[FunctionToolCall]:
+    """Parsed tool calls as ``function_call`` output items (at most ``max_tool_calls``); ``cut``: the token
+    limit ended the arguments (a named call is whatever was generated)."""
     limit = prepared.request.max_tool_calls
     return [FunctionToolCall(id=response_id("fc"), call_id=c.id, name=c.function.name,
-                             arguments=c.function.arguments, status="completed")
+                             arguments=c.function.arguments, status="incomplete" if cut else "completed")
             for c in (calls[:limit] if limit else calls)]
 
 
@@ -183,7 +184,8 @@ def finish(prepared: Prepared, output: list[OutputItem], finish_reason: str | No
     if error is not None:
         response.status = "failed"
         response.error = ResponseError(code=error.code or "server_error", message=error.message)
-    elif finish_reason == "length" and not any(isinstance(item, FunctionToolCall) for item in output):
+    elif finish_reason == "length" and not any(isinstance(item, FunctionToolCall) and item.status == "completed"
+                                               for item in output):
         response.status = "incomplete"
         response.incomplete_details = IncompleteDetails(reason="max_output_tokens")
     else:
@@ -212,7 +214,7 @@ async def create_response(state: ServerState, request: CreateResponseRequest, us
     if content:
         output.append(message_item(response_id("msg"), content, incomplete and not calls,
                                    output_logprobs(state, prepared, result.logprobs)))
-    output += function_items(prepared, calls)
+    output += function_items(prepared, calls, incomplete and prepared.plan.mode == "named")
     response = finish(prepared, output, result.finish_reason, len(result.token_ids))
     await save(state, prepared, response)
     return response

@@ -178,7 +178,7 @@ async def _generate(state: ServerState, prepared: Prepared, usage: UsageRecord,
             yield line
     incomplete = reason == "length"
     if named_call is not None:
-        named_call.status = "completed"
+        named_call.status = "incomplete" if incomplete else "completed"
         for line in _call_events(event, 0, named_call, streamed=True):
             yield line
         yield [named_call], reason, tokens

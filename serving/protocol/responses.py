@@ -210,6 +210,8 @@ class CreateResponseRequest(RequestModel):
     previous_response_id: str | None = None
     prompt_cache_key: str | None = None
     """Accepted, no effect (the engine's prefix cache needs no key)."""
+    prompt_cache_retention: Literal["in_memory", "24h"] | None = None
+    """Accepted, no effect."""
     reasoning: Reasoning | None = None
     safety_identifier: str | None = None
     service_tier: Literal["auto", "default", "flex", "scale", "priority"] | None = None

@@ -305,3 +305,14 @@ def test_output_logprobs_when_included(inprocess) -> None:
     streamed = [lp for e in events if e.type == "response.output_text.delta" for lp in e.logprobs]
     assert len(streamed) == events[-1].response.usage.output_tokens
     assert client.responses.create(model="tiny-ko", input="안녕").output[0].content[0].logprobs == []
+
+
+def test_a_named_call_cut_by_the_token_limit_is_incomplete(tiny_tokenizer, tmp_path) -> None:
+    engine = ScriptedEngine(tiny_tokenizer, script=lambda *_: '{"city": "서울특별시 종로구"}')
+    server = make_inprocess(tiny_tokenizer, tmp_path, engine)
+    kwargs = {"model": "tiny-ko", "input": "서울", "tools": [WEATHER], "max_output_tokens": 3,
+              "tool_choice": {"type": "function", "name": "get_weather"}}
+    whole = server.openai().responses.create(**kwargs)
+    assert (whole.status, whole.output[0].status) == ("incomplete", "incomplete")
+    events = list(server.openai().responses.create(**kwargs, stream=True))
+    assert events[-1].type == "response.incomplete" and events[-1].response.output[0].status == "incomplete"
