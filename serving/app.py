@@ -95,13 +95,21 @@ class RequestMetricsMiddleware:
                 nexus.metrics.count_tokens(usage.prompt_tokens, usage.completion_tokens)
 
 
-def _attach(app: FastAPI, settings: ServerSettings, engine: Engine) -> None:
+def _attach(app: FastAPI, settings: ServerSettings, engine: Engine, embedder: Engine | None) -> None:
     name = settings.served_model_name or settings.model or engine.model_path
-    app.state.nexus = ServerState(settings, engine, name, ServerMetrics(engine.num_unfinished_requests))
+    embedding_name = None
+    if embedder is not None:
+        embedding_name = settings.served_embedding_model_name or settings.embedding_model or embedder.model_path
+
+    def unfinished() -> int:
+        return engine.num_unfinished_requests() + (embedder.num_unfinished_requests() if embedder else 0)
+
+    app.state.nexus = ServerState(settings, engine, name, ServerMetrics(unfinished), embedder, embedding_name)
 
 
-def build_app(settings: ServerSettings, engine: Engine | None = None) -> FastAPI:
-    """The server app. With ``engine`` the caller owns it; without, the app starts one from ``settings``."""
+def build_app(settings: ServerSettings, engine: Engine | None = None, embedder: Engine | None = None) -> FastAPI:
+    """The server app. With ``engine`` (and ``embedder``) the caller owns them; without, the app starts them
+    from ``settings``."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -111,26 +119,32 @@ def build_app(settings: ServerSettings, engine: Engine | None = None) -> FastAPI
         if settings.model is None:
             raise EngineError("no model given")
         own = await load_engine(settings.engine_settings())
-        _attach(app, settings, own)
-        # Everything loaded so far (modules, tokenizer, engine client) lives as long as the server: keep it
-        # out of the garbage collector's full passes, which otherwise stall streams while they walk it.
-        gc.collect()
-        gc.freeze()
+        own_embedder = None
         try:
+            if settings.embedding_model is not None:
+                own_embedder = await load_engine(settings.embedding_engine_settings())
+            _attach(app, settings, own, own_embedder)
+            # Everything loaded so far (modules, tokenizer, engine client) lives as long as the server: keep it
+            # out of the garbage collector's full passes, which otherwise stall streams while they walk it.
+            gc.collect()
+            gc.freeze()
             yield
         finally:
             await own.shutdown()
+            if own_embedder is not None:
+                await own_embedder.shutdown()
 
     app = FastAPI(title="Nexus-K", version=__version__, lifespan=lifespan,
                   description="OpenAI-compatible API for Korean LLMs served on your own machines.")
     if engine is not None:
-        _attach(app, settings, engine)
+        _attach(app, settings, engine, embedder)
     _install_error_handlers(app)
 
-    from serving.routes import openai, ops, quantum, responses
+    from serving.routes import embeddings, openai, ops, quantum, responses
 
     app.include_router(openai.router)
     app.include_router(responses.router)
+    app.include_router(embeddings.router)
     app.include_router(ops.router)
     app.include_router(quantum.router)
     app.include_router(openai.unknown_paths)  # after every real route, before the chat page's files

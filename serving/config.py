@@ -20,6 +20,7 @@ from nexus_k.core.settings import get_settings
 from serving.engines.settings import EngineSettings, cli_flag
 
 NOT_ON_CLI = {"cli": False}
+EMBEDDING_PATHS = frozenset({"/v1/embeddings", "/v1/rerank", "/v2/rerank", "/rerank"})
 
 
 def _default_database_url() -> str:
@@ -33,6 +34,12 @@ class ServerSettings(EngineSettings, BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NEXUS_K_", extra="forbid", protected_namespaces=())
 
     served_model_name: str | None = Field(None, description="Name clients use in `model`; defaults to the path.")
+    embedding_model: str | None = Field(
+        None, description="An embedding model (folder or hub id) served beside the chat model, on its own engine.")
+    served_embedding_model_name: str | None = Field(
+        None, description="Name clients use for the embedding model; defaults to its path.")
+    max_embedding_request_bytes: int = Field(
+        64_000_000, ge=1, description="Largest /v1/embeddings or rerank body (2,048 long Korean passages fit).")
     host: str = Field("127.0.0.1", description="Address to bind. Loopback by default: nothing is exposed.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port.")
     timeout_graceful_shutdown: int = Field(
@@ -91,6 +98,16 @@ class ServerSettings(EngineSettings, BaseSettings):
         names = EngineSettings.model_fields
         values = {k: getattr(self, k) for k in self.model_fields_set if k in names}
         return EngineSettings(**{**values, "engine": self.engine, "model": self.model})
+
+    def body_limit(self, path: str) -> int:
+        """Largest request body accepted on ``path`` (embedding and rerank bodies carry whole corpora)."""
+        return self.max_embedding_request_bytes if path in EMBEDDING_PATHS else self.max_request_bytes
+
+    def embedding_engine_settings(self) -> EngineSettings:
+        """The embedding model's engine: the same kind as the chat model's, pooling, with default options."""
+        values = {k: getattr(self, k) for k in ("dtype", "trust_remote_code", "kv_cache_gib", "engine_core_priority",
+                                                "device") if k in self.model_fields_set}
+        return EngineSettings(**{**values, "engine": self.engine, "model": self.embedding_model, "runner": "pool"})
 
     def summary(self) -> dict[str, Any]:
         """The resolved settings for the start-up log (the database password hidden)."""

@@ -42,6 +42,12 @@ def model_not_found(name: str) -> APIError:
                     "model_not_found")
 
 
+def wrong_model_type(name: str, kind: str, route: str) -> APIError:
+    """400 for a model asked for what it cannot do (embeddings from a chat model and the reverse)."""
+    return APIError(f"The model `{name}` is {kind}: use {route} with it.", 400, "invalid_request_error", "model",
+                    "model_not_supported")
+
+
 def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
     """One OpenAI-style message (and the ``param`` it names) for pydantic's validation errors."""
     first = errors[0] if errors else {}

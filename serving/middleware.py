@@ -174,7 +174,7 @@ class _Exchange:
                 )
         if self.principal is not None and self.principal.metered:
             self.usage.reserver = self.reserve
-        return await self.read_body(settings.max_request_bytes)
+        return await self.read_body(settings.body_limit(self.scope["path"]))
 
     async def read_body(self, limit: int) -> APIError | None:
         """Take the whole body (at most ``limit`` bytes) and check it is sane UTF-8 JSON of bounded depth."""

@@ -17,6 +17,11 @@ class EngineError(Exception):
     """A request the engine cannot serve (bad adapter name, prompt too long...): a client error."""
 
 
+async def cannot_pool(model: str) -> list[list[float]]:
+    """What ``pool`` does on a generation model."""
+    raise EngineError(f"{model} is a text generation model: it cannot produce embeddings")
+
+
 def context_length_message(prompt_tokens: int, completion_tokens: int, max_model_len: int) -> str:
     """OpenAI's wording for a request that does not fit the context window."""
     return (f"This model's maximum context length is {max_model_len} tokens. However, you requested "
@@ -103,6 +108,8 @@ class Engine(Protocol):
     """The model's Hugging Face tokenizer (chat templates are applied outside the engine)."""
     max_model_len: int
     """Longest prompt + completion, in tokens."""
+    runner: str
+    """"generate" (text out) or "pool" (one vector per input out)."""
 
     def lora_names(self) -> list[str]:
         """Names of the LoRA adapters this engine can apply."""
@@ -116,6 +123,11 @@ class Engine(Protocol):
         lora_name: str | None = None,
     ) -> AsyncIterator[GenerationDelta]:
         """Stream the generation for one prompt; the last delta has ``finish_reason`` set."""
+        ...
+
+    async def pool(self, prompts: list[list[int]], request_id: str) -> list[list[float]]:
+        """One embedding per prompt (pooled and normalised as the model declares); EngineError on a
+        generation model."""
         ...
 
     async def abort(self, request_id: str) -> None:

@@ -16,7 +16,13 @@ from typing import Any
 
 import torch
 
-from serving.engines.base import EngineError, GenerationDelta, SamplingSettings, context_length_message
+from serving.engines.base import (
+    EngineError,
+    GenerationDelta,
+    SamplingSettings,
+    cannot_pool,
+    context_length_message,
+)
 from serving.engines.hf_scheduler import BASE_ADAPTER, Request, Scheduler, SchedulerConfig, SchedulerStats
 from serving.engines.settings import EngineSettings, as_settings
 from serving.engines.tokenizer import eos_token_ids, load_tokenizer
@@ -60,6 +66,7 @@ class HFEngine:
     """Batched, streaming generation with transformers; token ids in, deltas out."""
 
     name = "hf"
+    runner = "generate"
 
     def __init__(self, model_path: str, model: Any, tokenizer: Any, *, max_model_len: int,
                  max_num_seqs: int, device: torch.device, adapters: list[str]) -> None:
@@ -180,6 +187,10 @@ class HFEngine:
             self._streams.pop(request_id, None)
             if not finished:  # the consumer went away: free the slot
                 self._scheduler.abort(request_id)
+
+    async def pool(self, prompts: list[list[int]], request_id: str) -> list[list[float]]:
+        """A generation model produces no embeddings."""
+        return await cannot_pool(self.model_path)
 
     async def abort(self, request_id: str) -> None:
         """Stop a request; its stream ends with finish_reason "abort"."""

@@ -13,6 +13,7 @@ from serving.engines.base import (
     GenerationDelta,
     SamplingSettings,
     TokenLogprob,
+    cannot_pool,
     context_length_message,
 )
 from serving.engines.settings import EngineSettings, as_settings
@@ -91,6 +92,15 @@ def engine_args(settings: EngineSettings) -> Any:
 
     check_engine_args(settings.engine_args)
     loras = settings.lora
+    if settings.runner == "pool":
+        pooling = {"enable_prefix_caching": False, "seed": 0, "disable_log_stats": True, **settings.engine_args,
+                   "model": settings.model, "runner": "pooling", "dtype": settings.dtype,
+                   "max_model_len": settings.max_model_len, "max_num_seqs": settings.max_num_seqs,
+                   "trust_remote_code": settings.trust_remote_code}
+        try:
+            return AsyncEngineArgs(**pooling)
+        except (TypeError, ValueError) as err:
+            raise EngineError(f"invalid vLLM engine arguments: {_first_line(err)}") from None
     args: dict[str, Any] = {
         "enable_prefix_caching": True,
         "seed": 0,
@@ -179,6 +189,7 @@ class VLLMEngine:
     """Nexus-K's Engine protocol on top of vLLM's ``AsyncLLM`` (continuous batching, prefix caching, LoRA)."""
 
     name = "vllm"
+    runner = "generate"
 
     def __init__(self, llm: Any, model_path: str, tokenizer: Any, max_model_len: int,
                  loras: dict[str, str], eos_ids: list[int]) -> None:
@@ -274,6 +285,10 @@ class VLLMEngine:
         finally:
             self._running.discard(request_id)
 
+    async def pool(self, prompts: list[list[int]], request_id: str) -> list[list[float]]:
+        """A generation model produces no embeddings."""
+        return await cannot_pool(self.model_path)
+
     async def abort(self, request_id: str) -> None:
         """Tell vLLM to drop the request."""
         await self._llm.abort(request_id)
@@ -282,3 +297,85 @@ class VLLMEngine:
     async def shutdown(self) -> None:
         """Stop vLLM's engine core."""
         self._llm.shutdown()
+
+
+class VLLMPoolingEngine:
+    """Embeddings on vLLM's pooling runner (the checkpoint's sentence-transformers pooling and normalisation,
+    Matryoshka dimensions where the model declares them)."""
+
+    name = "vllm"
+    runner = "pool"
+
+    def __init__(self, llm: Any, model_path: str, tokenizer: Any, max_model_len: int, dimensions: int,
+                 matryoshka_dimensions: list[int]) -> None:
+        self._llm = llm
+        self.model_path = model_path
+        self.tokenizer = tokenizer
+        self.max_model_len = max_model_len
+        self.dimensions = dimensions
+        self.matryoshka_dimensions = matryoshka_dimensions
+        self._running: set[str] = set()
+
+    @classmethod
+    async def create(cls, settings: EngineSettings | str, **overrides: Any) -> VLLMPoolingEngine:
+        """Start vLLM's pooling runner on ``settings.model``."""
+        settings = as_settings(settings, "vllm", {"runner": "pool", **overrides})
+        if not _has_cuda():
+            _prepare_cpu_environment(settings.kv_cache_gib)
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        tokenizer = load_tokenizer(settings)
+        llm = AsyncLLM.from_engine_args(engine_args(settings))
+        if not _has_cuda() and settings.engine_core_priority != "normal":
+            _lower_engine_core_priority(settings.engine_core_priority)
+        config = llm.model_config
+        dims = list(getattr(config, "matryoshka_dimensions", None) or [])
+        logger.info("vLLM pooling engine ready: %s (max_model_len=%d)", settings.model, config.max_model_len)
+        return cls(llm, settings.model, tokenizer, config.max_model_len, config.get_hidden_size(), dims)
+
+    def lora_names(self) -> list[str]:
+        """Pooling engines serve no adapters."""
+        return []
+
+    def num_unfinished_requests(self) -> int:
+        """Pooling requests vLLM still holds."""
+        return len(self._running)
+
+    async def pool(self, prompts: list[list[int]], request_id: str) -> list[list[float]]:
+        """One embedding per prompt; vLLM batches them with everything else in flight."""
+        import asyncio
+
+        from vllm.inputs import TokensPrompt
+        from vllm.pooling_params import PoolingParams
+
+        for ids in prompts:
+            if len(ids) > self.max_model_len:
+                raise EngineError(context_length_message(len(ids), 0, self.max_model_len))
+
+        async def one(i: int, ids: list[int]) -> list[float]:
+            rid = f"{request_id}-{i}"
+            self._running.add(rid)
+            try:
+                async for out in self._llm.encode(TokensPrompt(prompt_token_ids=ids), PoolingParams(task="embed"), rid):
+                    if out.finished:
+                        return out.outputs.data.float().tolist()
+            finally:
+                self._running.discard(rid)
+            raise EngineError("the engine returned no embedding")
+
+        return list(await asyncio.gather(*(one(i, ids) for i, ids in enumerate(prompts))))
+
+    async def generate(self, prompt_ids: list[int], params: SamplingSettings, request_id: str,
+                       lora_name: str | None = None) -> AsyncIterator[GenerationDelta]:
+        """An embedding model does not generate."""
+        raise EngineError(f"{self.model_path} is an embedding model: it cannot generate text")
+        yield  # pragma: no cover  (makes this an async generator)
+
+    async def abort(self, request_id: str) -> None:
+        """Drop the request's pooling jobs."""
+        await self._llm.abort([r for r in self._running if r.startswith(request_id)])
+
+    async def shutdown(self) -> None:
+        """Stop vLLM's engine core."""
+        self._llm.shutdown()
+

@@ -16,6 +16,7 @@ from serving.config import ServerSettings
 from tests.serving.scripted_engine import ScriptedEngine
 
 MODEL = "tiny-ko"
+EMBED_MODEL = "tiny-embed"
 
 
 @dataclass
@@ -32,12 +33,16 @@ class InProcessServer:
         return openai.OpenAI(base_url="http://testserver/v1", api_key=api_key, http_client=self.http, max_retries=0)
 
 
-def scripted_app(tokenizer: Any, database_url: str, engine: ScriptedEngine | None = None, **settings: Any) -> FastAPI:
-    """The real app (routes, handlers, security) on ``engine`` (a default scripted one), served as ``tiny-ko``."""
+def scripted_app(tokenizer: Any, database_url: str, engine: ScriptedEngine | None = None,
+                 embedder: Any = None, **settings: Any) -> FastAPI:
+    """The real app (routes, handlers, security) on ``engine`` (a default scripted one), served as ``tiny-ko``,
+    with ``embedder`` (a pooling engine) as ``tiny-embed`` when given."""
     engine = engine or ScriptedEngine(tokenizer, loras=["tiny-lora"])
+    if embedder is not None:
+        settings = {"embedding_model": embedder.model_path, "served_embedding_model_name": EMBED_MODEL, **settings}
     config = ServerSettings(model=engine.model_path, engine="hf", served_model_name=MODEL,
                             database_url=database_url, **settings)
-    return build_app(config, engine)
+    return build_app(config, engine, embedder)
 
 
 def scripted_app_from_env() -> FastAPI:
@@ -52,10 +57,10 @@ def scripted_app_from_env() -> FastAPI:
     return scripted_app(tokenizer, os.environ["NEXUS_K_DATABASE_URL"], ScriptedEngine(tokenizer, token_delay=delay))
 
 
-def make_inprocess(tokenizer: Any, tmp_path: Path, engine: ScriptedEngine | None = None,
+def make_inprocess(tokenizer: Any, tmp_path: Path, engine: ScriptedEngine | None = None, embedder: Any = None,
                    **settings: Any) -> InProcessServer:
     """Build the app on ``engine`` (a default scripted one) with a fresh SQLite database under ``tmp_path``."""
     database_url = f"sqlite:///{tmp_path / 'server.db'}"
     engine = engine or ScriptedEngine(tokenizer, loras=["tiny-lora"])
-    app = scripted_app(tokenizer, database_url, engine, **settings)
+    app = scripted_app(tokenizer, database_url, engine, embedder, **settings)
     return InProcessServer(app, engine, TestClient(app), database_url)

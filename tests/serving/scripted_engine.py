@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from serving.engines.base import EngineError, GenerationDelta, SamplingSettings, TokenLogprob
+from serving.engines.base import EngineError, GenerationDelta, SamplingSettings, TokenLogprob, cannot_pool
 
 Script = Callable[[str, SamplingSettings, str | None], str]
 """(prompt text, settings, LoRA name) -> the reply text the engine produces."""
@@ -43,6 +43,7 @@ class ScriptedEngine:
     loras: list[str] = field(default_factory=list)
     model_path: str = "scripted-model"
     gate: asyncio.Event | None = None
+    runner: str = "generate"
     token_delay: float = 0.0
     """Seconds each token takes (a slow model, for drain and multi-process tests)."""
     name: str = "scripted"
@@ -107,10 +108,65 @@ class ScriptedEngine:
             return None
         return [None, *(TokenLogprob(t, -1.0, {t: -1.0}) for t in prompt_ids[1:])]
 
+    async def pool(self, prompts: list[list[int]], request_id: str) -> list[list[float]]:
+        """A generation model produces no embeddings."""
+        return await cannot_pool(self.model_path)
+
     async def abort(self, request_id: str) -> None:
         """Record the abort; the stream's consumer has already stopped reading."""
         self.aborted.append(request_id)
         self._running.discard(request_id)
+
+    async def shutdown(self) -> None:
+        """Nothing to release."""
+
+
+@dataclass
+class CharacterEmbedder:
+    """A pooling engine whose vector counts the characters of the decoded input (hashed into ``width`` slots):
+    texts that share words score high, so rerank orderings are meaningful and known in advance."""
+
+    tokenizer: Any
+    width: int = 256
+    max_model_len: int = 512
+    model_path: str = "character-embedder"
+    name: str = "scripted"
+    runner: str = "pool"
+    dimensions: int = 256
+    matryoshka_dimensions: list[int] = field(default_factory=list)
+    calls: list[list[list[int]]] = field(default_factory=list)
+
+    def lora_names(self) -> list[str]:
+        """No adapters."""
+        return []
+
+    def num_unfinished_requests(self) -> int:
+        """Nothing is ever left running."""
+        return 0
+
+    async def pool(self, prompts: list[list[int]], request_id: str) -> list[list[float]]:
+        """One normalised character-count vector per prompt."""
+        import zlib
+
+        self.calls.append(prompts)
+        out = []
+        for ids in prompts:
+            vector = [0.0] * self.width
+            for char in self.tokenizer.decode(ids, skip_special_tokens=True):
+                if not char.isspace():
+                    vector[zlib.crc32(char.encode()) % self.width] += 1.0
+            norm = sum(v * v for v in vector) ** 0.5 or 1.0
+            out.append([v / norm for v in vector])
+        return out
+
+    async def generate(self, prompt_ids: list[int], params: SamplingSettings, request_id: str,
+                       lora_name: str | None = None) -> AsyncIterator[GenerationDelta]:
+        """An embedding model does not generate."""
+        raise EngineError("character-embedder is an embedding model: it cannot generate text")
+        yield  # pragma: no cover
+
+    async def abort(self, request_id: str) -> None:
+        """Nothing to abort."""
 
     async def shutdown(self) -> None:
         """Nothing to release."""
