@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from nexus_k.core.pii import PII_KINDS, merge_counts, redact
+from nexus_k.core.pii import PII_KINDS, StreamRedactor, merge_counts, redact
 
 
 @pytest.mark.parametrize(
@@ -14,7 +14,13 @@ from nexus_k.core.pii import PII_KINDS, merge_counts, redact
     [
         ("주민등록번호 900101-1234567 입니다", "rrn"),
         ("주민번호: 0302154123456", "rrn"),
-        ("외국인등록번호 851231-5123456", "rrn"),
+        ("새 번호 201015-3847261", "rrn"),  # issued after October 2020: random last digits
+        ("외국인등록번호 851231-5123456", "arn"),
+        ("여권번호 M12345678 로 예약", "passport"),
+        ("새 여권 M123A4567", "passport"),
+        ("운전면허 11-12-345678-90", "driver_license"),
+        ("면허번호 서울 12-345678-90", "driver_license"),
+        ("운전면허번호 111234567890", "driver_license"),
         ("연락처 010-1234-5678 로 주세요", "phone"),
         ("휴대폰 01098765432", "phone"),
         ("대표번호 02-123-4567", "phone"),
@@ -52,6 +58,11 @@ def test_each_kind_is_redacted_and_counted(text: str, kind: str) -> None:
         "버전 1.2.3 을 쓰세요",
         "주문번호 20240115",
         "1234567890123456 은 임의의 숫자입니다",  # 16 digits failing Luhn, no account keyword
+        "주문번호 4111111111111111 확인",  # Luhn-valid, but labelled as an order
+        "사건번호 2023가합12345, 접수번호 2401151234567",
+        "사업자등록번호 123-45-67890",
+        "송장번호 6012-3456-7890",
+        "2024.01.15 14:30 회의, 2024-01-15-001 문서",
     ],
 )
 def test_ordinary_text_is_left_alone(text: str) -> None:
@@ -66,7 +77,7 @@ def test_many_items_in_one_text_and_all_keys_present() -> None:
         "메일 hong@example.com, 카드 1234-5678-9012-3456, 계좌 110-123-456789 입니다."
     )
     redacted, counts = redact(text)
-    assert counts == {"email": 1, "rrn": 1, "card": 1, "phone": 2, "account": 1}
+    assert counts == {**dict.fromkeys(PII_KINDS, 0), "email": 1, "rrn": 1, "card": 1, "phone": 2, "account": 1}
     assert set(counts) == set(PII_KINDS)
     for digits in ("900101", "1111", "333", "hong@", "9012", "456789"):
         assert digits not in redacted
@@ -86,3 +97,20 @@ def test_merge_counts_adds_in_place() -> None:
     merge_counts(total, redact("a@b.kr")[1])
     assert total["phone"] == 2
     assert total["email"] == 1
+
+
+@pytest.mark.parametrize("cut_every", [1, 2, 3, 5, 7])
+def test_stream_redactor_masks_across_piece_boundaries(cut_every: int) -> None:
+    text = "연락처는 010-1234-5678 이고 메일 kim@example.go.kr, 계좌 110-123-456789 입니다. 주문번호 20240115"
+    stream = StreamRedactor()
+    out = "".join(stream.feed(text[i : i + cut_every]) for i in range(0, len(text), cut_every)) + stream.flush()
+    assert out == redact(text)[0]
+    assert stream.counts["phone"] == 1 and stream.counts["email"] == 1 and stream.counts["account"] == 1
+
+
+def test_stream_redactor_sends_plain_text_at_once() -> None:
+    stream = StreamRedactor()
+    assert stream.feed("안녕하세요. ") == "안녕하세요. "
+    assert stream.feed("번호는 010-") == "번호는 "  # the number may still grow: held back
+    assert stream.feed("1234-5678") == ""
+    assert stream.feed("입니다") == "[PHONE]입니다"
