@@ -316,3 +316,27 @@ def test_a_named_call_cut_by_the_token_limit_is_incomplete(tiny_tokenizer, tmp_p
     assert (whole.status, whole.output[0].status) == ("incomplete", "incomplete")
     events = list(server.openai().responses.create(**kwargs, stream=True))
     assert events[-1].type == "response.incomplete" and events[-1].response.output[0].status == "incomplete"
+
+
+def test_the_usage_record_is_committed_before_the_final_event() -> None:
+    import asyncio
+
+    from serving.handlers.responses_stream import is_final_event
+    from serving.routes.openai import event_stream
+    from serving.usage import UsageRecord
+
+    seen: list[str] = []
+
+    async def committer() -> None:
+        seen.append("commit")
+
+    async def events():
+        yield "event: response.created\ndata: {}\n\n"
+        yield "event: response.completed\ndata: {}\n\n"
+
+    async def read() -> None:
+        async for chunk in event_stream(events(), UsageRecord(committer=committer), is_final_event).body_iterator:
+            seen.append(chunk.split("\n")[0])
+
+    asyncio.run(read())
+    assert seen == ["event: response.created", "commit", "event: response.completed"]
