@@ -340,3 +340,33 @@ def test_the_usage_record_is_committed_before_the_final_event() -> None:
 
     asyncio.run(read())
     assert seen == ["event: response.created", "commit", "event: response.completed"]
+
+
+def test_langchain_chat_openai_in_responses_mode(tiny_tokenizer, tmp_path) -> None:
+    langchain_openai = pytest.importorskip("langchain_openai")
+    from langchain_core.messages import ToolMessage
+    from langchain_core.tools import tool
+
+    @tool
+    def get_weather(city: str) -> str:
+        """날씨"""
+        return "맑음"
+
+    def script(prompt, settings, lora) -> str:
+        if settings.structured is not None:
+            return '{"city": "서울"}' if "temperature" not in json.dumps(settings.structured.json_schema) \
+                else '{"city": "부산", "temperature": 21}'
+        return "서울은 맑아요." if "<|im_start|>tool" in prompt else REPLY
+
+    server = make_inprocess(tiny_tokenizer, tmp_path, ScriptedEngine(tiny_tokenizer, script=script))
+    llm = langchain_openai.ChatOpenAI(model="tiny-ko", base_url="http://testserver/v1", api_key="x",
+                                      http_client=server.http, use_responses_api=True, max_retries=0)
+    assert llm.invoke("안녕").text == REPLY
+    assert "".join(chunk.text for chunk in llm.stream("안녕")) == REPLY
+    assert llm.with_structured_output(Weather, method="json_schema").invoke("부산") == Weather(city="부산",
+                                                                                              temperature=21)
+    asked = llm.bind_tools([get_weather], tool_choice="get_weather").invoke("서울 날씨")
+    [call] = asked.tool_calls
+    assert (call["name"], call["args"]) == ("get_weather", {"city": "서울"})
+    answer = llm.bind_tools([get_weather]).invoke(["서울 날씨", asked, ToolMessage("맑음", tool_call_id=call["id"])])
+    assert answer.text == "서울은 맑아요."
