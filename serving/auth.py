@@ -52,6 +52,8 @@ class Principal:
     """Requests per minute allowed (None: no limit)."""
     metered: bool
     """True when the organisation has a token budget."""
+    pii_guard: str = "off"
+    """The organisation's live personal-data guard: ``off``, ``mask`` or ``block`` (``serving.pii_guard``)."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class KeyInfo:
     token_quota: int | None
     tokens_remaining: int | None
     tokens_used: int
+    pii_guard: str = "off"
 
 
 class KeyStore:
@@ -76,31 +79,32 @@ class KeyStore:
         self.sessions = get_sessionmaker(database_url)
         self._keys_exist = False
 
-    def create(self, org: str, rpm: int | None = None, token_quota: int | None = None) -> str:
+    def create(self, org: str, rpm: int | None = None, token_quota: int | None = None,
+               pii_guard: str | None = None) -> str:
         """Create a key for ``org`` (the organisation too if new; limits given replace the old) and
         return it; this is the only time the key exists in clear."""
         if not org.strip():
             raise UserError("--org must not be empty")
-        if rpm is not None and rpm < 1:
-            raise UserError("--rpm must be at least 1")
-        if token_quota is not None and token_quota < 0:
-            raise UserError("--token-quota must be 0 or more")
         key = generate_key()
         with self.sessions.begin() as s:
             organisation = s.scalar(select(Organisation).where(Organisation.name == org))
             if organisation is None:
                 organisation = Organisation(name=org, tokens_used=0)
                 s.add(organisation)
-            if rpm is not None:
-                organisation.rpm = rpm
-            if token_quota is not None:
-                used = organisation.tokens_used or 0
-                organisation.token_quota = token_quota
-                organisation.tokens_remaining = token_quota - used
+            _set_limits(organisation, rpm, token_quota, pii_guard)
             s.flush()
             s.add(ApiKey(org_id=organisation.id, prefix=key_prefix(key), key_hash=hash_key(key)))
         self._keys_exist = True
         return key
+
+    def update(self, org: str, rpm: int | None = None, token_quota: int | None = None,
+               pii_guard: str | None = None) -> None:
+        """Change an existing organisation's limits or PII guard (only what is given); its keys stay valid."""
+        with self.sessions.begin() as s:
+            organisation = s.scalar(select(Organisation).where(Organisation.name == org))
+            if organisation is None:
+                raise UserError(f"no organisation named {org!r} (see `nexus-k keys list`)")
+            _set_limits(organisation, rpm, token_quota, pii_guard)
 
     def list(self) -> list[KeyInfo]:
         """Every key ever made, oldest first."""
@@ -117,6 +121,7 @@ class KeyStore:
                 o.token_quota,
                 o.tokens_remaining,
                 o.tokens_used,
+                o.pii_guard or "off",
             )
             for k, o in rows
         ]
@@ -158,7 +163,29 @@ class KeyStore:
         # timing differences whatever the database's index does.
         if not hmac.compare_digest(api_key.key_hash, digest) or api_key.revoked_at is not None:
             return None
-        return Principal(org.id, org.name, api_key.prefix, org.rpm, org.tokens_remaining is not None)
+        return Principal(org.id, org.name, api_key.prefix, org.rpm, org.tokens_remaining is not None,
+                         org.pii_guard or "off")
+
+
+PII_GUARD_MODES = ("off", "mask", "block")
+
+
+def _set_limits(organisation: Organisation, rpm: int | None, token_quota: int | None, pii_guard: str | None) -> None:
+    """Apply the limits given (None: leave as is) to ``organisation``, checking each."""
+    if rpm is not None and rpm < 1:
+        raise UserError("--rpm must be at least 1")
+    if token_quota is not None and token_quota < 0:
+        raise UserError("--token-quota must be 0 or more")
+    if pii_guard is not None and pii_guard not in PII_GUARD_MODES:
+        raise UserError(f"--pii-guard must be one of {', '.join(PII_GUARD_MODES)}, not {pii_guard!r}")
+    if rpm is not None:
+        organisation.rpm = rpm
+    if token_quota is not None:
+        used = organisation.tokens_used or 0
+        organisation.token_quota = token_quota
+        organisation.tokens_remaining = token_quota - used
+    if pii_guard is not None:
+        organisation.pii_guard = None if pii_guard == "off" else pii_guard
 
 
 def bearer_token(authorization: str | None) -> str | None:

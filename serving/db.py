@@ -56,6 +56,8 @@ class Organisation(Base):
     """Credits left, minus what running requests have reserved (None: unlimited)."""
     tokens_used: Mapped[int] = mapped_column(BigInteger, default=0)
     """Tokens (prompt + completion) settled so far."""
+    pii_guard: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    """Live personal-data guard on prompts and answers: ``off`` (None), ``mask`` or ``block``."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -6,6 +6,9 @@ import typer
 
 app = typer.Typer(no_args_is_help=True)
 
+PiiGuardOption = typer.Option(
+    None, "--pii-guard", help="Personal data in prompts and answers: off, mask (replaced before the model sees it "
+    "and in answers) or block (400 pii_detected).")
 DatabaseOption = typer.Option(
     None, "--database-url", help="SQLAlchemy URL (default: NEXUS_K_DATABASE_URL or the SQLite file in the cache)."
 )
@@ -39,12 +42,26 @@ def create(
     token_quota: int | None = typer.Option(
         None, "--token-quota", help="Total token credits for the organisation (prompt + completion)."
     ),
+    pii_guard: str | None = PiiGuardOption,
     database_url: str | None = DatabaseOption,
 ) -> None:
     """Create a key and print it (this is the only time it is shown)."""
-    key = _store(database_url).create(org, rpm=rpm, token_quota=token_quota)
+    key = _store(database_url).create(org, rpm=rpm, token_quota=token_quota, pii_guard=pii_guard)
     typer.echo(key)
     typer.echo(f"key for {org!r} created; store it now, it cannot be shown again", err=True)
+
+
+@app.command("update")
+def update(
+    org: str = typer.Option(..., "--org", help="The organisation to change."),
+    rpm: int | None = typer.Option(None, "--rpm", help="Requests per minute."),
+    token_quota: int | None = typer.Option(None, "--token-quota", help="Total token credits."),
+    pii_guard: str | None = PiiGuardOption,
+    database_url: str | None = DatabaseOption,
+) -> None:
+    """Change an organisation's limits or PII guard (its keys stay as they are)."""
+    _store(database_url).update(org, rpm=rpm, token_quota=token_quota, pii_guard=pii_guard)
+    typer.echo(f"updated {org!r}")
 
 
 @app.command("list")
@@ -53,7 +70,8 @@ def list_keys(database_url: str | None = DatabaseOption) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("id", "prefix", "organisation", "created (UTC)", "status", "rpm", "quota", "remaining", "used")
+    table = Table("id", "prefix", "organisation", "created (UTC)", "status", "rpm", "quota", "remaining", "used",
+                  "PII guard")
     for k in _store(database_url).list():
         table.add_row(
             str(k.id),
@@ -65,6 +83,7 @@ def list_keys(database_url: str | None = DatabaseOption) -> None:
             _num(k.token_quota),
             _num(k.tokens_remaining),
             str(k.tokens_used),
+            k.pii_guard,
         )
     Console().print(table)
 

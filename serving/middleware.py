@@ -160,6 +160,8 @@ class _Exchange:
                 message, 401, "invalid_request_error", None, "invalid_api_key", {"WWW-Authenticate": "Bearer"}
             )
         self.state["principal"] = self.principal
+        if self.principal is not None:
+            self.usage.pii_guard = self.principal.pii_guard
         if self.principal is not None and self.principal.rpm:
             decision = await to_thread.run_sync(self.mw.quota.acquire_rate, self.principal.org_id, self.principal.rpm)
             if not decision.allowed:
@@ -300,9 +302,13 @@ class _Exchange:
             error_type=usage.error_type,
         )
         try:
+            guard_counts = {kind: n for kind, n in usage.pii_counts.items() if n}
+            entry.pii_counts = guard_counts or None
             if usage.capture_text:
-                entry.prompt_text, entry.reply_text, entry.pii_counts = redact_pair(usage.prompt_text,
-                                                                                    usage.reply_text)
+                entry.prompt_text, entry.reply_text, counts = redact_pair(usage.prompt_text, usage.reply_text)
+                # The guard saw the raw prompt and answer, the redaction what is stored (the answer raw, the
+                # prompt already masked): the larger count per kind is the number found, without double counting.
+                entry.pii_counts = {k: max(n, guard_counts.get(k, 0)) for k, n in counts.items()}
             settlement = None
             if principal is not None:
                 settlement = Settlement(principal.org_id, usage.reserved, usage.total_tokens)

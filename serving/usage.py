@@ -40,6 +40,10 @@ class UsageRecord:
     reply_parts: list[str] = field(default_factory=list)
     error_type: str | None = None
     """The OpenAI error type of a failed request."""
+    pii_guard: str = "off"
+    """The organisation's live personal-data guard (``off``, ``mask``, ``block``), set by the security layer."""
+    pii_counts: dict[str, int] = field(default_factory=dict)
+    """Personal data the guard found, per kind (prompt and answer)."""
     reserved: int = 0
     """Credits (tokens) reserved so far; settled against the real usage at the end."""
     reserver: Reserver | None = field(default=None, repr=False)

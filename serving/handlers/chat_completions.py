@@ -19,6 +19,7 @@ from serving.errors import APIError
 from serving.generation import SequenceJob, SequenceResult, run_jobs, stream_jobs
 from serving.handlers.logprobs import chat_logprobs
 from serving.handlers.sse import DONE, sse
+from serving.pii_guard import ReplyGuard, guard_chat_messages, guard_reply
 from serving.protocol import (
     ChatChoice,
     ChatCompletion,
@@ -44,6 +45,7 @@ async def _prepare(state: ServerState, request: ChatCompletionRequest,
     lora = state.resolve_model(request.model)
     end_user = getattr(request, "safety_identifier", None) or request.user  # safety_identifier: OpenAI's new name
     usage.start("chat.completions", request.model, lora, end_user)
+    guard_chat_messages(request.messages, usage)  # before anything reads the text (the model, the audit)
     usage.set_prompt(lambda: transcript(request.messages))
     if request.n and request.n > state.settings.max_n:
         raise APIError(f"n={request.n} is larger than this server allows ({state.settings.max_n})", param="n")
@@ -83,6 +85,8 @@ async def create_chat_completion(
     request_id = random_id("chatcmpl")
     results = await run_jobs(state.engine, jobs, request_id, lora, state.metrics, record)
     choices = [_choice(state, request, plan, r) for r in results]
+    for choice in choices:
+        choice.message.content = guard_reply(choice.message.content, record)
     completion_tokens = sum(len(r.token_ids) for r in results)
     usage = Usage(prompt_tokens=len(prompt_ids), completion_tokens=completion_tokens,
                   total_tokens=len(prompt_ids) + completion_tokens)
@@ -143,12 +147,13 @@ async def stream_chat_completion(
 
     async def events() -> AsyncIterator[str]:
         streams = {job.index: _ChoiceStream(plan) for job in jobs}
+        guards = {job.index: ReplyGuard(record) for job in jobs}
         completion_tokens = 0
         for job in jobs:
             yield chunk(job.index, ChunkDelta(role="assistant", content=""))
         async for index, delta in stream_jobs(state.engine, jobs, request_id, lora, state.metrics, record):
             completion_tokens += len(delta.token_ids)
-            text = streams[index].visible(delta.text)
+            text = guards[index].feed(streams[index].visible(delta.text))
             logprobs = chat_logprobs(state, delta.logprobs, k) if request.logprobs and delta.logprobs else None
             if text or logprobs:
                 yield chunk(index, ChunkDelta(content=text or None), logprobs=logprobs)
@@ -157,6 +162,7 @@ async def stream_chat_completion(
             stream = streams[index]
             rest = stream.text[stream.sent:]
             content, calls = parse_tool_output(plan, rest) if stream.buffering or plan.mode == "auto" else (rest, [])
+            content = guards[index].feed(content or "") + guards[index].flush()
             if content:
                 yield chunk(index, ChunkDelta(content=content))
             if calls:

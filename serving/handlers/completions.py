@@ -9,6 +9,7 @@ from serving.errors import APIError
 from serving.generation import SequenceJob, SequenceResult, run_jobs, stream_jobs
 from serving.handlers.logprobs import completion_logprobs
 from serving.handlers.sse import DONE, sse
+from serving.pii_guard import ReplyGuard, guard_completion_prompt, guard_reply
 from serving.protocol import Completion, CompletionChoice, CompletionRequest, Usage, random_id
 from serving.sampling import check_token_ids, resolve_max_tokens, to_sampling_settings
 from serving.state import ServerState
@@ -40,6 +41,7 @@ async def _prepare(state: ServerState, request: CompletionRequest,
     lora = state.resolve_model(request.model)
     end_user = getattr(request, "safety_identifier", None) or request.user  # safety_identifier: OpenAI's new name
     usage.start("completions", request.model, lora, end_user)
+    request.prompt = guard_completion_prompt(request.prompt, usage, state.tokenizer.decode)  # echo shows the masked
     n = request.n or 1
     prompts = _prompts(state, request)
     check_token_ids(request.stop_token_ids or [], len(state.tokenizer), "stop_token_ids")
@@ -71,8 +73,9 @@ def _finish(reason: str | None) -> str:
     return "length" if reason == "length" else "stop"
 
 
-def _choice(state: ServerState, request: CompletionRequest, result: SequenceResult) -> CompletionChoice:
-    text = result.text
+def _choice(state: ServerState, request: CompletionRequest, result: SequenceResult,
+            usage: UsageRecord) -> CompletionChoice:
+    text = guard_reply(result.text, usage) or ""
     logprobs = None
     if request.echo:
         prompt_text = state.tokenizer.decode(result.prompt_ids, skip_special_tokens=False)
@@ -97,7 +100,7 @@ async def create_completion(state: ServerState, request: CompletionRequest, reco
     completion_tokens = sum(len(r.token_ids) for r in results)
     usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                   total_tokens=prompt_tokens + completion_tokens)
-    return Completion(id=request_id, model=request.model, choices=[_choice(state, request, r) for r in results],
+    return Completion(id=request_id, model=request.model, choices=[_choice(state, request, r, record) for r in results],
                       usage=usage)
 
 
@@ -117,9 +120,12 @@ async def stream_completion(
     async def events() -> AsyncIterator[str]:
         completion_tokens = 0
         started: set[int] = set()
+        guards = {job.index: ReplyGuard(record) for job in jobs}
         async for index, delta in stream_jobs(state.engine, jobs, request_id, lora, state.metrics, record):
             completion_tokens += len(delta.token_ids)
-            text = delta.text
+            text = guards[index].feed(delta.text)
+            if delta.finish_reason:
+                text += guards[index].flush()
             if request.echo and index not in started:
                 text = state.tokenizer.decode(by_index[index].prompt_ids, skip_special_tokens=False) + text
             started.add(index)
