@@ -7,7 +7,8 @@ Models: Gemma 3 270M (the demo base, 4 query heads / 1 key-value head per layer;
 ``nexus-k model demo``) and the project's ~100M Llama preset (``nexus-k model tiny --preset 100m``: random
 weights, so its perplexities only show the mechanics). At two budgets (query heads kept per layer), for
 the unpruned model and the masks of QAOA (windows of whole layers <= 24 qubits), swap-move annealing,
-QUBO-greedy, importance top-k and random feasible masks (mean of 5): full-QUBO energy, held-out Korean
+QUBO-greedy, importance top-k, the gradient-importance QUBO (annealed) and top-k, and random feasible
+masks (mean of 5): full-QUBO energy, held-out Korean
 perplexity (NSMC raw reviews, CC0: calibration and held-out lines are disjoint), and before/after a short
 recovery fine-tune. Parameters, prefill time of a 1,024-token prompt and decode tokens/s (transformers on
 CPU, float32, batch 1 and 16) are measured on the smaller checkpoints; every mask of one budget has the
@@ -95,10 +96,13 @@ def run_model(name: str, model_dir: Path, budgets: list[int], text: Path, args) 
                                                       calibration_file=str(text)))
     calib = tokenize_chunks(tokenizer, calib_text, args.seq_len, args.calib_seqs)
     heldout = tokenize_chunks(tokenizer, heldout_text, args.seq_len, args.heldout_seqs)
-    importance_all, redundancy = score_heads(model, layers, calib)
-    if args.importance == "ablation":
-        importance_all = ablation_importance(model, layers, calib)
-    importance = importance_all.reshape(-1)
+    t = time.perf_counter()
+    gradient_all, redundancy = score_heads(model, layers, calib)
+    seconds = {"score_gradient": time.perf_counter() - t}
+    t = time.perf_counter()
+    importance_all = ablation_importance(model, layers, calib) if args.importance == "ablation" else gradient_all
+    seconds["score_ablation"] = time.perf_counter() - t
+    importance, gradient = importance_all.reshape(-1), gradient_all.reshape(-1)
     n = importance.size
     names = [f"L{i // shape.num_heads}.H{i % shape.num_heads}" for i in range(n)]
     cache: dict[bytes, float] = {}
@@ -127,6 +131,13 @@ def run_model(name: str, model_dir: Path, budgets: list[int], text: Path, args) 
             windows = windows or [w.quality for w in found]
         masks["importance_top_k"] = importance_top_k(importance, groups)
         rows["importance_top_k"] = {"energy": float(qubo.energy(masks["importance_top_k"]))}
+        if args.importance == "ablation":
+            # The same QUBO built on the cheaper gradient importance (Michel et al.), for comparison.
+            gradient_qubo = build_layer_qubo(gradient, redundancy, groups, args.redundancy_weight, names)
+            masks["gradient_qubo_sa"] = solve_layer_qubo(gradient_qubo, "sa", args.seed)[0].x
+            masks["gradient_top_k"] = importance_top_k(gradient, groups)
+            for label in ("gradient_qubo_sa", "gradient_top_k"):
+                rows[label] = {"energy": float(qubo.energy(masks[label]))}
         randoms = uniform_feasible_samples(qubo, args.random_trials, args.seed)
         for name_, x in masks.items():
             rows[name_]["perplexity"] = ppl(x)
@@ -167,7 +178,7 @@ def run_model(name: str, model_dir: Path, budgets: list[int], text: Path, args) 
             timings[label].append(speed(m, len(tokenizer), 1, args.decode_tokens))
     result["speed"] = {label: {k: statistics.median(r[k] for r in runs) for k in runs[0]}
                        for label, runs in timings.items()}
-    result["seconds"] = time.perf_counter() - t0
+    result["seconds"] = {**seconds, "total": time.perf_counter() - t0}
     return result
 
 
@@ -188,11 +199,11 @@ def main() -> None:
     parser.add_argument("--budgets-gemma", default="3,2", help="query heads kept per layer (of 4)")
     parser.add_argument("--budgets-100m", default="9,6", help="query heads kept per layer (of 12)")
     parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--calib-seqs", type=int, default=8)
-    parser.add_argument("--heldout-seqs", type=int, default=8)
+    parser.add_argument("--calib-seqs", type=int, default=4)
+    parser.add_argument("--heldout-seqs", type=int, default=6)
     parser.add_argument("--reviews", type=int, default=400, help="NSMC reviews read (3/4 calibration)")
     parser.add_argument("--redundancy-weight", type=float, default=0.5)
-    parser.add_argument("--importance", default="gradient", help="gradient | ablation (one pass per head)")
+    parser.add_argument("--importance", default="ablation", help="ablation | gradient")
     parser.add_argument("--qaoa-reps", type=int, default=2)
     parser.add_argument("--qaoa-maxiter", type=int, default=60)
     parser.add_argument("--random-trials", type=int, default=5)
@@ -206,7 +217,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "pruning.json")
     args = parser.parse_args()
     if args.full:
-        args.calib_seqs, args.heldout_seqs, args.reviews = 32, 32, 1500
+        args.calib_seqs, args.heldout_seqs, args.reviews = 16, 32, 1500
         args.qaoa_reps, args.qaoa_maxiter, args.recover_steps, args.recover_all = 3, 150, 30, True
         args.repeats, args.decode_tokens = 3, 32
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

@@ -129,7 +129,7 @@ def prune_heads_command(
     max_sequences: Annotated[int, typer.Option(help="Calibration sequences at most.")] = 32,
     redundancy_weight: Annotated[float, typer.Option(help="Weight of the redundancy penalty.")] = 0.5,
     random_trials: Annotated[int, typer.Option(help="Random masks for the random baseline.")] = 5,
-    importance: Annotated[str, typer.Option(help="gradient | ablation (one forward pass per head)")] = "gradient",
+    importance: Annotated[str, typer.Option(help="ablation (one forward pass per head) | gradient")] = "ablation",
     recover_steps: Annotated[int, typer.Option(help="Fine-tuning steps on the calibration text after pruning.")] = 0,
     recover_lr: Annotated[float, typer.Option(help="Peak learning rate of the recovery fine-tune.")] = 5e-5,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
