@@ -182,6 +182,37 @@ def run_model(name: str, model_dir: Path, budgets: list[int], text: Path, args) 
     return result
 
 
+def markdown_tables(report: dict) -> str:
+    """The docs tables: size and speed per budget, perplexity per mask, QAOA against uniform sampling."""
+    lines = ["| model | query heads / layer | parameters | prefill 1,024 tok (s) | decode tok/s b1 | "
+             "decode tok/s b16 |", "|---|---|---|---|---|---|"]
+    for run in report["runs"]:
+        heads = run["shape"]["num_heads"]
+        variants = [("unpruned", heads, run["parameters"])] + [
+            (f"keep_{k}", int(k), b["parameters"]) for k, b in run["budgets"].items()]
+        for label, kept, params in variants:
+            sp = run["speed"][label]
+            lines.append(f"| {run['model']} | {kept} of {heads} | {params / 1e6:.1f} M | {sp['prefill_1024_s']:.2f} | "
+                         f"{sp['decode_tok_s_b1']:.1f} | {sp['decode_tok_s_b16']:.1f} |")
+    labels = ["qaoa", "sa", "greedy", "importance_top_k", "gradient_qubo_sa", "gradient_top_k", "random"]
+    lines += ["", "| model | kept / layer | unpruned | " + " | ".join(labels) + " | QAOA P(opt) vs uniform |",
+              "|---" * (len(labels) + 4) + "|"]
+    for run in report["runs"]:
+        for keep, b in run["budgets"].items():
+            cells = [f"{b['masks'][m]['perplexity']:.4g}" if m in b["masks"] else "-" for m in labels]
+            geo = b["qaoa_p_optimum_vs_uniform_geomean"]
+            lines.append(f"| {run['model']} | {keep} | {run['perplexity_unpruned']:.4g} | " + " | ".join(cells)
+                         + (f" | {geo:.1f}x |" if geo else " | - |"))
+    lines += ["", "| model | kept / layer | mask | perplexity before | after recovery | steps |",
+              "|---|---|---|---|---|---|"]
+    for run in report["runs"]:
+        for keep, b in run["budgets"].items():
+            for label, r in b["recovery"].items():
+                lines.append(f"| {run['model']} | {keep} | {label} | {r['perplexity_before']:.4g} | "
+                             f"{r['perplexity_after']:.4g} | {r.get('steps', 0)} |")
+    return "\n".join(lines)
+
+
 def demo_gemma_dir() -> Path:
     """The converted Gemma 3 270M demo base (converting it on first use, about a minute)."""
     try:
@@ -215,7 +246,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS / "pruning.json")
+    parser.add_argument("--table", action="store_true", help="print the docs tables of --out and exit")
     args = parser.parse_args()
+    if args.table:
+        print(markdown_tables(json.loads(args.out.read_text())))
+        return
     if args.full:
         args.calib_seqs, args.heldout_seqs, args.reviews = 16, 32, 1500
         args.qaoa_reps, args.qaoa_maxiter, args.recover_steps, args.recover_all = 3, 150, 30, True
