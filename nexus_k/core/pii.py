@@ -158,6 +158,16 @@ def _when_labelled(kind: str) -> Callable[[re.Match[str], str], str | None]:
     return lambda m, text: kind if _labelled(kind, text, m.start()) else None
 
 
+# "...로 보내주세요", "...으로 입금": a transfer verb right after a bare number makes it an account.
+_TRANSFER_AFTER = re.compile(r"\s?(?:으?로|에)?\s?(?:보내|송금|입금|이체)")
+
+
+def _account_bare(m: re.Match[str], text: str) -> str | None:
+    if _labelled("account", text, m.start()) or _TRANSFER_AFTER.match(text, m.end()):
+        return "account"
+    return None
+
+
 def _always(kind: str) -> Callable[[re.Match[str], str], str | None]:
     return lambda m, text: kind
 
@@ -172,7 +182,7 @@ _RULES: list[tuple[re.Pattern[str], Callable[[re.Match[str], str], str | None], 
     (_CARD, _card, True),
     (_PHONE, _always("phone"), True),
     (_ACCOUNT_GROUPED, _account_grouped, True),
-    (_ACCOUNT_BARE, _when_labelled("account"), True),
+    (_ACCOUNT_BARE, _account_bare, True),
 ]
 
 
