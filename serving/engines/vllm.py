@@ -123,6 +123,15 @@ def engine_args(settings: EngineSettings) -> Any:
         raise EngineError(f"invalid vLLM engine arguments: {_first_line(err)}") from None
 
 
+def _start(async_llm: Any, settings: EngineSettings) -> Any:
+    """vLLM's engine on these settings; a configuration vLLM rejects is an EngineError, one line."""
+    args = engine_args(settings)
+    try:
+        return async_llm.from_engine_args(args)
+    except (TypeError, ValueError) as err:  # pydantic's ValidationError is a ValueError
+        raise EngineError(f"vLLM rejected the engine settings: {_first_line(err)}") from None
+
+
 def validate_engine_config(settings: EngineSettings) -> None:
     """Let vLLM resolve its whole configuration (model config, quantization, parallelism...) without starting
     anything, so that a wrong setting is one error line before the server starts."""
@@ -215,7 +224,7 @@ class VLLMEngine:
             if not (Path(path) / "adapter_config.json").is_file():
                 raise EngineError(f"LoRA adapter {name!r}: no adapter_config.json in {path}")
         tokenizer = load_tokenizer(settings)
-        llm = AsyncLLM.from_engine_args(engine_args(settings))
+        llm = _start(AsyncLLM, settings)
         if not _has_cuda() and settings.engine_core_priority != "normal":
             pids = _lower_engine_core_priority(settings.engine_core_priority)
             logger.info("vLLM engine core %s at %s CPU priority", pids, settings.engine_core_priority)
@@ -325,11 +334,16 @@ class VLLMPoolingEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         tokenizer = load_tokenizer(settings)
-        llm = AsyncLLM.from_engine_args(engine_args(settings))
+        llm = _start(AsyncLLM, settings)
         if not _has_cuda() and settings.engine_core_priority != "normal":
             _lower_engine_core_priority(settings.engine_core_priority)
         config = llm.model_config
         dims = list(getattr(config, "matryoshka_dimensions", None) or [])
+        if not dims:  # declared beside the sentence-transformers files rather than in config.json
+            from training.embed_pooling import read_pooling_spec
+
+            spec = read_pooling_spec(settings.model) if Path(settings.model).is_dir() else None
+            dims = list(spec.matryoshka_dimensions) if spec else []
         logger.info("vLLM pooling engine ready: %s (max_model_len=%d)", settings.model, config.max_model_len)
         return cls(llm, settings.model, tokenizer, config.max_model_len, config.get_hidden_size(), dims)
 

@@ -1,0 +1,34 @@
+"""vLLM's pooling runner reads the same sentence-transformers pooling as the transformers engine: same vectors."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from serving.engines import vllm_available
+from tests.serving.test_embeddings import TEXTS, embed_model_dir  # noqa: F401  (fixture)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not vllm_available(), reason="vLLM is not installed")
+def test_vllm_pooling_matches_the_transformers_engine(embed_model_dir) -> None:  # noqa: F811
+    from serving.engines.hf_pooling import HFPoolingEngine
+    from serving.engines.vllm import VLLMPoolingEngine
+
+    async def both() -> tuple[list, list, list[int]]:
+        vllm = await VLLMPoolingEngine.create(str(embed_model_dir), dtype="float32", kv_cache_gib=1,
+                                              engine_args={"enforce_eager": True})
+        try:
+            ids = [vllm.tokenizer(t).input_ids for t in TEXTS]
+            from_vllm = await vllm.pool(ids, "v")
+            dims = vllm.matryoshka_dimensions
+        finally:
+            await vllm.shutdown()
+        hf = await HFPoolingEngine.create(str(embed_model_dir))
+        return from_vllm, await hf.pool(ids, "h"), dims
+
+    from_vllm, from_hf, dims = asyncio.run(both())
+    np.testing.assert_allclose(np.asarray(from_vllm), np.asarray(from_hf), atol=1e-4)
+    assert dims == [32, 64]
