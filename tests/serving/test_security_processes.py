@@ -143,6 +143,11 @@ def check_kill_9(url: str, proc: subprocess.Popen, base: str) -> None:
     proc.wait(timeout=10)
     assert answered == 12
     assert len([r for r in AuditStore(url).recent(100) if r.org_name == "kill"]) == 12
+    from serving.audit_chain import verify_chain
+    from serving.db import get_engine
+
+    report = verify_chain(get_engine(url))  # every replica's rows, then a killed one: still one unbroken chain
+    assert report.ok and report.rows >= 12, report.problem
 
 
 @pytest.mark.postgres
