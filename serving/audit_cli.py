@@ -128,3 +128,24 @@ def export(
 
     count = export_rows(_engine(database_url), _day(start, "--from"), _day(end, "--to"), fmt, out, org, user)
     typer.echo(f"wrote {count} audit rows to {out}")
+
+
+@app.command("report")
+def report(
+    month: str = typer.Option(..., "--month", help="The month to review, YYYY-MM."),
+    out: Path = typer.Option(..., "--out", help="HTML file to write."),
+    zone: str = typer.Option("Asia/Seoul", "--tz", help="Time zone for days and working hours."),
+    database_url: str | None = DatabaseOption,
+) -> None:
+    """The monthly access-record review as HTML: per organisation and user, refusals, PII, off-hours activity."""
+    from zoneinfo import ZoneInfoNotFoundError
+
+    from serving.audit_report import render, review
+
+    try:
+        data = review(_engine(database_url), month, zone)
+    except ZoneInfoNotFoundError:
+        raise UserError(f"--tz: unknown time zone {zone!r}") from None
+    out.write_text(render(data), encoding="utf-8")
+    typer.echo(f"wrote the {month} review ({sum(t.requests for t in data.orgs.values())} requests, "
+               f"{len(data.orgs)} organisations) to {out}")
