@@ -370,3 +370,32 @@ def test_langchain_chat_openai_in_responses_mode(tiny_tokenizer, tmp_path) -> No
     assert (call["name"], call["args"]) == ("get_weather", {"city": "서울"})
     answer = llm.bind_tools([get_weather]).invoke(["서울 날씨", asked, ToolMessage("맑음", tool_call_id=call["id"])])
     assert answer.text == "서울은 맑아요."
+
+
+@pytest.mark.slow
+def test_a_streamed_response_survives_kill_9(tiny_model_dir, tmp_path) -> None:
+    """The response is in the database before its final event goes out: a kill -9 right after loses nothing."""
+    import signal
+
+    import httpx
+
+    from tests.serving.test_security_processes import start_fake_servers, stop_servers
+
+    url = f"sqlite:///{tmp_path / 'server.db'}"
+    [proc], [base] = start_fake_servers(url, 1, tiny_model_dir)
+    try:
+        body = {"model": "tiny-ko", "input": "기억해", "stream": True}
+        with httpx.stream("POST", base + "/v1/responses", json=body, timeout=60) as reply:
+            lines = [line for line in reply.iter_lines() if line.startswith("data: ")]
+        final = json.loads(lines[-1][len("data: "):])
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        stop_servers([proc])
+    assert final["type"] == "response.completed"
+    [proc], [base] = start_fake_servers(url, 1, tiny_model_dir)
+    try:
+        again = httpx.get(f"{base}/v1/responses/{final['response']['id']}", timeout=30).json()
+    finally:
+        stop_servers([proc])
+    assert again["output"] == final["response"]["output"] and again["status"] == "completed"
