@@ -186,11 +186,38 @@ _RULES: list[tuple[re.Pattern[str], Callable[[re.Match[str], str], str | None], 
 ]
 
 
+# Personal data sits around runs that start with a digit or an @. Scanning only the runs that hold an @ or
+# enough digits (widened to the left for an e-mail's local part, a passport's letter, a region name before a
+# licence number) keeps ordinary prose nearly free.
+_RUN = re.compile(r"[0-9@][0-9A-Za-z@._%+\-–() ]*")
+_LEFT = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz._%+-")
+_MIN_DIGITS = 7
+_LEAD = 3
+
+
+def _windows(text: str) -> list[tuple[int, int]]:
+    windows: list[tuple[int, int]] = []
+    for run in _RUN.finditer(text):
+        chunk = run.group(0)
+        if "@" not in chunk and sum(ch.isdigit() for ch in chunk) < _MIN_DIGITS:
+            continue
+        start = run.start()
+        while start > 0 and text[start - 1] in _LEFT and run.start() - start < 64:
+            start -= 1
+        start = max(0, start - _LEAD)
+        if windows and start <= windows[-1][1]:
+            windows[-1] = (windows[-1][0], max(windows[-1][1], run.end()))
+        else:
+            windows.append((start, run.end()))
+    return windows
+
+
 def find_pii(text: str) -> list[PiiSpan]:
     """Every piece of personal data in ``text``, in order, without overlaps."""
     taken: list[PiiSpan] = []
+    windows = _windows(text)
     for pattern, decide, vetoable in _RULES:
-        for m in pattern.finditer(text):
+        for m in (m for start, end in windows for m in pattern.finditer(text, start, end)):
             if any(m.start() < s.end and s.start < m.end() for s in taken):
                 continue
             if vetoable and _labelled_not_personal(text, m.start()):
@@ -275,6 +302,11 @@ class StreamRedactor:
     def _release(self, cut: int) -> str:
         if cut <= 0:
             return ""
+        if "@" not in self.pending and not any(ch.isdigit() for ch in self.pending):
+            out = self.pending[:cut]  # no digit, no @: nothing here can be personal data
+            self.context = (self.context + out)[-_CONTEXT_CHARS:]
+            self.pending = self.pending[cut:]
+            return out
         base = len(self.context)
         spans = [s for s in find_pii(self.context + self.pending) if s.end > base]
         # Never cut through a span: send up to its start and keep it whole for the next round.
