@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, func, insert, select, text
 
 from serving.db import AuditChainHead, AuditRecord, utcnow
 
@@ -54,13 +54,18 @@ def row_digest(prev_digest: str, row: Mapping[str, Any]) -> str:
     return hashlib.sha256(prev_digest.encode("ascii") + b"\n" + canonical(row)).hexdigest()
 
 
+_LOCK_PG = text(f"SELECT pg_advisory_xact_lock({CHAIN_LOCK})")
+# A write statement takes SQLite's one write lock (waiting for it); a read first would not.
+_LOCK_SQLITE = text("UPDATE audit_chain SET id = id WHERE id = 1")
+_READ_HEAD = text("SELECT last_id, last_digest FROM audit_chain WHERE id = 1")
+_MOVE_HEAD = text("UPDATE audit_chain SET last_id = :last_id, last_digest = :last_digest WHERE id = 1")
+_INSERT_ROW = AuditRecord.__table__.insert()
+"""Built once: the recorder commits with fixed statements and parameter dicts (cheap to execute)."""
+
+
 def lock_chain(conn: Connection) -> None:
     """Make this transaction the chain's only writer until it ends (every replica goes through here)."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(text(f"SELECT pg_advisory_xact_lock({CHAIN_LOCK})"))
-    else:
-        # A write statement takes SQLite's one write lock (it waits for it); a read first would not.
-        conn.execute(update(AuditChainHead).where(AuditChainHead.id == 1).values(id=AuditChainHead.id))
+    conn.execute(_LOCK_PG if conn.dialect.name == "postgresql" else _LOCK_SQLITE)
 
 
 def read_head(conn: Connection) -> AuditChainHead | None:
@@ -75,24 +80,26 @@ def append_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     lock_chain(conn)
-    head = read_head(conn)
+    head = conn.execute(_READ_HEAD).first()
     if head is None:
         # Rows written before chaining began stay outside it, below the anchor.
         before = conn.execute(select(func.max(AuditRecord.id))).scalar() or 0
-        head = AuditChainHead(id=1, last_id=before, last_digest=GENESIS, anchor_id=before, anchor_digest=GENESIS)
         conn.execute(insert(AuditChainHead).values(id=1, last_id=before, last_digest=GENESIS, anchor_id=before,
                                                     anchor_digest=GENESIS))
-    prev, last_id = head.last_digest, head.last_id
+        prev, last_id = GENESIS, before
+    else:
+        last_id, prev = head
     now = utcnow()
-    for values in rows:
-        values["created_at"] = values.get("created_at") or now
+    for given in rows:
+        values = {name: given.get(name) for name in CONTENT_COLUMNS}
+        values["created_at"] = values["created_at"] or now
         for name, default in _SCALAR_DEFAULTS.items():  # what the database would fill in, so the digest covers it
-            if values.get(name) is None:
+            if values[name] is None:
                 values[name] = default
         digest = row_digest(prev, values)
-        result = conn.execute(insert(AuditRecord).values(**values, prev_digest=prev, digest=digest))
+        result = conn.execute(_INSERT_ROW, {**values, "prev_digest": prev, "digest": digest})
         prev, last_id = digest, result.inserted_primary_key[0]
-    conn.execute(update(AuditChainHead).where(AuditChainHead.id == 1).values(last_id=last_id, last_digest=prev))
+    conn.execute(_MOVE_HEAD, {"last_id": last_id, "last_digest": prev})
 
 
 @dataclass
