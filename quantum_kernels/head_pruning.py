@@ -1,6 +1,6 @@
 """Attention-head pruning as a QUBO with one budget per layer, written out as a genuinely smaller model.
 
-``x_h = 1`` keeps head h. Minimise ``-sum_h I_h x_h + w * sum_{h<g} R_hg x_h x_g`` subject to ``keep k of
+``x_h = 1`` keeps head h. Minimise ``-sum_h I_h x_h + w/(K-1) sum_{h<g} R_hg x_h x_g`` subject to ``keep k of
 the H heads of every pruned layer`` (importances ``I`` scaled to max 1, redundancies ``R`` = |correlation|).
 Every layer keeping the same number of query heads is what lets the chosen mask be written as a smaller
 architecture (:mod:`quantum_kernels.structural`) that transformers and vLLM serve with fewer FLOPs and
@@ -47,7 +47,7 @@ class PruneConfig:
     max_sequences: int = 32
     """Calibration sequences at most (held-out: the same cap)."""
     redundancy_weight: float = 0.5
-    """Weight ``w`` of the pairwise redundancy penalty."""
+    """Weight ``w`` of a kept head's mean |correlation| with the other kept heads, against its importance."""
     importance: str = "ablation"
     """``ablation`` (loss increase with each head off alone: one forward pass per head and sequence) or
     ``gradient`` (|dL/d gate| at gates = 1, one backward pass per sequence; cheaper, but on Gemma 3 270M its

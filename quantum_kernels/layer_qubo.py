@@ -1,7 +1,8 @@
 """The per-layer head-pruning QUBO and its solvers, whole or over windows of layers small enough to simulate.
 
-``x_h = 1`` keeps head h. Minimise ``-sum_h I_h x_h / max(I) + w * sum_{h<g} R_hg x_h x_g`` with one
-cardinality constraint per layer (or per key-value group, see :func:`quantum_kernels.structural.budget_groups`).
+``x_h = 1`` keeps head h. Minimise ``-sum_h I_h x_h / max(I) + (w / (K - 1)) sum_{h<g} R_hg x_h x_g`` (K heads
+kept in all) with one cardinality constraint per layer (or per key-value group, see
+:func:`quantum_kernels.structural.budget_groups`).
 
 QAOA is simulated on at most 24 qubits, so a model's layers are cut into consecutive windows of whole
 layers. Windows are solved in order; the couplings of a window's heads to heads already decided in
@@ -28,9 +29,16 @@ QAOA_MAX_QUBITS = 24
 
 def build_layer_qubo(importance: np.ndarray, redundancy: np.ndarray, groups: list[tuple[list[int], int]],
                      weight: float, names: list[str]) -> QUBO:
-    """The keep-k-per-group QUBO from importances (n,) and |correlations| (n, n)."""
+    """The keep-k-per-group QUBO from importances (n,) and |correlations| (n, n).
+
+    The redundancy of a kept head is summed over every other kept head (all layers), so it is divided by
+    their number: ``w`` then weighs a head's *mean* |correlation| with the others against its importance
+    (scaled to max 1), whatever the model's size. Unscaled, the pairwise sum dwarfed the importances and the
+    masks it chose on Gemma 3 270M were worse than random (docs/quantum.md).
+    """
     scale = importance.max() if importance.max() > 0 else 1.0
-    quadratic = weight * np.triu(np.abs(redundancy), 1)
+    partners = max(1, sum(k for _, k in groups) - 1)
+    quadratic = (weight / partners) * np.triu(np.abs(redundancy), 1)
     return QUBO(-importance / scale, quadratic, 0.0, None, names, groups)
 
 

@@ -81,3 +81,14 @@ def test_importance_top_k_keeps_each_layers_most_important_heads():
     x = importance_top_k(importance, q.groups)
     for variables, _ in q.groups:
         assert x[variables].sum() == 1 and x[variables][np.argmax(importance[variables])] == 1
+
+
+def test_redundancy_is_weighed_per_partner_against_importance_scaled_to_one():
+    importance = np.array([2.0, 1.0, 0.5, 4.0])
+    redundancy = np.full((4, 4), 0.6)
+    q = build_layer_qubo(importance, redundancy, [([0, 1], 1), ([2, 3], 1)], 0.5, [])
+    np.testing.assert_allclose(q.linear, -importance / 4.0)
+    # Two heads kept in all: each has one partner, so a pair costs w * |corr| = 0.3.
+    assert q.quadratic[0, 2] == pytest.approx(0.3) and q.quadratic[2, 0] == 0.0
+    q3 = build_layer_qubo(importance, redundancy, [([0, 1, 2, 3], 3)], 0.5, [])
+    assert q3.quadratic[0, 1] == pytest.approx(0.15)
