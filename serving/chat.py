@@ -9,7 +9,13 @@ from typing import Any
 
 from nexus_k.core.chat_templates import chat_to_ids, content_text
 from serving.engines.base import StructuredOutput
-from serving.protocol import ChatCompletionRequest, NamedToolChoice, ResponseFunctionCall, ResponseToolCall
+from serving.protocol import (
+    ChatCompletionRequest,
+    NamedToolChoice,
+    ResponseFunctionCall,
+    ResponseToolCall,
+    ToolCall,
+)
 
 TOOL_CALL_OPEN = "<tool_call>"
 TOOL_CALL_CLOSE = "</tool_call>"
@@ -25,25 +31,46 @@ def transcript(messages: list[Any]) -> str:
 
 
 def messages_to_dicts(request: ChatCompletionRequest) -> list[dict[str, Any]]:
-    """The request's messages as plain dicts for ``apply_chat_template`` (developer maps to system)."""
+    """The request's messages as plain dicts for ``apply_chat_template``: developer maps to system, legacy
+    function calls and results to tool calls and tool messages, a reasoning model's replayed thinking kept as
+    ``reasoning_content`` for templates that render it."""
     out: list[dict[str, Any]] = []
     for message in request.messages:
-        item: dict[str, Any] = {"role": "system" if message.role == "developer" else message.role,
-                                "content": content_text(message.content)}
-        if message.role == "assistant" and message.tool_calls:
-            item["tool_calls"] = [
-                {"id": c.id, "type": "function",
-                 "function": {"name": c.function.name, "arguments": c.function.arguments}}
-                for c in message.tool_calls
-            ]
+        role = {"developer": "system", "function": "tool"}.get(message.role, message.role)
+        item: dict[str, Any] = {"role": role, "content": content_text(message.content)}
+        if message.role == "assistant":
+            calls = list(message.tool_calls or [])
+            if message.function_call is not None:
+                calls.append(ToolCall(id=new_tool_call_id(), function=message.function_call))
+            if calls:
+                item["tool_calls"] = [
+                    {"id": c.id, "type": "function",
+                     "function": {"name": c.function.name, "arguments": c.function.arguments}}
+                    for c in calls
+                ]
+            thinking = message.reasoning_content or message.reasoning
+            if thinking:
+                item["reasoning_content"] = thinking
         if message.role == "tool":
             item["tool_call_id"] = message.tool_call_id
+        if message.role == "function":
+            item["name"] = message.name
         out.append(item)
     return out
 
 
+def template_kwargs(request: ChatCompletionRequest) -> dict[str, Any]:
+    """Extra chat-template variables: the request's own, and ``reasoning_effort`` as the thinking switch that
+    reasoning models' templates read (``enable_thinking``; off for effort none or minimal)."""
+    kwargs = dict(request.chat_template_kwargs or {})
+    if request.reasoning_effort is not None:
+        kwargs.setdefault("enable_thinking", request.reasoning_effort not in ("none", "minimal"))
+        kwargs.setdefault("reasoning_effort", request.reasoning_effort)
+    return kwargs
+
+
 def render_prompt(tokenizer: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None,
-                  add_generation_prompt: bool = True) -> list[int]:
+                  add_generation_prompt: bool = True, kwargs: dict[str, Any] | None = None) -> list[int]:
     """Apply the tokenizer's chat template and return token ids."""
     if not getattr(tokenizer, "chat_template", None):
         raise ChatTemplateError(
@@ -51,7 +78,8 @@ def render_prompt(tokenizer: Any, messages: list[dict[str, Any]], tools: list[di
             "tokenizer_config.json has a `chat_template` (`nexus-k tokenizer train` writes one)"
         )
     try:
-        return chat_to_ids(tokenizer, messages, tools=tools, add_generation_prompt=add_generation_prompt)
+        return chat_to_ids(tokenizer, messages, tools=tools, add_generation_prompt=add_generation_prompt,
+                           template_kwargs=kwargs)
     except Exception as err:  # jinja raises TemplateError subclasses and plain exceptions alike
         raise ChatTemplateError(f"the chat template rejected these messages: {err}") from err
 
@@ -99,7 +127,24 @@ def plan_output(request: ChatCompletionRequest) -> ToolPlan:
     elif fmt is not None and fmt.type == "json_schema":
         structured = StructuredOutput(json_schema=fmt.json_schema.schema_ or {"type": "object"})
     mode = "auto" if request.tools and choice in (None, "auto") else "none"
+    if mode == "auto" and structured is not None:
+        # Either call a tool or answer in the format: one grammar for both, so a tool stays callable.
+        structured = StructuredOutput(grammar=_tool_or_format_grammar(request, structured))
     return ToolPlan(mode, structured)
+
+
+def _tool_or_format_grammar(request: ChatCompletionRequest, answer: StructuredOutput) -> str:
+    """EBNF (xgrammar's dialect): one or more ``<tool_call>`` blocks of the tools' schemas, or the answer format."""
+    import xgrammar as xgr
+
+    calls = _required_schema(request)
+    call = xgr.Grammar.from_json_schema(json.dumps(calls["items"]), any_whitespace=False)
+    one_call = xgr.Grammar.concat(xgr.Grammar.from_ebnf(f'root ::= "{TOOL_CALL_OPEN}"'), call,
+                                  xgr.Grammar.from_ebnf(f'root ::= "{TOOL_CALL_CLOSE}"'))
+    tools = one_call if request.parallel_tool_calls is False else xgr.Grammar.union(
+        one_call, xgr.Grammar.concat(one_call, one_call), xgr.Grammar.concat(one_call, one_call, one_call))
+    schema = answer.json_schema if answer.json_schema is not None else {"type": "object"}
+    return str(xgr.Grammar.union(tools, xgr.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False)))
 
 
 def new_tool_call_id() -> str:

@@ -50,7 +50,8 @@ def wrong_model_type(name: str, kind: str, route: str) -> APIError:
 
 def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
     """One OpenAI-style message (and the ``param`` it names) for pydantic's validation errors."""
-    first = errors[0] if errors else {}
+    # A validator's own message says more than the union branches that failed before it ("should be a string").
+    first = next((e for e in errors if e.get("type") == "value_error"), errors[0] if errors else {})
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
     param = ".".join(loc) or None
     if first.get("type") == "extra_forbidden":

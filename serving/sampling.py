@@ -56,6 +56,7 @@ def to_sampling_settings(
         frequency_penalty=fields.frequency_penalty or 0.0,
         repetition_penalty=fields.repetition_penalty or 1.0,
         stop=fields.stop_list(),
+        logit_bias={int(t): float(b) for t, b in (fields.logit_bias or {}).items()},
         stop_token_ids=list(fields.stop_token_ids or []),
         ignore_eos=bool(fields.ignore_eos),
         logprobs=logprobs,

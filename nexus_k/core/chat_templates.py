@@ -61,16 +61,20 @@ def resolve_chat_template(tokenizer: Any) -> str:
 
 
 def render_chat(tokenizer: Any, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None,
-                add_generation_prompt: bool = True, chat_template: str | None = None) -> str:
-    """The conversation rendered as text through ``chat_template`` (default: the tokenizer's own)."""
+                add_generation_prompt: bool = True, chat_template: str | None = None,
+                template_kwargs: dict[str, Any] | None = None) -> str:
+    """The conversation rendered as text through ``chat_template`` (default: the tokenizer's own);
+    ``template_kwargs`` are extra template variables (``enable_thinking``...)."""
     return tokenizer.apply_chat_template(messages, tools=tools or None, chat_template=chat_template,
-                                         tokenize=False, add_generation_prompt=add_generation_prompt)
+                                         tokenize=False, add_generation_prompt=add_generation_prompt,
+                                         **(template_kwargs or {}))
 
 
 def chat_to_ids(tokenizer: Any, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None,
-                add_generation_prompt: bool = True, chat_template: str | None = None) -> list[int]:
+                add_generation_prompt: bool = True, chat_template: str | None = None,
+                template_kwargs: dict[str, Any] | None = None) -> list[int]:
     """Prompt token ids of a conversation. The template already writes BOS and the other specials, so the
     tokenizer adds none."""
     text = render_chat(tokenizer, messages, tools=tools, add_generation_prompt=add_generation_prompt,
-                       chat_template=chat_template)
+                       chat_template=chat_template, template_kwargs=template_kwargs)
     return list(tokenizer(text, add_special_tokens=False).input_ids)

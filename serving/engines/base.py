@@ -40,6 +40,8 @@ class StructuredOutput:
     """Output must be some JSON object (``response_format: json_object``)."""
     choice: list[str] | None = None
     """Output must be exactly one of these strings."""
+    grammar: str | None = None
+    """Output must match this EBNF grammar (xgrammar's dialect, as vLLM takes it)."""
 
 
 @dataclass
@@ -61,6 +63,8 @@ class SamplingSettings:
     repetition_penalty: float = 1.0
     stop: list[str] = field(default_factory=list)
     """Stop strings; the stop string itself is not included in the output."""
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    """Added to these tokens' logits before sampling (OpenAI's ``logit_bias``: -100 bans, 100 forces)."""
     stop_token_ids: list[int] = field(default_factory=list)
     """Extra token ids that end generation (the model's EOS ids always do unless ``ignore_eos``)."""
     ignore_eos: bool = False

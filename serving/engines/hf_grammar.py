@@ -44,7 +44,8 @@ class GrammarCache:
     @staticmethod
     def _key(spec: StructuredOutput) -> str:
         return json.dumps(
-            {"schema": spec.json_schema, "object": spec.json_object, "choice": spec.choice}, sort_keys=True
+            {"schema": spec.json_schema, "object": spec.json_object, "choice": spec.choice, "grammar": spec.grammar},
+            sort_keys=True
         )
 
     def compile(self, spec: StructuredOutput) -> xgr.CompiledGrammar:
@@ -62,12 +63,14 @@ class GrammarCache:
         return compiled
 
     def _compile_uncached(self, spec: StructuredOutput) -> xgr.CompiledGrammar:
-        chosen = [spec.json_schema is not None, spec.json_object, spec.choice is not None]
+        chosen = [spec.json_schema is not None, spec.json_object, spec.choice is not None, spec.grammar is not None]
         if sum(chosen) != 1:
-            raise EngineError("structured output needs exactly one of json_schema, json_object, choice")
+            raise EngineError("structured output needs exactly one of json_schema, json_object, choice, grammar")
         try:
             if spec.choice is not None:
                 return self._compiler.compile_grammar(choice_ebnf(spec.choice))
+            if spec.grammar is not None:
+                return self._compiler.compile_grammar(spec.grammar)
             schema = spec.json_schema if spec.json_schema is not None else {"type": "object"}
             return self._compiler.compile_json_schema(json.dumps(schema), any_whitespace=False)
         except EngineError:

@@ -53,6 +53,12 @@ class SequenceSampler:
         """Output-token counts (presence / frequency penalties)."""
         if params.presence_penalty or params.frequency_penalty:
             self.counts = torch.zeros(vocab_size, dtype=torch.float32, device=device)
+        self.bias: tuple[torch.Tensor, torch.Tensor] | None = None
+        """(token ids, values) of the request's logit bias."""
+        if params.logit_bias:
+            ids, values = zip(*sorted(params.logit_bias.items()), strict=True)
+            self.bias = (torch.tensor(ids, dtype=torch.long, device=device),
+                         torch.tensor(values, dtype=torch.float32, device=device))
         self.seen: torch.Tensor | None = None
         """Tokens of prompt and output (repetition penalty)."""
         if params.repetition_penalty != 1.0:
@@ -77,6 +83,8 @@ class SequenceSampler:
             logits.copy_(torch.where(self.seen, penalised, logits))
         if self.counts is not None:
             logits -= p.frequency_penalty * self.counts + p.presence_penalty * (self.counts > 0).float()
+        if self.bias is not None:
+            logits[self.bias[0]] += self.bias[1].to(logits.dtype)
         if self.num_generated < p.min_tokens and self.min_tokens_blocked.numel():
             logits[self.min_tokens_blocked] = float("-inf")
         _make_finite(logits)
@@ -88,6 +96,7 @@ class SequenceSampler:
         return (
             self.seen is not None
             or self.counts is not None
+            or self.bias is not None
             or self.num_generated < self.params.min_tokens
         )
 

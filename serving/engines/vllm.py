@@ -161,7 +161,8 @@ def _to_vllm_params(params: SamplingSettings, eos_ids: list[int]) -> Any:
     if params.structured is not None:
         s = params.structured
         structured = StructuredOutputsParams(
-            json=s.json_schema, json_object=s.json_object or None, choice=s.choice, disable_any_whitespace=True
+            json=s.json_schema, json_object=s.json_object or None, choice=s.choice, grammar=s.grammar,
+            disable_any_whitespace=True
         )
     return SamplingParams(
         n=1,
@@ -173,6 +174,7 @@ def _to_vllm_params(params: SamplingSettings, eos_ids: list[int]) -> Any:
         presence_penalty=params.presence_penalty,
         frequency_penalty=params.frequency_penalty,
         repetition_penalty=params.repetition_penalty,
+        logit_bias=dict(params.logit_bias) or None,
         stop=list(params.stop) or None,
         stop_token_ids=sorted(set(params.stop_token_ids) | set(eos_ids)) if not params.ignore_eos
         else list(params.stop_token_ids),

@@ -13,6 +13,7 @@ from serving.chat import (
     parse_tool_output,
     plan_output,
     render_prompt,
+    template_kwargs,
     transcript,
 )
 from serving.errors import APIError
@@ -50,11 +51,13 @@ async def _prepare(state: ServerState, request: ChatCompletionRequest,
     if request.n and request.n > state.settings.max_n:
         raise APIError(f"n={request.n} is larger than this server allows ({state.settings.max_n})", param="n")
     check_token_ids(request.stop_token_ids or [], len(state.tokenizer), "stop_token_ids")
+    check_token_ids([int(t) for t in request.logit_bias or {}], len(state.tokenizer), "logit_bias")
     tools = [t.model_dump(exclude_none=True) for t in request.tools] if request.tools else None
     if request.tool_choice == "none":
         tools = None
     try:
-        prompt_ids = render_prompt(state.tokenizer, messages_to_dicts(request), tools)
+        prompt_ids = render_prompt(state.tokenizer, messages_to_dicts(request), tools,
+                                   kwargs=template_kwargs(request))
     except ChatTemplateError as err:
         raise APIError(str(err), param="messages") from err
     plan = plan_output(request)

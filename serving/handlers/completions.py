@@ -45,6 +45,7 @@ async def _prepare(state: ServerState, request: CompletionRequest,
     n = request.n or 1
     prompts = _prompts(state, request)
     check_token_ids(request.stop_token_ids or [], len(state.tokenizer), "stop_token_ids")
+    check_token_ids([int(t) for t in request.logit_bias or {}], len(state.tokenizer), "logit_bias")
     if n * len(prompts) > state.settings.max_n * 8:
         raise APIError(f"too many sequences in one request ({n} x {len(prompts)} prompts)", param="n")
     if n > state.settings.max_n:

@@ -5,60 +5,95 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from serving.protocol.common import RequestModel, ResponseModel
 
 
-class TextContentPart(RequestModel):
+class MessageModel(RequestModel):
+    """Inside messages and content parts unknown keys are ignored, as OpenAI and vLLM do: clients replay
+    ``message.model_dump()`` (``annotations``, ``audio``, ``function_call``), send ``cache_control`` on parts
+    and ``name`` on tool messages. Unknown top-level parameters stay an error."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class TextContentPart(MessageModel):
     type: Literal["text"]
     text: str
 
 
-class FunctionCall(RequestModel):
+class MediaContentPart(MessageModel):
+    """An image, audio or file part: refused with a clear 400, since the models served here read text only."""
+
+    type: Literal["image_url", "input_audio", "file"]
+
+    @model_validator(mode="after")
+    def _text_only(self) -> MediaContentPart:
+        raise ValueError(f"this model reads text only: `{self.type}` content parts are not supported")
+
+
+ContentPart = Annotated[TextContentPart | MediaContentPart, Field(discriminator="type")]
+
+
+class FunctionCall(MessageModel):
     name: str
     arguments: str
 
 
-class ToolCall(RequestModel):
+class ToolCall(MessageModel):
     id: str
     type: Literal["function"] = "function"
     function: FunctionCall
 
 
-class SystemMessage(RequestModel):
+class SystemMessage(MessageModel):
     role: Literal["system", "developer"]
-    content: str | list[TextContentPart]
+    content: str | list[ContentPart]
     name: str | None = None
 
 
-class UserMessage(RequestModel):
+class UserMessage(MessageModel):
     role: Literal["user"]
-    content: str | list[TextContentPart]
+    content: str | list[ContentPart]
     name: str | None = None
 
 
-class AssistantMessage(RequestModel):
+class AssistantMessage(MessageModel):
     role: Literal["assistant"]
-    content: str | list[TextContentPart] | None = None
+    content: str | list[ContentPart] | None = None
     name: str | None = None
     refusal: str | None = None
     tool_calls: list[ToolCall] | None = None
+    function_call: FunctionCall | None = None
+    """Legacy: one call, as ``functions`` clients replay it."""
+    # --- Nexus-K extensions (as in vLLM): a reasoning model's thinking, replayed in history
+    reasoning_content: str | None = None
+    reasoning: str | None = None
 
     @model_validator(mode="after")
     def _content_or_calls(self) -> AssistantMessage:
-        if self.content is None and not self.tool_calls:
+        if self.content is None and not self.tool_calls and self.function_call is None:
             raise ValueError("an assistant message needs `content` or `tool_calls`")
         return self
 
 
-class ToolMessage(RequestModel):
+class ToolMessage(MessageModel):
     role: Literal["tool"]
-    content: str | list[TextContentPart]
+    content: str | list[ContentPart]
     tool_call_id: str
 
 
-ChatMessage = Annotated[SystemMessage | UserMessage | AssistantMessage | ToolMessage, Field(discriminator="role")]
+class FunctionMessage(MessageModel):
+    """Legacy: the result of a ``function_call``."""
+
+    role: Literal["function"]
+    content: str | None
+    name: str
+
+
+ChatMessage = Annotated[SystemMessage | UserMessage | AssistantMessage | ToolMessage | FunctionMessage,
+                        Field(discriminator="role")]
 
 
 class FunctionDefinition(RequestModel):
@@ -105,7 +140,9 @@ class StreamOptions(RequestModel):
     include_obfuscation: bool | None = None
 
 
-Stop = str | Annotated[list[str], Field(max_length=4)] | None
+MAX_STOP = 64
+"""OpenAI takes 4 stop strings; clients such as Continue send their whole list, so we take up to 64."""
+Stop = str | Annotated[list[str], Field(max_length=MAX_STOP)] | None
 
 
 class SamplingFields(RequestModel):
@@ -135,9 +172,12 @@ class SamplingFields(RequestModel):
 
     @field_validator("logit_bias")
     @classmethod
-    def _no_logit_bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
-        if value:
-            raise ValueError("logit_bias is not supported by this server")
+    def _logit_bias_range(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for token, bias in (value or {}).items():
+            if not token.isdigit():
+                raise ValueError(f"logit_bias keys must be token ids, got {token!r}")
+            if not -100 <= bias <= 100:
+                raise ValueError(f"logit_bias values must be between -100 and 100, got {bias}")
         return value
 
     @field_validator("stop")
@@ -154,36 +194,75 @@ class SamplingFields(RequestModel):
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
 
 
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh"]
+
+
 class ChatCompletionRequest(SamplingFields):
+    """Every parameter of OpenAI's reference is accepted. Honoured beyond sampling: ``logit_bias``,
+    ``reasoning_effort`` (the chat template's thinking switch), ``safety_identifier`` / ``user`` (the audit
+    row's end user), legacy ``functions`` / ``function_call`` (as tools). Accepted and without effect here
+    (docs/api.md): ``service_tier``, ``prompt_cache_key`` and ``prompt_cache_retention`` (prefix caching needs
+    no key), ``verbosity``, ``prediction``, ``store`` and ``metadata`` (chat completions are not stored).
+    Refused with a 400: ``audio`` / audio ``modalities`` and ``web_search_options``."""
+
     messages: list[ChatMessage] = Field(min_length=1)
     model: str
+    audio: dict[str, Any] | None = None
+    function_call: Literal["none", "auto"] | NamedFunction | None = None
+    functions: list[FunctionDefinition] | None = Field(None, max_length=128)
     logprobs: bool | None = False
     max_completion_tokens: int | None = Field(None, ge=1)
     max_tokens: int | None = Field(None, ge=1)
     metadata: dict[str, str] | None = None
-    modalities: list[Literal["text"]] | None = None
+    modalities: list[Literal["text", "audio"]] | None = None
     parallel_tool_calls: bool | None = None
+    prediction: dict[str, Any] | None = None
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: str | None = None
+    reasoning_effort: ReasoningEffort | None = None
     response_format: ResponseFormat | None = None
+    safety_identifier: str | None = Field(None, max_length=256)
+    service_tier: str | None = None
     store: bool | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     tools: list[Tool] | None = Field(None, max_length=128)
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    verbosity: Literal["low", "medium", "high"] | None = None
+    web_search_options: dict[str, Any] | None = None
+    # --- Nexus-K extensions (as in vLLM): send through the client's `extra_body`
+    chat_template_kwargs: dict[str, Any] | None = None
+    """Extra variables for the chat template (e.g. ``{"enable_thinking": false}``)."""
+
+    def _map_legacy_functions(self) -> None:
+        """``functions`` / ``function_call`` as ``tools`` / ``tool_choice``."""
+        if self.tools:
+            raise ValueError("give `tools` or the legacy `functions`, not both")
+        self.tools = [Tool(type="function", function=f) for f in self.functions or []]
+        if isinstance(self.function_call, NamedFunction):
+            self.tool_choice = NamedToolChoice(type="function", function=self.function_call)
+        elif self.function_call is not None:
+            self.tool_choice = self.function_call
+
+    def end_user(self) -> str | None:
+        """Who the request is for: ``safety_identifier``, else the older ``user``."""
+        return self.safety_identifier or self.user
 
     @model_validator(mode="after")
     def _consistent(self) -> ChatCompletionRequest:
         if self.top_logprobs is not None and not self.logprobs:
             raise ValueError("top_logprobs requires logprobs to be true")
-        if self.store:
-            raise ValueError("store=true is not supported: this server keeps no completions")
+        if self.audio is not None or (self.modalities and "audio" in self.modalities):
+            raise ValueError("audio output is not supported: the models served here answer in text")
+        if self.web_search_options is not None:
+            raise ValueError("web_search_options is not supported: this server does not search the web")
+        if self.functions is not None or self.function_call is not None:
+            self._map_legacy_functions()
         if isinstance(self.tool_choice, NamedToolChoice) or self.tool_choice == "required":
             names = {t.function.name for t in self.tools or []}
             if not names:
                 raise ValueError("tool_choice requires `tools`")
             if isinstance(self.tool_choice, NamedToolChoice) and self.tool_choice.function.name not in names:
                 raise ValueError(f"tool_choice names a function not in tools: {self.tool_choice.function.name}")
-        if self.tools and self.response_format and self.response_format.type != "text" and \
-                self.tool_choice not in (None, "none"):
-            raise ValueError("response_format cannot be combined with tool calls")
         return self
 
 

@@ -116,7 +116,8 @@ def test_models_list_base_and_adapter(inprocess) -> None:
     ({"model": "없는-모델"}, 404, "model"),
     ({"n": 99}, 400, "n"),
     ({"max_tokens": 100_000}, 400, "messages"),
-    ({"logit_bias": {"1": 5}}, 400, "logit_bias"),
+    ({"logit_bias": {"1": 500}}, 400, "logit_bias"),
+    ({"logit_bias": {"999999": 5}}, 400, "logit_bias"),
     ({"extra_body": {"bogus": 1}}, 400, "bogus"),
 ])
 def test_bad_requests_get_openai_errors(inprocess, kwargs, status, param) -> None:

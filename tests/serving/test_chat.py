@@ -64,9 +64,11 @@ def test_plans():
         {"top_logprobs": 3},
         {"temperature": -1},
         {"unknown_field": 1},
-        {"store": True},
-        {"logit_bias": {"1": 5}},
-        {"stop": ["a", "b", "c", "d", "e"]},
+        {"logit_bias": {"1": 101}},
+        {"logit_bias": {"a": 1}},
+        {"stop": [str(i) for i in range(65)]},
+        {"functions": [TOOL["function"]], "tools": [TOOL]},
+        {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
         {"repetition_penalty": 1e-300},  # found by fuzzing: overflowed the logits (500)
     ],
 )
