@@ -251,7 +251,8 @@ class _Exchange:
             headers = list(message.get("headers", []))
             if not any(k.lower() == b"x-request-id" for k, _ in headers):
                 headers.append((b"x-request-id", self.request_id.encode()))
-            if self.usage.endpoint in GENERATION_ENDPOINTS and 200 <= self.status < 300:
+            if (self.usage.endpoint in GENERATION_ENDPOINTS and 200 <= self.status < 300
+                    and self.scope["method"] in ("GET", "POST")):  # not a DELETE of a stored response
                 headers += self.ai_generated_headers()
             message = {**message, "headers": headers}
         elif message["type"] == "http.response.body" and not message.get("more_body", False) and not self.finished:
