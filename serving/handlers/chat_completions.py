@@ -90,6 +90,8 @@ async def create_chat_completion(
     choices = [_choice(state, request, plan, r) for r in results]
     for choice in choices:
         choice.message.content = guard_reply(choice.message.content, record)
+        for call in choice.message.tool_calls or []:  # placeholders hold no quote: the JSON stays valid
+            call.function.arguments = guard_reply(call.function.arguments, record) or ""
     completion_tokens = sum(len(r.token_ids) for r in results)
     usage = Usage(prompt_tokens=len(prompt_ids), completion_tokens=completion_tokens,
                   total_tokens=len(prompt_ids) + completion_tokens)
@@ -169,6 +171,8 @@ async def stream_chat_completion(
             if content:
                 yield chunk(index, ChunkDelta(content=content))
             if calls:
+                for call in calls:
+                    call.function.arguments = guard_reply(call.function.arguments, record) or ""
                 tool_deltas = [ChunkToolCall(index=i, id=c.id, type="function",
                                              function=ChunkToolCallFunction(name=c.function.name,
                                                                             arguments=c.function.arguments))

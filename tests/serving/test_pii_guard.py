@@ -132,3 +132,18 @@ def test_keys_cli_sets_the_guard(db_url) -> None:
     bad = runner.invoke(cli_app, ["keys", "update", "--org", "세무서", "--pii-guard", "maybe",
                                   "--database-url", db_url])
     assert bad.exception is not None and "--pii-guard" in str(bad.exception)
+
+
+def test_mask_covers_tool_call_arguments(tiny_tokenizer, db_url) -> None:
+    call = f'<tool_call>{{"name": "notify", "arguments": {{"phone": "{PHONE}"}}}}</tool_call>'
+    engine = ScriptedEngine(tiny_tokenizer, max_model_len=1024, script=lambda *_: "보낼게요. " + call)
+    client = TestClient(scripted_app(tiny_tokenizer, db_url, engine))
+    headers = _key(db_url, "mask")
+    tools = [{"type": "function", "function": {"name": "notify", "parameters": {
+        "type": "object", "properties": {"phone": {"type": "string"}}}}}]
+    for stream in (False, True):
+        response = _chat(client, headers, "알려 주세요", tools=tools, stream=stream)
+        assert response.status_code == 200 and PHONE not in response.text
+        if not stream:
+            arguments = response.json()["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+            assert json.loads(arguments) == {"phone": "[PHONE]"}
