@@ -77,6 +77,14 @@ def guard_completion_prompt(prompt: Any, usage: UsageRecord, decode: Callable[[l
     return out[0] if single else out
 
 
+def refuse_answer_logprobs(usage: UsageRecord, wanted: bool, param: str) -> None:
+    """Token logprobs would show the answer's tokens unmasked: refused while the guard is on."""
+    if wanted and usage.pii_guard != "off":
+        raise APIError("Token logprobs of the answer are not available while this organisation's PII guard is on "
+                       "(they would show personal data the guard masks).", 400, "invalid_request_error", param,
+                       "pii_guard_logprobs")
+
+
 def guard_reply(text: str | None, usage: UsageRecord) -> str | None:
     """A whole answer with personal data masked (``mask`` and ``block`` modes), counted."""
     if usage.pii_guard == "off" or not text:

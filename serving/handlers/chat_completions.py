@@ -20,7 +20,7 @@ from serving.errors import APIError
 from serving.generation import SequenceJob, SequenceResult, run_jobs, stream_jobs
 from serving.handlers.logprobs import chat_logprobs
 from serving.handlers.sse import DONE, sse
-from serving.pii_guard import ReplyGuard, guard_chat_messages, guard_reply
+from serving.pii_guard import ReplyGuard, guard_chat_messages, guard_reply, refuse_answer_logprobs
 from serving.protocol import (
     ChatChoice,
     ChatCompletion,
@@ -32,6 +32,7 @@ from serving.protocol import (
     ChunkDelta,
     ChunkToolCall,
     ChunkToolCallFunction,
+    CompletionTokensDetails,
     Usage,
     random_id,
 )
@@ -47,6 +48,7 @@ async def _prepare(state: ServerState, request: ChatCompletionRequest,
     end_user = getattr(request, "safety_identifier", None) or request.user  # safety_identifier: OpenAI's new name
     usage.start("chat.completions", request.model, lora, end_user)
     guard_chat_messages(request.messages, usage)  # before anything reads the text (the model, the audit)
+    refuse_answer_logprobs(usage, bool(request.logprobs), "logprobs")
     usage.set_prompt(lambda: transcript(request.messages))
     if request.n and request.n > state.settings.max_n:
         raise APIError(f"n={request.n} is larger than this server allows ({state.settings.max_n})", param="n")
@@ -60,7 +62,7 @@ async def _prepare(state: ServerState, request: ChatCompletionRequest,
                                    kwargs=template_kwargs(request))
     except ChatTemplateError as err:
         raise APIError(str(err), param="messages") from err
-    plan = plan_output(request)
+    plan = plan_output(request, state.parsers)
     max_tokens = resolve_max_tokens(request.max_completion_tokens or request.max_tokens, len(prompt_ids),
                                     state.engine.max_model_len)
     logprobs = (request.top_logprobs or 0) if request.logprobs else None
@@ -93,17 +95,30 @@ async def create_chat_completion(
         for call in choice.message.tool_calls or []:  # placeholders hold no quote: the JSON stays valid
             call.function.arguments = guard_reply(call.function.arguments, record) or ""
     completion_tokens = sum(len(r.token_ids) for r in results)
-    usage = Usage(prompt_tokens=len(prompt_ids), completion_tokens=completion_tokens,
-                  total_tokens=len(prompt_ids) + completion_tokens)
-    return ChatCompletion(id=request_id, model=request.model, choices=choices, usage=usage)
+    if state.parsers is not None and state.parsers.reasons:
+        record.reasoning_tokens = sum(state.parsers.reasoning_tokens(r.token_ids) for r in results)
+    return ChatCompletion(id=request_id, model=request.model, choices=choices,
+                          usage=_usage(len(prompt_ids), completion_tokens, state, record))
+
+
+def _usage(prompt_tokens: int, completion_tokens: int, state: ServerState, record: UsageRecord) -> Usage:
+    details = None
+    if state.parsers is not None and state.parsers.reasons:
+        details = CompletionTokensDetails(reasoning_tokens=record.reasoning_tokens)
+    return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                 total_tokens=prompt_tokens + completion_tokens, completion_tokens_details=details)
 
 
 def _choice(state: ServerState, request: ChatCompletionRequest, plan: ToolPlan, result: SequenceResult) -> ChatChoice:
-    content, calls = parse_tool_output(plan, result.text)
+    reasoning, text = None, result.text
+    if state.parsers is not None and state.parsers.reasons:
+        reasoning, text = state.parsers.split_reasoning(result.text)
+    content, calls = parse_tool_output(plan, text or "")
     logprobs = None
     if request.logprobs:
         logprobs = ChoiceLogprobs(content=chat_logprobs(state, result.logprobs, request.top_logprobs or 0))
-    message = ChatCompletionMessage(content=content, tool_calls=calls or None)
+    message = ChatCompletionMessage(content=content, tool_calls=calls or None, reasoning_content=reasoning,
+                                    reasoning=reasoning)
     return ChatChoice(index=result.index, message=message, logprobs=logprobs,
                       finish_reason=_finish_reason(result.finish_reason, bool(calls)))
 
@@ -115,7 +130,7 @@ class _ChoiceStream:
         self.plan = plan
         self.text = ""
         self.sent = 0
-        self.buffering = plan.mode in ("named", "required")
+        self.buffering = plan.mode in ("named", "required") or (plan.mode == "auto" and not plan.holds_back_tags)
 
     def visible(self, piece: str) -> str:
         """Text that can go to the client now."""
@@ -152,13 +167,20 @@ async def stream_chat_completion(
 
     async def events() -> AsyncIterator[str]:
         streams = {job.index: _ChoiceStream(plan) for job in jobs}
+        thinking = {job.index: state.parsers.reasoning_stream() for job in jobs} \
+            if state.parsers is not None and state.parsers.reasons else {}
         guards = {job.index: ReplyGuard(record) for job in jobs}
         completion_tokens = 0
         for job in jobs:
             yield chunk(job.index, ChunkDelta(role="assistant", content=""))
         async for index, delta in stream_jobs(state.engine, jobs, request_id, lora, state.metrics, record):
             completion_tokens += len(delta.token_ids)
-            text = guards[index].feed(streams[index].visible(delta.text))
+            answer = delta.text
+            if thinking:
+                reasoning, answer = thinking[index].feed(delta.text, delta.token_ids)
+                if reasoning:
+                    yield chunk(index, ChunkDelta(reasoning_content=reasoning, reasoning=reasoning))
+            text = guards[index].feed(streams[index].visible(answer))
             logprobs = chat_logprobs(state, delta.logprobs, k) if request.logprobs and delta.logprobs else None
             if text or logprobs:
                 yield chunk(index, ChunkDelta(content=text or None), logprobs=logprobs)
@@ -179,11 +201,11 @@ async def stream_chat_completion(
                                for i, c in enumerate(calls)]
                 yield chunk(index, ChunkDelta(tool_calls=tool_deltas))
             yield chunk(index, ChunkDelta(), _finish_reason(delta.finish_reason, bool(calls)))
+        if thinking:
+            record.reasoning_tokens = sum(state.parsers.reasoning_tokens(t.token_ids) for t in thinking.values())
         if include_usage:
-            usage = Usage(prompt_tokens=len(prompt_ids), completion_tokens=completion_tokens,
-                          total_tokens=len(prompt_ids) + completion_tokens)
             yield sse(ChatCompletionChunk(id=request_id, created=created, model=request.model, choices=[],
-                                          usage=usage))
+                                          usage=_usage(len(prompt_ids), completion_tokens, state, record)))
         yield DONE
 
     return events()

@@ -9,7 +9,7 @@ from serving.errors import APIError
 from serving.generation import SequenceJob, SequenceResult, run_jobs, stream_jobs
 from serving.handlers.logprobs import completion_logprobs
 from serving.handlers.sse import DONE, sse
-from serving.pii_guard import ReplyGuard, guard_completion_prompt, guard_reply
+from serving.pii_guard import ReplyGuard, guard_completion_prompt, guard_reply, refuse_answer_logprobs
 from serving.protocol import Completion, CompletionChoice, CompletionRequest, Usage, random_id
 from serving.sampling import check_token_ids, resolve_max_tokens, to_sampling_settings
 from serving.state import ServerState
@@ -42,6 +42,7 @@ async def _prepare(state: ServerState, request: CompletionRequest,
     end_user = getattr(request, "safety_identifier", None) or request.user  # safety_identifier: OpenAI's new name
     usage.start("completions", request.model, lora, end_user)
     request.prompt = guard_completion_prompt(request.prompt, usage, state.tokenizer.decode)  # echo shows the masked
+    refuse_answer_logprobs(usage, request.logprobs is not None and request.max_tokens != 0, "logprobs")
     n = request.n or 1
     prompts = _prompts(state, request)
     check_token_ids(request.stop_token_ids or [], len(state.tokenizer), "stop_token_ids")

@@ -147,3 +147,13 @@ def test_mask_covers_tool_call_arguments(tiny_tokenizer, db_url) -> None:
         if not stream:
             arguments = response.json()["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
             assert json.loads(arguments) == {"phone": "[PHONE]"}
+
+
+def test_answer_logprobs_are_refused_under_the_guard_but_prompt_scoring_is_not(server, db_url) -> None:
+    client, _ = server
+    headers = _key(db_url, "mask")
+    refused = _chat(client, headers, "안녕", logprobs=True, top_logprobs=2)
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "pii_guard_logprobs"
+    scoring = client.post("/v1/completions", headers=headers, json={
+        "model": "tiny-ko", "prompt": f"번호 {PHONE}", "max_tokens": 0, "echo": True, "logprobs": 1})
+    assert scoring.status_code == 200 and PHONE not in scoring.text  # logprobs over the masked prompt
