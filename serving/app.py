@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nexus_k import __version__
 from serving.config import ServerSettings
-from serving.engines import load_engine
+from serving.engines import load_engine, load_parsers
 from serving.engines.base import Engine, EngineError
 from serving.errors import APIError, validation_message
 from serving.metrics import ServerMetrics
@@ -104,7 +104,11 @@ def _attach(app: FastAPI, settings: ServerSettings, engine: Engine, embedder: En
     def unfinished() -> int:
         return engine.num_unfinished_requests() + (embedder.num_unfinished_requests() if embedder else 0)
 
-    app.state.nexus = ServerState(settings, engine, name, ServerMetrics(unfinished), embedder, embedding_name)
+    parsers = None
+    if engine.runner == "generate":
+        parsers = load_parsers(engine.tokenizer, settings.tool_call_parser, settings.reasoning_parser)
+    app.state.nexus = ServerState(settings, engine, name, ServerMetrics(unfinished), embedder, embedding_name,
+                                  parsers)
 
 
 def build_app(settings: ServerSettings, engine: Engine | None = None, embedder: Engine | None = None) -> FastAPI:

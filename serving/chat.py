@@ -89,9 +89,18 @@ class ToolPlan:
     """How a chat request's tools shape generation and how the output turns back into tool calls."""
 
     mode: str
-    """"none": plain text; "auto": parse <tool_call> tags; "required": JSON list of calls; "named": one call."""
+    """"none": plain text; "auto": parse the model's tool-call format; "required": JSON list; "named": one call."""
     structured: StructuredOutput | None = None
     named_function: str | None = None
+    tools: list[dict[str, Any]] | None = None
+    parsers: Any = None
+    """vLLM's parsers (``OutputParsers``) when installed; else only the Hermes format is read."""
+
+    @property
+    def holds_back_tags(self) -> bool:
+        """Whether streamed text is only held back around a ``<tool_call>`` tag (Hermes) rather than whole
+        (other formats are parsed once the reply is complete)."""
+        return self.parsers is None or self.parsers.tool_call_parser == "hermes"
 
 
 def _required_schema(request: ChatCompletionRequest) -> dict[str, Any]:
@@ -111,8 +120,15 @@ def _required_schema(request: ChatCompletionRequest) -> dict[str, Any]:
     return schema
 
 
-def plan_output(request: ChatCompletionRequest) -> ToolPlan:
+def plan_output(request: ChatCompletionRequest, parsers: Any = None) -> ToolPlan:
     """Decide the structured-output constraint for a chat request (response_format or tool_choice)."""
+    plan = _plan(request)
+    plan.tools = [t.model_dump(exclude_none=True) for t in request.tools] if request.tools else None
+    plan.parsers = parsers
+    return plan
+
+
+def _plan(request: ChatCompletionRequest) -> ToolPlan:
     choice = request.tool_choice
     if request.tools and isinstance(choice, NamedToolChoice):
         tool = next(t for t in request.tools if t.function.name == choice.function.name)
@@ -167,13 +183,17 @@ def parse_tool_output(plan: ToolPlan, text: str) -> tuple[str | None, list[Respo
         except json.JSONDecodeError:
             return text, []
         return None, [_call(c["name"], c["arguments"]) for c in calls]
+    if plan.mode == "auto" and plan.parsers is not None:
+        content, calls = plan.parsers.extract_tool_calls(text, plan.tools or [])
+        return content, [_call(c.name, c.arguments) for c in calls]
     if plan.mode == "auto" and TOOL_CALL_OPEN in text:
         return _parse_tagged_calls(text)
     return text, []
 
 
 def _parse_tagged_calls(text: str) -> tuple[str | None, list[ResponseToolCall]]:
-    """Hermes-style ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>`` blocks."""
+    """Hermes-style ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>`` blocks: the fallback where
+    vLLM (and its parsers) is not installed."""
     calls: list[ResponseToolCall] = []
     content, rest = text.split(TOOL_CALL_OPEN, 1)
     for block in (TOOL_CALL_OPEN + rest).split(TOOL_CALL_OPEN)[1:]:

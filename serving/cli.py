@@ -62,6 +62,22 @@ def _check_loras(loras: dict[str, str]) -> None:
             raise UserError(f"--lora {name}: {path} is not a LoRA adapter folder (no adapter_config.json)")
 
 
+def _check_parsers(tool_call_parser: str, reasoning_parser: str | None) -> None:
+    """The output parsers must be vLLM's (checked before the engine starts)."""
+    from serving.engines import EngineError, vllm_available
+
+    if not vllm_available():
+        if reasoning_parser or tool_call_parser != "hermes":
+            raise UserError("--tool-call-parser and --reasoning-parser use vLLM's parsers: install vLLM")
+        return
+    from serving.engines.vllm_parsers import check_parser_names
+
+    try:
+        check_parser_names(tool_call_parser, reasoning_parser)
+    except EngineError as err:
+        raise UserError(str(err)) from None
+
+
 def _demo_model(loras: dict[str, str]) -> tuple[str, str]:
     """Prepare the bundled Korean demo model; returns (model folder, served base name)."""
     from serving import demo_model
@@ -153,6 +169,7 @@ def serve(ctx: typer.Context, **options: Any) -> None:
             validate_engine_config(settings.engine_settings())
         except EngineError as err:
             raise UserError(str(err)) from None
+    _check_parsers(settings.tool_call_parser, settings.reasoning_parser)
     logger.info("settings: %s", json.dumps(settings.summary(), ensure_ascii=False))
     typer.echo(f"Nexus-K: starting the {settings.engine} engine on {settings.model} (first start can take "
                "minutes)...", err=True)

@@ -40,6 +40,8 @@ class ServerSettings(EngineSettings, BaseSettings):
         None, description="Name clients use for the embedding model; defaults to its path.")
     max_embedding_request_bytes: int = Field(
         64_000_000, ge=1, description="Largest /v1/embeddings or rerank body (2,048 long Korean passages fit).")
+    tool_call_parser: str = Field(
+        "hermes", description="vLLM's tool-call parser by name (hermes, pythonic, llama3_json, mistral, ...).")
     host: str = Field("127.0.0.1", description="Address to bind. Loopback by default: nothing is exposed.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port.")
     timeout_graceful_shutdown: int = Field(

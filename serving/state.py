@@ -24,6 +24,8 @@ class ServerState:
     embedder: Engine | None = None
     """An embedding model served beside the chat model (``--embedding-model``)."""
     embedding_name: str | None = None
+    parsers: Any = None
+    """vLLM's tool-call and reasoning parsers (``serving.engines.vllm_parsers.OutputParsers``), when installed."""
 
     @property
     def tokenizer(self) -> Any:

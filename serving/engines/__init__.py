@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from serving.engines.base import Engine, EngineError
 from serving.engines.settings import EngineSettings
 
@@ -33,4 +35,16 @@ async def load_engine(settings: EngineSettings) -> Engine:
     return await HFEngine.create(settings)
 
 
-__all__ = ["ENGINES", "Engine", "EngineError", "EngineSettings", "load_engine", "vllm_available"]
+def load_parsers(tokenizer: Any, tool_call_parser: str = "hermes", reasoning_parser: str | None = None) -> Any:
+    """vLLM's tool-call and reasoning parsers for this tokenizer, or None where vLLM is not installed (then
+    only the built-in Hermes tool-call format is understood)."""
+    if not vllm_available():
+        if reasoning_parser or tool_call_parser != "hermes":
+            raise EngineError("--tool-call-parser and --reasoning-parser use vLLM's parsers: install vLLM")
+        return None
+    from serving.engines.vllm_parsers import OutputParsers
+
+    return OutputParsers(tokenizer, tool_call_parser, reasoning_parser)
+
+
+__all__ = ["ENGINES", "Engine", "EngineError", "EngineSettings", "load_engine", "load_parsers", "vllm_available"]

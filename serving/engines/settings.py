@@ -33,6 +33,9 @@ class EngineSettings(BaseModel):
     chat_template: str | None = Field(
         None, description="A chat template (Jinja) file, or the template itself, replacing the tokenizer's own.")
     trust_remote_code: bool = Field(False, description="Run the model repository's own Python code (trust it first).")
+    reasoning_parser: str | None = Field(
+        None, description="vLLM's reasoning parser by name (deepseek_r1, qwen3, ...): thinking goes to "
+                          "reasoning_content. Needs vLLM installed, for either engine.")
     max_lora_rank: int = Field(64, ge=1, description="Largest LoRA rank the engine reserves room for.",
                                json_schema_extra=VLLM_ONLY)
     kv_cache_gib: float = Field(2.0, gt=0, description="vLLM on CPU: KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE).",

@@ -82,7 +82,8 @@ def check_engine_args(args: dict[str, Any]) -> None:
 # vLLM names that our own settings set (so that both engines read them, or because the server needs them).
 _OWN_ARGS = {"model": "model", "served_model_name": "served-model-name", "trust_remote_code": "trust-remote-code",
              "max_model_len": "max-model-len", "dtype": "dtype", "max_num_seqs": "max-num-seqs",
-             "max_lora_rank": "max-lora-rank", "enable_lora": "lora", "max_loras": "lora"}
+             "max_lora_rank": "max-lora-rank", "enable_lora": "lora", "max_loras": "lora",
+             "reasoning_parser": "reasoning-parser"}
 
 
 def engine_args(settings: EngineSettings) -> Any:
@@ -116,6 +117,7 @@ def engine_args(settings: EngineSettings) -> Any:
         "enable_lora": bool(loras),
         "max_loras": max(1, len(loras)),
         "max_lora_rank": settings.max_lora_rank,
+        "reasoning_parser": settings.reasoning_parser or "",
     }
     try:
         return AsyncEngineArgs(**args)

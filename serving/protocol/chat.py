@@ -297,6 +297,9 @@ class ChatCompletionMessage(ResponseModel):
     content: str | None
     refusal: str | None = None
     tool_calls: list[ResponseToolCall] | None = None
+    # --- Nexus-K extensions (as in vLLM): a reasoning model's thinking, under both names clients read
+    reasoning_content: str | None = None
+    reasoning: str | None = None
 
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
@@ -309,10 +312,15 @@ class ChatChoice(ResponseModel):
     finish_reason: FinishReason
 
 
+class CompletionTokensDetails(ResponseModel):
+    reasoning_tokens: int = 0
+
+
 class Usage(ResponseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    completion_tokens_details: CompletionTokensDetails | None = None
 
 
 class ChatCompletion(ResponseModel):
@@ -343,6 +351,9 @@ class ChunkDelta(ResponseModel):
     content: str | None = None
     refusal: str | None = None
     tool_calls: list[ChunkToolCall] | None = None
+    # --- Nexus-K extensions (as in vLLM)
+    reasoning_content: str | None = None
+    reasoning: str | None = None
 
 
 class ChunkChoice(ResponseModel):
