@@ -27,7 +27,10 @@ def get_owner(request: Request) -> int | None:
 
 OwnerDep = Annotated[int | None, Depends(get_owner)]
 
-STREAM_RESPONSE = {200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+# Each Server-Sent Event: its type as the `event` name, the event's JSON as `data` (no `[DONE]` at the end).
+SSE_EVENT = {"type": "object", "properties": {"event": {"type": "string"}, "data": {"type": "string"}},
+             "required": ["event", "data"]}
+STREAM_RESPONSE = {200: {"content": {"text/event-stream": {"schema": SSE_EVENT}},
                          "description": "The response, or with `stream: true` Server-Sent Events named by type."}}
 
 

@@ -399,3 +399,12 @@ def test_a_streamed_response_survives_kill_9(tiny_model_dir, tmp_path) -> None:
     finally:
         stop_servers([proc])
     assert again["output"] == final["response"]["output"] and again["status"] == "completed"
+
+
+def test_the_schema_documents_json_and_server_sent_events(inprocess) -> None:
+    spec = inprocess.app.openapi()
+    content = spec["paths"]["/v1/responses"]["post"]["responses"]["200"]["content"]
+    assert set(content) == {"application/json", "text/event-stream"}
+    assert content["application/json"]["schema"]["$ref"].endswith("/Response")
+    assert content["text/event-stream"]["schema"]["required"] == ["event", "data"]  # one schema per event
+    assert {"get", "delete"} <= set(spec["paths"]["/v1/responses/{response_id}"])
