@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from serving.audit import AuditStore
 from serving.auth import KeyStore
 from serving.forwarded import TrustedProxies
+from tests.serving.conftest_pg import pg_db_url, postgres_url  # noqa: F401  (fixtures)
 from tests.serving.inprocess import scripted_app
 
 MESSAGES = [{"role": "user", "content": "안녕"}]
@@ -19,8 +20,11 @@ def _client(tokenizer, url: str, peer: str, **settings) -> TestClient:  # type: 
     return TestClient(scripted_app(tokenizer, url, **settings), client=(peer, 40000))
 
 
-@pytest.fixture
-def db_url(tmp_path: Path) -> str:
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh SQLite file, or a fresh database on the test PostgreSQL server."""
+    if request.param == "postgres":
+        return request.getfixturevalue("pg_db_url")
     return f"sqlite:///{tmp_path / 'audit.db'}"
 
 

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from nexus_k.cli import app as cli_app
 from serving.audit import AuditStore
 from serving.auth import KeyStore
+from tests.serving.conftest_pg import pg_db_url, postgres_url  # noqa: F401  (fixtures)
 from tests.serving.inprocess import scripted_app
 from tests.serving.scripted_engine import ScriptedEngine
 
@@ -21,8 +22,11 @@ PHONE = "010-2345-6789"
 REPLY = f"담당자 연락처는 {PHONE} 이고 메일은 kim@agency.go.kr 입니다."
 
 
-@pytest.fixture
-def db_url(tmp_path: Path) -> str:
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh SQLite file, or a fresh database on the test PostgreSQL server."""
+    if request.param == "postgres":
+        return request.getfixturevalue("pg_db_url")
     return f"sqlite:///{tmp_path / 'guard.db'}"
 
 
