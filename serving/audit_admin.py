@@ -42,6 +42,12 @@ def _admin_row(action: str) -> dict[str, Any]:
             "latency_ms": 0.0, "end_user": _operator()}
 
 
+def record_admin_action(engine: Engine, action: str) -> None:
+    """Put an operator's command (key created, limits or PII guard changed, key revoked) in the chained log."""
+    with engine.begin() as conn:
+        append_rows(conn, [_admin_row(action)])
+
+
 @dataclass
 class PurgeResult:
     """What ``purge`` removed."""

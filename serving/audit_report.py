@@ -86,7 +86,7 @@ class MonthReview:
     orgs: dict[str, Tally]
     users: dict[tuple[str, str], Tally]
     log_actions: list[tuple[str, str, str]]
-    """(time, operator, command) of exports and purges of the log."""
+    """(time, operator, command) of key administration and of exports and purges of the log."""
     refused_ips: Counter
     chain: str
 
@@ -173,7 +173,8 @@ def render(data: MonthReview) -> str:
         f"<h2>Per user</h2><table><tr><th>organisation</th><th>user</th>{HEAD}</tr>",
         *(_row(user, tally, _cell(org)) for (org, user), tally in sorted(data.users.items())),
         "</table>",
-        "<h2>Exports and purges of the log</h2><table><tr><th>time</th><th>operator</th><th>command</th></tr>",
+        "<h2>Administration: keys, limits, PII guard, exports and purges of the log</h2>"
+        "<table><tr><th>time</th><th>operator</th><th>command</th></tr>",
         *("<tr>" + "".join(_cell(c) for c in action) + "</tr>" for action in data.log_actions),
         "</table>",
         "<h2>Addresses refused most (401/403)</h2><table><tr><th>client IP</th><th>refusals</th></tr>",

@@ -47,6 +47,7 @@ def create(
 ) -> None:
     """Create a key and print it (this is the only time it is shown)."""
     key = _store(database_url).create(org, rpm=rpm, token_quota=token_quota, pii_guard=pii_guard)
+    _record(database_url, f"nexus-k keys create --org {org}{_limits(rpm, token_quota, pii_guard)}: key {key[:12]}…")
     typer.echo(key)
     typer.echo(f"key for {org!r} created; store it now, it cannot be shown again", err=True)
 
@@ -61,6 +62,7 @@ def update(
 ) -> None:
     """Change an organisation's limits or PII guard (its keys stay as they are)."""
     _store(database_url).update(org, rpm=rpm, token_quota=token_quota, pii_guard=pii_guard)
+    _record(database_url, f"nexus-k keys update --org {org}{_limits(rpm, token_quota, pii_guard)}")
     typer.echo(f"updated {org!r}")
 
 
@@ -95,6 +97,7 @@ def revoke(
 ) -> None:
     """Revoke a key at once (every replica refuses it from its next request on)."""
     info = _store(database_url).revoke(key.rstrip("…"))
+    _record(database_url, f"nexus-k keys revoke: key {info.id} ({info.prefix}…) of {info.org}")
     typer.echo(f"revoked key {info.id} ({info.prefix}…) of {info.org!r}")
 
 
@@ -125,6 +128,19 @@ def audit(
             f"{r.latency_ms:.0f}",
         )
     Console().print(table)
+
+
+def _limits(rpm: int | None, token_quota: int | None, pii_guard: str | None) -> str:
+    given = (("--rpm", rpm), ("--token-quota", token_quota), ("--pii-guard", pii_guard))
+    return "".join(f" {flag} {value}" for flag, value in given if value is not None)
+
+
+def _record(database_url: str | None, action: str) -> None:
+    """The administrative change, as a row of the hash-chained audit log (who changed what, when)."""
+    from serving.audit_admin import record_admin_action
+    from serving.db import get_engine
+
+    record_admin_action(get_engine(_url(database_url)), action)
 
 
 def _num(value: int | None) -> str:

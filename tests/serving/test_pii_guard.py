@@ -131,6 +131,10 @@ def test_keys_cli_sets_the_guard(db_url) -> None:
                                       "--database-url", db_url])
     assert updated.exit_code == 0, updated.output
     assert KeyStore(db_url).authenticate(key).pii_guard == "block"
+    actions = [r.path for r in AuditStore(db_url).recent() if r.method == "CLI"]  # on record, in the chain
+    assert actions[0] == "nexus-k keys update --org 세무서 --pii-guard block"
+    assert actions[1].startswith("nexus-k keys create --org 세무서 --pii-guard mask: key nxk-")
+    assert key not in actions[1]
     listed = runner.invoke(cli_app, ["keys", "list", "--database-url", db_url], env={"COLUMNS": "250"})
     assert "block" in listed.stdout
     bad = runner.invoke(cli_app, ["keys", "update", "--org", "세무서", "--pii-guard", "maybe",
