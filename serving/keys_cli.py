@@ -114,12 +114,15 @@ def audit(
     from serving.audit import AuditStore
 
     _store(database_url)
-    table = Table("time (UTC)", "organisation", "key", "request", "model", "status", "prompt", "completion", "ms")
+    table = Table("time (UTC)", "organisation", "key", "user", "client", "request", "model", "status", "prompt",
+                  "completion", "ms")
     for r in AuditStore(_url(database_url)).recent(limit, org):
         table.add_row(
             r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
             r.org_name or "-",
             r.key_prefix or "-",
+            r.end_user or "-",
+            r.client_ip or "-",
             f"{r.method} {r.path}",
             r.model or "-",
             str(r.status),
