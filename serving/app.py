@@ -117,6 +117,13 @@ def build_app(settings: ServerSettings, engine: Engine | None = None, embedder: 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from serving.batch_runner import batch_runner
+
+        async with engines(app), batch_runner(app, settings):
+            yield
+
+    @asynccontextmanager
+    async def engines(app: FastAPI) -> AsyncIterator[None]:
         if engine is not None:
             yield
             return
@@ -144,13 +151,15 @@ def build_app(settings: ServerSettings, engine: Engine | None = None, embedder: 
         _attach(app, settings, engine, embedder)
     _install_error_handlers(app)
 
-    from serving.routes import embeddings, openai, ops, quantum, responses
+    from serving.routes import batches, embeddings, files, openai, ops, quantum, responses
 
     app.include_router(openai.router)
     app.include_router(responses.router)
     app.include_router(embeddings.router)
     app.include_router(ops.router)
     app.include_router(quantum.router)
+    app.include_router(files.router)
+    app.include_router(batches.router)
     app.include_router(openai.unknown_paths)  # after every real route, before the chat page's files
     app.add_middleware(RequestMetricsMiddleware, state_holder=app)
 

@@ -28,6 +28,10 @@ def _default_database_url() -> str:
     return f"sqlite:///{path}"
 
 
+def _default_data_dir() -> Path:
+    return get_settings().cache_dir / "data"
+
+
 class ServerSettings(EngineSettings, BaseSettings):
     """Everything the HTTP server needs to know; each field can be set as ``NEXUS_K_<FIELD>``."""
 
@@ -62,6 +66,14 @@ class ServerSettings(EngineSettings, BaseSettings):
         730, ge=1, description="Audit rows younger than this many days cannot be purged (PIPC: 2 years).")
     responses_retention_days: float = Field(
         30, gt=0, description="Stored responses (`/v1/responses` with `store`) are deleted after this many days.")
+    data_dir: Path = Field(default_factory=_default_data_dir,
+                           description="Folder for uploaded files and batch output (`/v1/files`).")
+    max_file_bytes: int = Field(512 * 1024 * 1024, ge=1, description="Largest `/v1/files` upload (413 beyond).")
+    batch_concurrency: int = Field(
+        4, ge=0, description="Batch lines this process runs at once (interactive requests stay fast); 0: none.")
+    batch_claim_timeout_s: float = Field(
+        60, gt=0, description="A batch line whose runner has not renewed its claim for this long (killed) is run "
+                              "again by another process or after a restart.")
     web_ui: bool = Field(True, description="Serve the Korean chat page at `/`.")
     web_dir: Path = Field(Path(__file__).parent / "web", description="Folder of the chat page's static files.",
                           json_schema_extra=NOT_ON_CLI)

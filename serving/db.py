@@ -217,6 +217,11 @@ def get_engine(url: str) -> Engine:
     return make_engine(url)
 
 
+def ensure_tables(url: str) -> None:
+    """Create the tables of model modules imported after the engine for ``url`` was opened (files, batches)."""
+    _create_tables(get_engine(url))
+
+
 def get_sessionmaker(url: str) -> sessionmaker:
     """A session factory bound to the engine for ``url``."""
     return sessionmaker(get_engine(url), expire_on_commit=False)

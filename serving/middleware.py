@@ -24,6 +24,7 @@ from serving.auth import KeyStore, Principal, bearer_token
 from serving.config import ServerSettings
 from serving.errors import APIError
 from serving.forwarded import MAX_USER_CHARS, Caller, TrustedProxies
+from serving.internal import INTERNAL_CALL, InternalCall
 from serving.quota import QuotaStore
 from serving.recorder import RecordWriter, Settlement
 from serving.usage import UsageRecord
@@ -59,6 +60,11 @@ def json_depth_exceeds(body: bytes, limit: int) -> bool:
         else:
             depth -= 1
     return False
+
+
+def _too_large(limit: int) -> APIError:
+    return APIError(f"Request body larger than {limit} bytes.", 413, "invalid_request_error", None,
+                    "request_too_large")
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -113,6 +119,9 @@ class _Exchange:
         self.finished = False
         self.body: bytes | None = None
         self.client_gone = False
+        self.upload_limit: int | None = None
+        """Set for a file upload, whose body streams through (counted) instead of being read whole."""
+        self.upload_bytes = 0
         peer = scope.get("client")
         self.caller: Caller = mw.proxies.caller(
             peer[0] if peer else None, _header(scope, b"x-forwarded-for"), _header(scope, b"x-forwarded-user"),
@@ -150,7 +159,9 @@ class _Exchange:
 
     async def admit(self) -> APIError | None:
         """Run every check before the app sees the request; an error to send back, or None."""
-        settings = self.mw.settings
+        internal = self.state.get(INTERNAL_CALL)
+        if isinstance(internal, InternalCall):
+            return await self.admit_internal(internal)
         token = bearer_token(_header(self.scope, b"authorization"))
         if token is not None:
             self.principal = await to_thread.run_sync(self.mw.keys.authenticate, token)
@@ -176,13 +187,35 @@ class _Exchange:
                 )
         if self.principal is not None and self.principal.metered:
             self.usage.reserver = self.reserve
-        return await self.read_body(settings.body_limit(self.scope["path"]))
+        return await self.take_body()
+
+    async def admit_internal(self, call: InternalCall) -> APIError | None:
+        """A request the server sends itself (a batch line, see ``serving.internal``): it runs as the batch's
+        organisation without a key or a per-minute limit; credits, limits and audit as for any request."""
+        self.principal = call.principal
+        self.state["principal"] = call.principal
+        self.usage.batch_id = call.batch_id
+        self.usage.resources.append(call.batch_id)
+        if call.principal is not None:
+            self.usage.pii_guard = call.principal.pii_guard
+            if call.principal.metered:
+                self.usage.reserver = self.reserve
+        return await self.take_body()
+
+    async def take_body(self) -> APIError | None:
+        """Read and check the body; a file upload instead streams through, counted (413 past ``max_file_bytes``)."""
+        if self.scope["method"] == "POST" and self.scope["path"] == "/v1/files":
+            limit = self.mw.settings.max_file_bytes
+            length = _header(self.scope, b"content-length")
+            if length is not None and length.isdigit() and int(length) > limit:
+                return _too_large(limit)
+            self.upload_limit = limit
+            return None
+        return await self.read_body(self.mw.settings.body_limit(self.scope["path"]))
 
     async def read_body(self, limit: int) -> APIError | None:
         """Take the whole body (at most ``limit`` bytes) and check it is sane UTF-8 JSON of bounded depth."""
-        too_big = APIError(
-            f"Request body larger than {limit} bytes.", 413, "invalid_request_error", None, "request_too_large"
-        )
+        too_big = _too_large(limit)
         length = _header(self.scope, b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             return too_big
@@ -241,7 +274,12 @@ class _Exchange:
         if self.body is not None:
             body, self.body = self.body, None
             return {"type": "http.request", "body": body, "more_body": False}
-        return await self.receive()
+        message = await self.receive()
+        if self.upload_limit is not None and message["type"] == "http.request":
+            self.upload_bytes += len(message.get("body", b""))
+            if self.upload_bytes > self.upload_limit:
+                raise _too_large(self.upload_limit)
+        return message
 
     async def forward(self, message: Message) -> None:
         """Pass the app's messages on; settle and audit just before the last one (a stream's handler commits
