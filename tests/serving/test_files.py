@@ -70,7 +70,8 @@ def test_upload_over_the_limit_is_413_and_leaves_nothing(server, tmp_path: Path)
         for _ in range(30):
             yield b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\"\r\n\r\n" + b"y" * 10_000
 
-    answer = server.http.post("/v1/files", content=chunks(), headers={"content-type": "multipart/form-data; boundary=b"})
+    headers = {"content-type": "multipart/form-data; boundary=b"}
+    answer = server.http.post("/v1/files", content=chunks(), headers=headers)
     assert answer.status_code == 413
     assert client.files.list().data == []
     assert not [p for p in (tmp_path / "data").rglob("*") if p.is_file()]
