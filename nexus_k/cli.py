@@ -38,6 +38,7 @@ def _register() -> None:
     from evals.cli import app as eval_app
     from quantum_kernels.cli import app as quantum_app
     from serving.audit_cli import app as audit_app
+    from serving.batch_cli import app as batch_app
     from serving.cli import SERVE_CONTEXT, keys_app, model_demo, serve
     from tokenizer.cli import app as tokenizer_app
     from training.cli import finetune, model_tiny, train_app
@@ -55,6 +56,7 @@ def _register() -> None:
     app.add_typer(quantum_app, name="quantum", help="QUBO / QAOA optimisation (attention-head pruning).")
     app.add_typer(keys_app, name="keys", help="API keys, quotas and audit for the server.")
     app.add_typer(audit_app, name="audit", help="Audit log: verify, checkpoint, purge, export, report.")
+    app.add_typer(batch_app, name="batch", help="Batch API input files processed offline, without a server.")
 
 
 _register()

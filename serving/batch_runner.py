@@ -59,6 +59,29 @@ def line_outcome(status: int, request_id: str | None, body: Any) -> tuple[bool, 
                              "message": error.get("message") or f"HTTP {status}"}
 
 
+async def send_line(app: Any, call: InternalCall, endpoint: str, body: dict) -> tuple[int, str | None, Any]:
+    """POST ``body`` to ``endpoint`` through ``app`` in-process as ``call``: (status, request id, JSON body)."""
+
+    async def internal_app(scope: dict, receive: Any, send: Any) -> None:
+        scope.setdefault("state", {})[INTERNAL_CALL] = call
+        await app(scope, receive, send)
+
+    transport = httpx.ASGITransport(app=internal_app, raise_app_exceptions=False)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://batch.nexus-k", timeout=None) as http:
+        answer = await http.post(endpoint, json=body)
+    try:
+        data: Any = answer.json()
+    except ValueError:
+        data = {"error": {"message": answer.text[:1000], "type": "server_error"}}
+    return answer.status_code, answer.headers.get("x-request-id"), data
+
+
+def shutting_down(status: int, body: Any) -> bool:
+    """Whether an answer is the drain's 503 (the line was not run: run it later)."""
+    error = body.get("error") if isinstance(body, dict) else None
+    return status == 503 and isinstance(error, dict) and error.get("code") == "server_shutting_down"
+
+
 class BatchRunner:
     """Runs the batches stored in the server's database, a bounded number of lines at a time."""
 
@@ -185,22 +208,10 @@ class BatchRunner:
         try:
             org_id, endpoint = await to_thread.run_sync(self._batch_info, line.batch_id)
             call = InternalCall(await to_thread.run_sync(self._principal, org_id), line.batch_id)
-
-            async def internal_app(scope: dict, receive: Any, send: Any) -> None:
-                scope.setdefault("state", {})[INTERNAL_CALL] = call
-                await self.app(scope, receive, send)
-
-            transport = httpx.ASGITransport(app=internal_app, raise_app_exceptions=False)  # type: ignore[arg-type]
-            async with httpx.AsyncClient(transport=transport, base_url="http://batch.nexus-k", timeout=None) as http:
-                answer = await http.post(endpoint, json=line.body)
-            try:
-                body: Any = answer.json()
-            except ValueError:
-                body = {"error": {"message": answer.text[:1000], "type": "server_error"}}
-            code = (body.get("error") or {}).get("code") if isinstance(body, dict) else None
-            if answer.status_code == 503 and code == "server_shutting_down":
+            status, request_id, body = await send_line(self.app, call, endpoint, line.body)
+            if shutting_down(status, body):
                 return  # released below: another process (or this one, restarted) runs it
-            ok, response, error = line_outcome(answer.status_code, answer.headers.get("x-request-id"), body)
+            ok, response, error = line_outcome(status, request_id, body)
             await to_thread.run_sync(self.store.finish_line, line.id, self.id, ok, response, error)
             finished = True
         except asyncio.CancelledError:
