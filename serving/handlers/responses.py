@@ -19,6 +19,7 @@ from serving.chat import (
     parse_tool_output,
     plan_output,
     render_prompt,
+    template_kwargs,
     transcript,
 )
 from serving.engines.base import TokenLogprob
@@ -27,10 +28,12 @@ from serving.generation import SequenceJob, run_jobs
 from serving.handlers.logprobs import chat_logprobs
 from serving.handlers.responses_input import (
     check_call_ids,
+    guard_input,
     items_to_messages,
     new_input_items,
     to_chat_request,
 )
+from serving.pii_guard import guard_reply, refuse_answer_logprobs
 from serving.protocol import ResponseToolCall
 from serving.protocol.responses import (
     CreateResponseRequest,
@@ -39,6 +42,9 @@ from serving.protocol.responses import (
     OutputItem,
     OutputMessage,
     OutputText,
+    OutputTokensDetails,
+    ReasoningOutput,
+    ReasoningText,
     Response,
     ResponseError,
     ResponseUsage,
@@ -74,7 +80,8 @@ class Prepared:
     """How many top alternatives each output token's logprob lists (None: no logprobs asked for)."""
 
 
-async def _conversation(state: ServerState, request: CreateResponseRequest, owner: int | None) -> list[dict[str, Any]]:
+async def _conversation(state: ServerState, request: CreateResponseRequest, owner: int | None,
+                        new_items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     if request.previous_response_id is not None:
         previous = await store_of(state).get(request.previous_response_id, owner)
@@ -82,18 +89,18 @@ async def _conversation(state: ServerState, request: CreateResponseRequest, owne
             raise APIError(f"Previous response with id '{request.previous_response_id}' not found.",
                            param="previous_response_id", code="previous_response_not_found")
         items = [*previous.input_items, *previous.response.get("output", [])]
-    items += new_input_items(request)
+    items += new_items
     check_call_ids(items)
     return items
 
 
 def _render(state: ServerState, request: CreateResponseRequest, messages: list[dict[str, Any]],
-            tools: list[dict[str, Any]] | None) -> tuple[list[int], int]:
+            tools: list[dict[str, Any]] | None, kwargs: dict[str, Any]) -> tuple[list[int], int]:
     """Prompt ids and completion budget; with ``truncation: auto`` the oldest turns go until it fits."""
     limit = state.engine.max_model_len
     while True:
         try:
-            prompt_ids = render_prompt(state.tokenizer, messages, tools)
+            prompt_ids = render_prompt(state.tokenizer, messages, tools, kwargs=kwargs)
         except ChatTemplateError as err:
             raise APIError(str(err), param="input") from err
         try:
@@ -112,14 +119,17 @@ async def prepare(state: ServerState, request: CreateResponseRequest, usage: Usa
     """Validate, build the conversation and prompt, plan the output and reserve the credits it can use."""
     lora = state.resolve_model(request.model)
     usage.start("responses", request.model, lora, request.safety_identifier or request.user)
-    items = await _conversation(state, request, owner)
-    chat = to_chat_request(request, items_to_messages(items, request.instructions))
+    new_items = new_input_items(request)
+    instructions = guard_input(new_items, request.instructions, usage)  # before the model or the store sees it
+    logprobs = (request.top_logprobs or 0) if LOGPROBS in (request.include or []) else None
+    refuse_answer_logprobs(usage, logprobs is not None, "include")
+    items = await _conversation(state, request, owner, new_items)
+    chat = to_chat_request(request, items_to_messages(items, instructions))
     usage.set_prompt(lambda: transcript(chat.messages))
     tools = [t.model_dump(exclude_none=True) for t in chat.tools] if chat.tools else None
     prompt_ids, max_tokens = _render(state, request, messages_to_dicts(chat), None if chat.tool_choice == "none"
-                                     else tools)
-    plan = plan_output(chat)
-    logprobs = (request.top_logprobs or 0) if LOGPROBS in (request.include or []) else None
+                                     else tools, template_kwargs(chat))
+    plan = plan_output(chat, state.parsers)
     job = SequenceJob(0, prompt_ids, to_sampling_settings(chat, max_tokens, logprobs=logprobs,
                                                           structured=plan.structured))
     await usage.reserve(len(prompt_ids) + max_tokens)
@@ -175,8 +185,14 @@ def message_item(message_id: str, text: str, incomplete: bool, logprobs: list[di
                          content=[OutputText(text=text, logprobs=logprobs or [])])
 
 
+def reasoning_item(item_id: str, text: str, incomplete: bool) -> ReasoningOutput:
+    """A reasoning output item holding the model's thinking."""
+    return ReasoningOutput(id=item_id, content=[ReasoningText(text=text)],
+                           status="incomplete" if incomplete else "completed")
+
+
 def finish(prepared: Prepared, output: list[OutputItem], finish_reason: str | None, output_tokens: int,
-           error: APIError | None = None) -> Response:
+           error: APIError | None = None, reasoning_tokens: int = 0) -> Response:
     """The final response: status, output, usage and, when cut short or failed, why."""
     response = prepared.response.model_copy(deep=True)
     response.output = output
@@ -192,6 +208,7 @@ def finish(prepared: Prepared, output: list[OutputItem], finish_reason: str | No
         response.status = "completed"
     input_tokens = len(prepared.job.prompt_ids)
     response.usage = ResponseUsage(input_tokens=input_tokens, output_tokens=output_tokens,
+                                   output_tokens_details=OutputTokensDetails(reasoning_tokens=reasoning_tokens),
                                    total_tokens=input_tokens + output_tokens)
     return response
 
@@ -208,13 +225,23 @@ async def create_response(state: ServerState, request: CreateResponseRequest, us
     prepared = await prepare(state, request, usage, owner)
     [result] = await run_jobs(state.engine, [prepared.job], prepared.response.id, prepared.lora, state.metrics,
                               usage)
-    content, calls = parse_tool_output(prepared.plan, result.text)
     incomplete = result.finish_reason == "length"
     output: list[OutputItem] = []
+    thinking, text = None, result.text
+    if state.parsers is not None and state.parsers.reasons:
+        thinking, text = state.parsers.split_reasoning(result.text)
+        usage.reasoning_tokens = state.parsers.reasoning_tokens(result.token_ids)
+    if thinking:
+        output.append(reasoning_item(response_id("rs"), guard_reply(thinking, usage) or "", incomplete and not text))
+    content, calls = parse_tool_output(prepared.plan, text or "")
+    content = guard_reply(content, usage)
+    for call in calls:  # placeholders hold no quote: the JSON stays valid
+        call.function.arguments = guard_reply(call.function.arguments, usage) or ""
     if content:
         output.append(message_item(response_id("msg"), content, incomplete and not calls,
                                    output_logprobs(state, prepared, result.logprobs)))
     output += function_items(prepared, calls, incomplete and prepared.plan.mode == "named")
-    response = finish(prepared, output, result.finish_reason, len(result.token_ids))
+    response = finish(prepared, output, result.finish_reason, len(result.token_ids),
+                      reasoning_tokens=usage.reasoning_tokens)
     await save(state, prepared, response)
     return response

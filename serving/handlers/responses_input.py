@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from serving.errors import APIError, validation_message
+from serving.pii_guard import guard_prompt_texts
 from serving.protocol import ChatCompletionRequest
 from serving.protocol.responses import (
     CreateResponseRequest,
@@ -24,6 +25,7 @@ from serving.protocol.responses import (
     ToolChoiceFunction,
     response_id,
 )
+from serving.usage import UsageRecord
 
 
 def _parts(content: str | list[Any], role: str) -> list[dict[str, Any]]:
@@ -48,7 +50,10 @@ def _normalise(item: BaseModel | str) -> dict[str, Any]:
         return {"id": item.id or response_id("fco"), "type": "function_call_output", "call_id": item.call_id,
                 "output": output, "status": item.status or "completed"}
     assert isinstance(item, ReasoningItem)
-    return {"id": item.id or response_id("rs"), "type": "reasoning", "summary": item.summary}
+    out = {"id": item.id or response_id("rs"), "type": "reasoning", "summary": item.summary}
+    if item.content:
+        out["content"] = item.content
+    return out
 
 
 def new_input_items(request: CreateResponseRequest) -> list[dict[str, Any]]:
@@ -56,6 +61,27 @@ def new_input_items(request: CreateResponseRequest) -> list[dict[str, Any]]:
     if isinstance(request.input, str):
         return [_normalise(InputMessage(role="user", content=request.input))]
     return [_normalise(item) for item in request.input]
+
+
+def guard_input(items: list[dict[str, Any]], instructions: str | None, usage: UsageRecord) -> str | None:
+    """Apply the organisation's PII guard to the texts of new input items (in place, so that what is stored is
+    what the model saw) and to ``instructions``, which it returns; ``block`` mode raises ``pii_detected``."""
+    if usage.pii_guard == "off":
+        return instructions
+    slots: list[tuple[Any, Any]] = []  # (container, key) holding each text
+    for item in items:
+        parts = item.get("content") if item["type"] == "message" else item.get("output")
+        if isinstance(parts, str):
+            slots.append((item, "output"))
+        for part in parts if isinstance(parts, list) else []:
+            key = "refusal" if part.get("type") == "refusal" else "text"
+            if isinstance(part.get(key), str):
+                slots.append((part, key))
+    texts = [container[key] for container, key in slots] + ([instructions] if instructions else [])
+    guarded = guard_prompt_texts(texts, usage, "input")
+    for (container, key), text in zip(slots, guarded, strict=False):
+        container[key] = text
+    return guarded[-1] if instructions else None
 
 
 def check_call_ids(items: list[dict[str, Any]]) -> None:
@@ -80,9 +106,12 @@ def items_to_messages(items: list[dict[str, Any]], instructions: str | None) -> 
     (templates render only the first), consecutive function calls into one assistant turn."""
     system = [instructions] if instructions else []
     messages: list[dict[str, Any]] = []
+    thinking = ""
     for item in items:
         kind = item["type"]
-        if kind == "message" and item["role"] in ("system", "developer") and not messages:
+        if kind == "reasoning":
+            thinking += "".join(p.get("text", "") for p in item.get("content") or [] if isinstance(p, dict))
+        elif kind == "message" and item["role"] in ("system", "developer") and not messages:
             system.append(_text(item["content"]))
         elif kind == "message":
             messages.append({"role": item["role"], "content": _text(item["content"])})
@@ -96,6 +125,8 @@ def items_to_messages(items: list[dict[str, Any]], instructions: str | None) -> 
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
         elif kind == "function_call_output":
             messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": _text(item["output"])})
+        if thinking and kind in ("message", "function_call") and messages[-1]["role"] == "assistant":
+            messages[-1]["reasoning_content"], thinking = thinking, ""
     if system:
         messages.insert(0, {"role": "system", "content": "\n\n".join(system)})
     return messages
@@ -121,7 +152,8 @@ def to_chat_request(request: CreateResponseRequest, messages: list[dict[str, Any
         choice = {"type": "function", "function": {"name": choice.name}}
     fields = {"model": request.model, "messages": messages, "tools": tools or None, "tool_choice": choice,
               "parallel_tool_calls": request.parallel_tool_calls, "response_format": _response_format(request),
-              "temperature": request.temperature, "top_p": request.top_p}
+              "temperature": request.temperature, "top_p": request.top_p,
+              "reasoning_effort": request.reasoning.effort if request.reasoning else None}
     try:
         return ChatCompletionRequest.model_validate({k: v for k, v in fields.items() if v is not None})
     except ValidationError as err:

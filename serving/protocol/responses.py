@@ -96,11 +96,13 @@ class FunctionCallOutputItem(InputModel):
 
 
 class ReasoningItem(InputModel):
-    """A reasoning item replayed from an earlier output: accepted and left out of the prompt."""
+    """A reasoning item replayed from an earlier output: its ``reasoning_text`` goes to the next assistant turn
+    as ``reasoning_content`` (templates that render thinking show it; others ignore it)."""
 
     type: Literal["reasoning"]
     id: str | None = None
     summary: list[dict[str, Any]] = Field(default_factory=list)
+    content: list[dict[str, Any]] | None = None
 
 
 def _item_kind(value: Any) -> str:
@@ -275,7 +277,22 @@ class FunctionToolCall(ResponseModel):
     status: ItemStatus
 
 
-OutputItem = Annotated[OutputMessage | FunctionToolCall, Field(discriminator="type")]
+class ReasoningText(ResponseModel):
+    type: Literal["reasoning_text"] = "reasoning_text"
+    text: str
+
+
+class ReasoningOutput(ResponseModel):
+    """A reasoning model's thinking (split off by the server's ``--reasoning-parser``)."""
+
+    id: str
+    type: Literal["reasoning"] = "reasoning"
+    summary: list[dict[str, Any]] = Field(default_factory=list)
+    content: list[ReasoningText]
+    status: ItemStatus
+
+
+OutputItem = Annotated[OutputMessage | FunctionToolCall | ReasoningOutput, Field(discriminator="type")]
 
 
 class InputTokensDetails(ResponseModel):

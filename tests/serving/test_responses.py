@@ -408,3 +408,40 @@ def test_the_schema_documents_json_and_server_sent_events(inprocess) -> None:
     assert content["application/json"]["schema"]["$ref"].endswith("/Response")
     assert content["text/event-stream"]["schema"]["required"] == ["event", "data"]  # one schema per event
     assert {"get", "delete"} <= set(spec["paths"]["/v1/responses/{response_id}"])
+
+
+RRN = "900101-1234567"
+PHONE = "010-2345-6789"
+
+
+def test_the_pii_guard_masks_input_stored_items_and_answers(tiny_tokenizer, tmp_path) -> None:
+    answer = f"담당자 연락처는 {PHONE} 입니다."
+    server = make_inprocess(tiny_tokenizer, tmp_path, ScriptedEngine(tiny_tokenizer, script=lambda *_: answer))
+    client = server.openai(KeyStore(server.database_url).create("org-mask", pii_guard="mask"))
+    whole = client.responses.create(model="tiny-ko", input=f"제 주민번호는 {RRN} 입니다",
+                                    instructions=f"문의 {PHONE}")
+    seen = _prompt(server)
+    assert RRN not in seen and PHONE not in seen and "[RRN]" in seen and "[PHONE]" in seen
+    assert whole.output_text == answer.replace(PHONE, "[PHONE]")
+    stored = json.dumps(client.responses.input_items.list(whole.id).model_dump(), ensure_ascii=False)
+    assert RRN not in stored and "[RRN]" in stored  # what is kept is what the model saw
+    events = list(client.responses.create(model="tiny-ko", input="안녕", stream=True))
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == answer.replace(PHONE, "[PHONE]") == events[-1].response.output_text
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(model="tiny-ko", input="안녕", include=["message.output_text.logprobs"])
+    assert info.value.body["code"] == "pii_guard_logprobs"
+    blocked = server.openai(KeyStore(server.database_url).create("org-block", pii_guard="block"))
+    with pytest.raises(openai.BadRequestError) as info:
+        blocked.responses.create(model="tiny-ko", input=[{"role": "user", "content": f"번호 {PHONE}"}])
+    assert (info.value.body["code"], info.value.body["param"]) == ("pii_detected", "input")
+
+
+def test_the_pii_guard_masks_streamed_named_call_arguments(tiny_tokenizer, tmp_path) -> None:
+    engine = ScriptedEngine(tiny_tokenizer, script=lambda *_: f'{{"city": "{PHONE}"}}')
+    server = make_inprocess(tiny_tokenizer, tmp_path, engine)
+    client = server.openai(KeyStore(server.database_url).create("org-mask", pii_guard="mask"))
+    events = list(client.responses.create(model="tiny-ko", input="서울", tools=[WEATHER], stream=True,
+                                          tool_choice={"type": "function", "name": "get_weather"}))
+    assert not any(PHONE in json.dumps(e.model_dump(), ensure_ascii=False) for e in events)
+    assert json.loads(events[-1].response.output[0].arguments) == {"city": "[PHONE]"}
