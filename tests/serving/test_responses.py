@@ -445,3 +445,62 @@ def test_the_pii_guard_masks_streamed_named_call_arguments(tiny_tokenizer, tmp_p
                                           tool_choice={"type": "function", "name": "get_weather"}))
     assert not any(PHONE in json.dumps(e.model_dump(), ensure_ascii=False) for e in events)
     assert json.loads(events[-1].response.output[0].arguments) == {"city": "[PHONE]"}
+
+
+THINKING_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n"
+    "{% if m.reasoning_content %}<think>{{ m.reasoning_content }}</think>{% endif %}{{ m.content }}<|im_end|>\n"
+    "{% endfor %}<|im_start|>assistant\n{% if enable_thinking is not defined or enable_thinking %}<think>{% endif %}"
+)
+THOUGHT, ANSWER = "6을 7번 더하면 42입니다.", "답은 42입니다."
+
+
+@pytest.fixture
+def thinking_server(tiny_tokenizer, tmp_path):  # type: ignore[no-untyped-def]
+    import copy
+
+    from serving.engines import vllm_available
+
+    if not vllm_available():
+        pytest.skip("the reasoning parsers are vLLM's")
+    tokenizer = copy.deepcopy(tiny_tokenizer)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<think>", "</think>"]})
+    tokenizer.chat_template = THINKING_TEMPLATE
+    engine = ScriptedEngine(tokenizer, script=lambda *_: f"<think>{THOUGHT}</think>{ANSWER}")
+    return make_inprocess(tokenizer, tmp_path, engine, reasoning_parser="deepseek_r1")
+
+
+def test_thinking_becomes_a_reasoning_item_whole_and_streamed(thinking_server) -> None:
+    client = thinking_server.openai()
+    whole = client.responses.create(model="tiny-ko", input="6 곱하기 7은?")
+    reasoning, _ = whole.output
+    assert (reasoning.type, reasoning.content[0].text, whole.output_text) == ("reasoning", THOUGHT, ANSWER)
+    assert 0 < whole.usage.output_tokens_details.reasoning_tokens < whole.usage.output_tokens
+    events = list(client.responses.create(model="tiny-ko", input="6 곱하기 7은?", stream=True))
+    assert "".join(e.delta for e in events if e.type == "response.reasoning_text.delta") == THOUGHT
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == ANSWER
+    added = [(e.output_index, e.item.type) for e in events if e.type == "response.output_item.added"]
+    assert added == [(0, "reasoning"), (1, "message")]
+    final = events[-1].response
+    assert [i.type for i in final.output] == ["reasoning", "message"]
+    assert final.usage.output_tokens_details.reasoning_tokens == whole.usage.output_tokens_details.reasoning_tokens
+    # the next turn replays the thinking to the template, and reasoning.effort "none" turns thinking off
+    client.responses.create(model="tiny-ko", previous_response_id=whole.id, input="왜?", reasoning={"effort": "none"})
+    prompt = _prompt(thinking_server)
+    assert f"<think>{THOUGHT}</think>{ANSWER}" in prompt and not prompt.endswith("<think>")
+
+
+def test_a_non_hermes_tool_call_format_in_responses(tiny_tokenizer, tmp_path) -> None:
+    from serving.engines import vllm_available
+
+    if not vllm_available():
+        pytest.skip("the tool-call parsers are vLLM's")
+    engine = ScriptedEngine(tiny_tokenizer, script=lambda *_: '[get_weather(city="서울")]')
+    server = make_inprocess(tiny_tokenizer, tmp_path, engine, tool_call_parser="pythonic")
+    client = server.openai()
+    whole = client.responses.create(model="tiny-ko", input="서울?", tools=[WEATHER])
+    assert [(i.type, i.name, json.loads(i.arguments)) for i in whole.output] == [
+        ("function_call", "get_weather", {"city": "서울"})]
+    events = list(client.responses.create(model="tiny-ko", input="서울?", tools=[WEATHER], stream=True))
+    assert not [e for e in events if e.type == "response.output_text.delta"]  # the call never leaks as text
+    assert events[-1].response.output[0].name == "get_weather"
