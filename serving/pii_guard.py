@@ -113,4 +113,5 @@ class ReplyGuard:
             return ""
         rest = self.redactor.flush()
         merge_counts(self.usage.pii_counts, {k: n for k, n in self.redactor.counts.items() if n})
+        self.redactor.counts = dict.fromkeys(PII_KINDS, 0)  # flushing again counts only what came since
         return rest

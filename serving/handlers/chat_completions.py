@@ -92,6 +92,9 @@ async def create_chat_completion(
     choices = [_choice(state, request, plan, r) for r in results]
     for choice in choices:
         choice.message.content = guard_reply(choice.message.content, record)
+        if choice.message.reasoning_content:
+            choice.message.reasoning_content = choice.message.reasoning = guard_reply(
+                choice.message.reasoning_content, record)
         for call in choice.message.tool_calls or []:  # placeholders hold no quote: the JSON stays valid
             call.function.arguments = guard_reply(call.function.arguments, record) or ""
     completion_tokens = sum(len(r.token_ids) for r in results)
@@ -170,6 +173,7 @@ async def stream_chat_completion(
         thinking = {job.index: state.parsers.reasoning_stream() for job in jobs} \
             if state.parsers is not None and state.parsers.reasons else {}
         guards = {job.index: ReplyGuard(record) for job in jobs}
+        thought_guards = {job.index: ReplyGuard(record) for job in jobs}  # the thinking is masked apart
         completion_tokens = 0
         for job in jobs:
             yield chunk(job.index, ChunkDelta(role="assistant", content=""))
@@ -178,6 +182,9 @@ async def stream_chat_completion(
             answer = delta.text
             if thinking:
                 reasoning, answer = thinking[index].feed(delta.text, delta.token_ids)
+                reasoning = thought_guards[index].feed(reasoning or "")
+                if answer or delta.finish_reason is not None:  # the thinking is over: send what it held back
+                    reasoning += thought_guards[index].flush()
                 if reasoning:
                     yield chunk(index, ChunkDelta(reasoning_content=reasoning, reasoning=reasoning))
             text = guards[index].feed(streams[index].visible(answer))

@@ -166,3 +166,28 @@ def test_answer_logprobs_are_refused_under_the_guard_but_prompt_scoring_is_not(s
     scoring = client.post("/v1/completions", headers=headers, json={
         "model": "tiny-ko", "prompt": f"번호 {PHONE}", "max_tokens": 0, "echo": True, "logprobs": 1})
     assert scoring.status_code == 200 and PHONE not in scoring.text  # logprobs over the masked prompt
+
+
+@pytest.mark.skipif(not __import__("serving.engines", fromlist=["x"]).vllm_available(),
+                    reason="the reasoning parsers are vLLM's")
+def test_mask_covers_the_thinking(tiny_tokenizer, tmp_path: Path) -> None:
+    import copy
+
+    from tests.serving.inprocess import make_inprocess
+
+    tokenizer = copy.deepcopy(tiny_tokenizer)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<think>", "</think>"]})
+    tokenizer.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+        "<|im_start|>assistant\n<think>")
+    reply = f"<think>고객 번호는 {PHONE} 이다.</think>연락드리겠습니다."
+    server = make_inprocess(tokenizer, tmp_path, ScriptedEngine(tokenizer, script=lambda *_: reply),
+                            reasoning_parser="deepseek_r1")
+    headers = _key(server.database_url, "mask")
+    whole = _chat(server.http, headers, "안녕")
+    assert whole.json()["choices"][0]["message"]["reasoning_content"] == "고객 번호는 [PHONE] 이다."
+    streamed = _chat(server.http, headers, "안녕", stream=True)
+    thoughts = "".join(json.loads(line[6:])["choices"][0]["delta"].get("reasoning_content") or ""
+                       for line in streamed.text.splitlines()
+                       if line.startswith("data: {") and json.loads(line[6:])["choices"])
+    assert thoughts == "고객 번호는 [PHONE] 이다." and PHONE not in streamed.text
