@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import math
+from typing import Any
 
 import numpy as np
 
 from serving.engines.base import Engine
 from serving.errors import APIError
+from serving.pii_guard import guard_completion_prompt, guard_prompt_texts
 from serving.protocol.common import random_id
 from serving.protocol.embeddings import (
     Embedding,
@@ -40,6 +42,17 @@ def _token_lists(engine: Engine, request: EmbeddingRequest) -> tuple[list[list[i
     for ids in value:
         check_token_ids(ids, vocab, "input")
     return [list(ids) for ids in value], None
+
+
+def _guarded_input(value: Any, usage: UsageRecord, engine: Engine) -> Any:
+    """The input after the organisation's PII guard; token-id inputs that held personal data come back as text
+    (then every input does, so that the list keeps one type)."""
+    if usage.pii_guard == "off":
+        return value
+    guarded = guard_completion_prompt(value, usage, engine.tokenizer.decode)
+    if isinstance(guarded, list) and any(isinstance(item, str) for item in guarded):
+        guarded = [item if isinstance(item, str) else engine.tokenizer.decode(item) for item in guarded]
+    return guarded
 
 
 def _fit(prompts: list[list[int]], limit: int, truncate: int | None) -> list[list[int]]:
@@ -86,6 +99,7 @@ async def create_embeddings(state: ServerState, request: EmbeddingRequest, usage
     """Embed every input; usage counts their tokens."""
     engine = state.resolve_embedder(request.model)
     usage.start("embeddings", request.model, None, request.user)
+    request.input = _guarded_input(request.input, usage, engine)
     prompts, texts = _token_lists(engine, request)
     if texts is not None:
         usage.set_prompt(lambda: "\n".join(texts))
@@ -101,9 +115,9 @@ async def create_rerank(state: ServerState, request: RerankRequest, usage: Usage
     """Order the documents by relevance to the query: cosine similarity of their embeddings."""
     engine = state.resolve_embedder(request.model)
     usage.start("rerank", request.model, None)
-    texts = request.texts()
-    usage.set_prompt(lambda: "\n".join([request.query, *texts]))
-    prompts = _fit([list(ids) for ids in engine.tokenizer([request.query, *texts]).input_ids],
+    query, *texts = guard_prompt_texts([request.query, *request.texts()], usage, "documents")
+    usage.set_prompt(lambda: "\n".join([query, *texts]))
+    prompts = _fit([list(ids) for ids in engine.tokenizer([query, *texts]).input_ids],
                    engine.max_model_len, None)
     vectors = np.asarray(await _pool(engine, prompts, usage, "rerank"), dtype=np.float32)
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)

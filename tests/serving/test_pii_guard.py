@@ -191,3 +191,25 @@ def test_mask_covers_the_thinking(tiny_tokenizer, tmp_path: Path) -> None:
                        for line in streamed.text.splitlines()
                        if line.startswith("data: {") and json.loads(line[6:])["choices"])
     assert thoughts == "고객 번호는 [PHONE] 이다." and PHONE not in streamed.text
+
+
+def test_guard_on_embeddings_and_rerank(tiny_tokenizer, tmp_path: Path) -> None:
+    from tests.serving.inprocess import EMBED_MODEL, make_inprocess
+    from tests.serving.scripted_engine import CharacterEmbedder
+
+    embedder = CharacterEmbedder(tiny_tokenizer)
+    server = make_inprocess(tiny_tokenizer, tmp_path, embedder=embedder)
+    masked, blocked = _key(server.database_url, "mask"), _key(server.database_url, "block")
+    text = f"민원인 연락처 {PHONE}"
+    ok = server.http.post("/v1/embeddings", headers=masked, json={"model": EMBED_MODEL, "input": [text, "안녕"]})
+    assert ok.status_code == 200
+    seen = [tiny_tokenizer.decode(ids) for ids in embedder.calls[-1]]
+    assert "[PHONE]" in seen[0] and PHONE not in seen[0]
+    ids = tiny_tokenizer(text, add_special_tokens=False).input_ids
+    as_ids = server.http.post("/v1/embeddings", headers=masked, json={"model": EMBED_MODEL, "input": [ids, [5, 6]]})
+    assert as_ids.status_code == 200 and PHONE not in tiny_tokenizer.decode(embedder.calls[-1][0])
+    refused = server.http.post("/v1/embeddings", headers=blocked, json={"model": EMBED_MODEL, "input": text})
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "pii_detected"
+    ranked = server.http.post("/v1/rerank", headers=masked, json={
+        "model": EMBED_MODEL, "query": "연락처", "documents": [text, "날씨"]})
+    assert ranked.status_code == 200 and PHONE not in ranked.text and "[PHONE]" in ranked.text
