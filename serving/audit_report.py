@@ -1,15 +1,16 @@
 """The monthly access-record review (PIPC safety measures: access records are checked at least once a month):
 one self-contained HTML page per month, per organisation and per user.
 
-Counts requests, tokens, refusals (401, 403, 429), other errors, personal data found, activity outside working
-hours (local time, weekdays 09:00-18:00), exports and purges of the log itself, days with unusual volume, the
-addresses refused most, and whether the hash chain verifies. Times are read in the organisation's time zone
-(Asia/Seoul by default).
+Counts requests, tokens, refusals (401, 403, 429), other errors, personal data found, file downloads, activity
+outside working hours (local time, weekdays 09:00-18:00), days with unusual volume, key administration and exports
+and purges of the log, the addresses refused most, and whether the hash chain verifies. Times are read in the
+organisation's time zone (Asia/Seoul by default).
 """
 
 from __future__ import annotations
 
 import html
+import re
 import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from serving.audit_chain import verify_chain
 from serving.db import AuditRecord
 
 WORK_START, WORK_END = 9, 18
+_DOWNLOAD = re.compile(r"^/v1/files/[^/]+/content$")
 NO_KEY = "(no valid key)"
 
 
@@ -39,6 +41,8 @@ class Tally:
     """Other 4xx and 5xx answers."""
     pii: Counter = field(default_factory=Counter)
     off_hours: int = 0
+    downloads: int = 0
+    """Files downloaded (``GET /v1/files/{id}/content``, batch results included)."""
     per_day: Counter = field(default_factory=Counter)
 
     def add(self, row: dict, local: datetime) -> None:
@@ -55,6 +59,8 @@ class Tally:
             self.pii[kind] += n
         if local.weekday() >= 5 or not WORK_START <= local.hour < WORK_END:
             self.off_hours += 1
+        if status == 200 and row["method"] == "GET" and _DOWNLOAD.match(row["path"]):
+            self.downloads += 1
         self.per_day[local.day] += 1
 
 
@@ -130,7 +136,7 @@ def _row(name: str, tally: Tally, extra: str = "") -> str:
     unusual = ", ".join(str(d) for d in unusual_days(tally.per_day)) or "-"
     cells = [name, f"{tally.requests:,}", f"{tally.prompt_tokens + tally.completion_tokens:,}",
              tally.refused[401], tally.refused[403], tally.refused[429], tally.errors, pii,
-             f"{tally.off_hours:,}", unusual]
+             f"{tally.off_hours:,}", tally.downloads, unusual]
     return "<tr>" + extra + "".join(_cell(c) for c in cells) + "</tr>"
 
 
@@ -146,7 +152,7 @@ def _bars(per_day: Counter, days: int) -> str:
 
 
 HEAD = ("<th>requests</th><th>tokens</th><th>401</th><th>403</th><th>429</th><th>other errors</th>"
-        "<th>PII found</th><th>off hours</th><th>unusual days</th>")
+        "<th>PII found</th><th>off hours</th><th>file downloads</th><th>unusual days</th>")
 
 
 def render(data: MonthReview) -> str:
