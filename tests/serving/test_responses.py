@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from serving.audit import AuditStore
 from serving.auth import KeyStore
+from tests.serving.conftest_pg import pg_db_url, postgres_url  # noqa: F401  (fixtures)
 from tests.serving.inprocess import make_inprocess, scripted_app
 from tests.serving.scripted_engine import ScriptedEngine
 
@@ -504,3 +505,26 @@ def test_a_non_hermes_tool_call_format_in_responses(tiny_tokenizer, tmp_path) ->
     events = list(client.responses.create(model="tiny-ko", input="서울?", tools=[WEATHER], stream=True))
     assert not [e for e in events if e.type == "response.output_text.delta"]  # the call never leaks as text
     assert events[-1].response.output[0].name == "get_weather"
+
+
+@pytest.mark.postgres
+def test_stored_responses_on_postgresql(request: pytest.FixtureRequest, tiny_tokenizer) -> None:
+    """Replicas share PostgreSQL: one app stores, another (a restart, or a second replica) retrieves and
+    continues the conversation; ownership holds there too."""
+    url = request.getfixturevalue("pg_db_url")
+    keys = KeyStore(url)
+    a, b = keys.create("org-a"), keys.create("org-b")
+    first, second = (TestClient(scripted_app(tiny_tokenizer, url)) for _ in range(2))
+    with first, second:
+        one, two = (openai.OpenAI(base_url="http://testserver/v1", api_key=a, http_client=h, max_retries=0)
+                    for h in (first, second))
+        created = one.responses.create(model="tiny-ko", input="기억해", metadata={"부서": "민원"})
+        assert two.responses.retrieve(created.id).model_dump() == created.model_dump()
+        follow = two.responses.create(model="tiny-ko", input="다음", previous_response_id=created.id)
+        assert [i.type for i in two.responses.input_items.list(follow.id).data] == ["message"] * 3
+        other = openai.OpenAI(base_url="http://testserver/v1", api_key=b, http_client=second, max_retries=0)
+        with pytest.raises(openai.NotFoundError):
+            other.responses.retrieve(created.id)
+        one.responses.delete(created.id)
+        with pytest.raises(openai.NotFoundError):
+            two.responses.retrieve(created.id)
