@@ -29,7 +29,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, aliased, mapped_column
 
 from serving.db import Base, ensure_tables, get_sessionmaker
 from serving.storage.files import FileRecord
@@ -218,14 +218,21 @@ class BatchStore:
     def claim_lines(self, runner: str, n: int, stale_s: float) -> list[BatchLine]:
         """Claim up to ``n`` lines of running batches: pending ones, or running ones whose runner went silent."""
         now = time.time()
-        claimable = or_(BatchLine.state == "pending",
-                        and_(BatchLine.state == "running", BatchLine.claimed_at < now - stale_s))
-        pick = (select(BatchLine.id).join(BatchRecord, BatchRecord.id == BatchLine.batch_id)
-                .where(BatchRecord.status == "in_progress", claimable)
-                .order_by(BatchRecord.seq, BatchLine.line_no).limit(n))
+
+        def claimable(line: Any) -> Any:
+            return or_(line.state == "pending", and_(line.state == "running", line.claimed_at < now - stale_s))
+
+        candidate = aliased(BatchLine)  # its own name: the subquery must not correlate with the updated table
+        pick = (select(candidate.id).join(BatchRecord, BatchRecord.id == candidate.batch_id)
+                .where(BatchRecord.status == "in_progress", claimable(candidate))
+                .order_by(BatchRecord.seq, candidate.line_no).limit(n))
         if self.dialect == "postgresql":
-            pick = pick.with_for_update(skip_locked=True, of=BatchLine)
-        statement = (update(BatchLine).where(BatchLine.id.in_(pick.scalar_subquery()), claimable)
+            # A CTE runs once; as an IN (subquery) PostgreSQL may rescan it and, skipping locks, claim more.
+            picked = pick.with_for_update(skip_locked=True, of=candidate).cte("picked")
+            chosen = BatchLine.id == picked.c.id
+        else:  # SQLite: one UPDATE holds the database's write lock, so no other process claims meanwhile
+            chosen = BatchLine.id.in_(pick.scalar_subquery())
+        statement = (update(BatchLine).where(chosen, claimable(BatchLine))
                      .values(state="running", claimed_by=runner, claimed_at=now)
                      .returning(BatchLine.id, BatchLine.batch_id, BatchLine.line_no, BatchLine.custom_id,
                                 BatchLine.body))
