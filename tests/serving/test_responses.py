@@ -528,3 +528,23 @@ def test_stored_responses_on_postgresql(request: pytest.FixtureRequest, tiny_tok
         one.responses.delete(created.id)
         with pytest.raises(openai.NotFoundError):
             two.responses.retrieve(created.id)
+
+
+def test_a_batch_of_responses_lines_stores_them_for_the_organisation(tiny_tokenizer, tmp_path) -> None:
+    from tests.serving.test_batches import read_lines, upload, wait_until
+
+    server = make_inprocess(tiny_tokenizer, tmp_path, data_dir=tmp_path / "data")
+    with server.http:
+        keys = KeyStore(server.database_url)
+        mine, theirs = server.openai(keys.create("org-a")), server.openai(keys.create("org-b"))
+        lines = [{"custom_id": f"r-{i}", "method": "POST", "url": "/v1/responses",
+                  "body": {"model": "tiny-ko", "input": f"질문 {i}", "max_output_tokens": 8}} for i in range(3)]
+        batch = mine.batches.create(input_file_id=upload(mine, lines), endpoint="/v1/responses",
+                                    completion_window="24h")
+        done = wait_until(mine, batch.id, ("completed", "failed"))
+        assert done.status == "completed", done.errors
+        bodies = [line["response"]["body"] for line in read_lines(mine, done.output_file_id)]
+        assert [b["object"] for b in bodies] == ["response"] * 3
+        assert mine.responses.retrieve(bodies[0]["id"]).output_text == bodies[0]["output"][0]["content"][0]["text"]
+        with pytest.raises(openai.NotFoundError):
+            theirs.responses.retrieve(bodies[0]["id"])
