@@ -60,6 +60,7 @@ LOGPROBS = "message.output_text.logprobs"
 
 
 def store_of(state: ServerState) -> ResponseStore:
+    """The server's store of responses (its database, its retention)."""
     return response_store(state.settings.database_url, state.settings.responses_retention_days)
 
 
@@ -134,13 +135,14 @@ async def prepare(state: ServerState, request: CreateResponseRequest, usage: Usa
                                                           structured=plan.structured))
     await usage.reserve(len(prompt_ids) + max_tokens)
     usage.prompt_tokens = len(prompt_ids)
-    response = skeleton(request)
+    response = skeleton(request, instructions)
     usage.resources.append(response.id)
     return Prepared(request, lora, plan, job, items, response, owner, logprobs)
 
 
-def skeleton(request: CreateResponseRequest) -> Response:
-    """The response object in progress, echoing the request's settings as OpenAI does."""
+def skeleton(request: CreateResponseRequest, instructions: str | None) -> Response:
+    """The response object in progress, echoing the request's settings as OpenAI does (``instructions`` as the
+    PII guard left them)."""
     text: dict[str, Any] = {"format": {"type": "text"}, "verbosity": "medium"}
     if request.text is not None:
         if request.text.format is not None:
@@ -148,7 +150,7 @@ def skeleton(request: CreateResponseRequest) -> Response:
         text["verbosity"] = request.text.verbosity or "medium"
     choice = request.tool_choice or "auto"
     return Response(
-        id=response_id("resp"), status="in_progress", instructions=request.instructions,
+        id=response_id("resp"), status="in_progress", instructions=instructions,
         max_output_tokens=request.max_output_tokens, max_tool_calls=request.max_tool_calls,
         metadata=request.metadata or {}, model=request.model,
         parallel_tool_calls=request.parallel_tool_calls is not False,

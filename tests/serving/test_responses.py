@@ -426,6 +426,7 @@ def test_the_pii_guard_masks_input_stored_items_and_answers(tiny_tokenizer, tmp_
     assert whole.output_text == answer.replace(PHONE, "[PHONE]")
     stored = json.dumps(client.responses.input_items.list(whole.id).model_dump(), ensure_ascii=False)
     assert RRN not in stored and "[RRN]" in stored  # what is kept is what the model saw
+    assert client.responses.retrieve(whole.id).instructions == "문의 [PHONE]"
     events = list(client.responses.create(model="tiny-ko", input="안녕", stream=True))
     text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
     assert text == answer.replace(PHONE, "[PHONE]") == events[-1].response.output_text
