@@ -19,7 +19,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
@@ -96,6 +96,9 @@ class BatchRunner:
         self.running: dict[int, asyncio.Task] = {}
         self._wake = asyncio.Event()
         self._batches: dict[str, tuple[int | None, str]] = {}
+        self.job: asyncio.Task | None = None
+        """Validating or finalizing one batch."""
+        self.job_batch: str | None = None
         self._last_renew = 0.0
 
     def wake(self) -> None:
@@ -122,28 +125,24 @@ class BatchRunner:
                 await asyncio.wait_for(self._wake.wait(), POLL_S)
 
     async def step(self) -> bool:
-        """Validate, finalize and start lines as there is work; whether anything was done."""
-        if self.draining():
-            return False
-        busy = False
+        """Renew claims, start validating or finalizing a batch, start lines; whether anything was started."""
         now = time.monotonic()
         if now - self._last_renew > self.stale_s / 4:
             self._last_renew = now
             await to_thread.run_sync(self.store.renew_lines, self.id, list(self.running))
+            if self.job is not None and self.job_batch is not None:
+                await to_thread.run_sync(self.store.renew_batch, self.job_batch, self.id)
             await to_thread.run_sync(self.store.expire_due)
-        batch = await to_thread.run_sync(self.store.claim_batch, self.id, ("validating",), self.stale_s)
-        if batch is not None:
-            await self.validate(batch)
-            busy = True
-        await to_thread.run_sync(self.store.to_finalize)
-        batch = await to_thread.run_sync(self.store.claim_batch, self.id, ("finalizing",), self.stale_s)
-        if batch is not None:
-            await self.finalize(batch, "completed")
-            busy = True
-        batch = await to_thread.run_sync(self.store.claim_batch, self.id, ("cancelling",), self.stale_s)
-        if batch is not None and not await to_thread.run_sync(self.store.lines_running, batch.id, self.stale_s):
-            await self.finalize(batch, "expired" if batch.expired_at is not None else "cancelled")
-            busy = True
+        if self.draining():
+            return False
+        busy = False
+        if self.job is None or self.job.done():
+            self.job = self.job_batch = None
+            batch, work = await self.claim_job()
+            if work is not None:
+                self.job, self.job_batch = asyncio.create_task(work), batch
+                self.job.add_done_callback(lambda _: self.wake())
+                busy = True
         free = self.settings.batch_concurrency - len(self.running)
         if free > 0:
             lines = await to_thread.run_sync(self.store.claim_lines, self.id, free, self.stale_s)
@@ -151,6 +150,20 @@ class BatchRunner:
                 self.running[line.id] = asyncio.create_task(self.run_line(line))
             busy = busy or bool(lines)
         return busy
+
+    async def claim_job(self) -> tuple[str | None, Coroutine[Any, Any, None] | None]:
+        """A batch to validate or to finalize (one at a time, beside the lines, so claims keep being renewed)."""
+        batch = await to_thread.run_sync(self.store.claim_batch, self.id, ("validating",), self.stale_s)
+        if batch is not None:
+            return batch.id, self.validate(batch)
+        await to_thread.run_sync(self.store.to_finalize)
+        batch = await to_thread.run_sync(self.store.claim_batch, self.id, ("finalizing",), self.stale_s)
+        if batch is not None:
+            return batch.id, self.finalize(batch, "completed")
+        batch = await to_thread.run_sync(self.store.claim_batch, self.id, ("cancelling",), self.stale_s)
+        if batch is not None and not await to_thread.run_sync(self.store.lines_running, batch.id, self.stale_s):
+            return batch.id, self.finalize(batch, "expired" if batch.expired_at is not None else "cancelled")
+        return None, None
 
     # ------------------------------------------------------------------------------------------ validation
 
@@ -261,7 +274,7 @@ class BatchRunner:
 
     async def stop(self) -> None:
         """Cancel the lines in flight (their claims are released for a later run)."""
-        tasks = list(self.running.values())
+        tasks = list(self.running.values()) + ([self.job] if self.job is not None else [])
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
