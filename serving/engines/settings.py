@@ -95,7 +95,10 @@ def as_settings(settings: EngineSettings | str, engine: str, overrides: dict[str
             return EngineSettings(engine=engine, model=settings, **overrides)
         settings = EngineSettings(**{**settings.model_dump(exclude_unset=True), **overrides, "engine": engine})
     except ValidationError as err:
-        raise EngineError(str(err.errors()[0].get("msg", err)).removeprefix("Value error, ")) from None
+        first = err.errors()[0]
+        field = ".".join(str(p) for p in first.get("loc", ()))
+        message = str(first.get("msg", err)).removeprefix("Value error, ")
+        raise EngineError(f"{field}: {message}" if field else message) from None
     if settings.model is None:
         raise EngineError("no model given")
     return settings

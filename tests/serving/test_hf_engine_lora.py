@@ -35,7 +35,7 @@ def adapter_dirs(tiny_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir, adapter_dirs):
-    eng = run(HFEngine.create(str(tiny_model_dir), lora_modules=adapter_dirs))
+    eng = run(HFEngine.create(str(tiny_model_dir), lora=adapter_dirs))
     yield eng
     run(eng.shutdown())
 
@@ -87,4 +87,4 @@ def test_unknown_adapter_names_the_known_ones(engine, prompt):
 
 def test_missing_adapter_folder_is_an_engine_error(tiny_model_dir, tmp_path):
     with pytest.raises(EngineError, match="cannot load LoRA adapters"):
-        run(HFEngine.create(str(tiny_model_dir), lora_modules={"gone": str(tmp_path / "missing")}))
+        run(HFEngine.create(str(tiny_model_dir), lora={"gone": str(tmp_path / "missing")}))

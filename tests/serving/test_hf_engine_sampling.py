@@ -102,7 +102,8 @@ def test_stop_string_cuts_text_and_sets_stop_reason(engine):
     free = run(collect(engine, prompt, greedy(max_tokens=30, min_tokens=30), "free"))
     text = free.text
     # A stop string that spans a token boundary, with text before it.
-    stop = next(text[i : i + 3] for i in range(8, len(text) - 3) if "\ufffd" not in text[i : i + 3])
+    # (A random model often writes half characters, so take the longest clean window, 3 or 2 characters.)
+    stop = next(text[i : i + n] for n in (3, 2) for i in range(8, len(text) - n) if "\ufffd" not in text[i : i + n])
     done = run(collect(engine, prompt, greedy(max_tokens=30, min_tokens=30, stop=["없는멈춤", stop]), "stop"))
     assert done.text == free.text[: free.text.find(stop)]
     assert done.last.finish_reason == "stop"
