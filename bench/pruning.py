@@ -19,6 +19,7 @@ sampling. Writes bench/results/pruning.json.
 from __future__ import annotations
 
 import argparse
+import copy
 import gzip
 import json
 import logging
@@ -154,11 +155,16 @@ def run_model(name: str, model_dir: Path, budgets: list[int], text: Path, args) 
         best = min(solver_names, key=lambda s: rows[s]["perplexity"])
         targets = {s: masks[s] for s in (solver_names if args.recover_all else (best,))}
         targets["random_0"] = randoms[0]
+        # The unpruned model fine-tuned alike: how much of the recovery is adaptation to the text itself.
+        targets["unpruned"] = np.ones(n, dtype=np.int8)
         if not args.recover_all and keep != min(budgets):
             targets = {}
         budget["recovery"] = {}
         for label, x in targets.items():
-            smaller = prune_attention_heads(model, np.asarray(x).reshape(shape.num_layers, -1))
+            if label == "unpruned":
+                smaller = copy.deepcopy(model)
+            else:
+                smaller = prune_attention_heads(model, np.asarray(x).reshape(shape.num_layers, -1))
             before = perplexity(smaller, attention_layers(smaller), heldout)
             history = recover(smaller, calib, RecoveryConfig(args.recover_steps, args.recover_lr, seed=args.seed))
             after = perplexity(smaller, attention_layers(smaller), heldout)
@@ -182,10 +188,26 @@ def run_model(name: str, model_dir: Path, budgets: list[int], text: Path, args) 
     return result
 
 
+def recovery_baseline(name: str, model_dir: Path, text: Path, args) -> dict:
+    """Only the unpruned model's recovery fine-tune (``--recovery-baseline-only``)."""
+    model, tokenizer, _ = load_model(str(model_dir))
+    calib_text, heldout_text = split_text(PruneConfig(model=str(model_dir), keep_per_layer=1,
+                                                      calibration_file=str(text)))
+    calib = tokenize_chunks(tokenizer, calib_text, args.seq_len, args.calib_seqs)
+    heldout = tokenize_chunks(tokenizer, heldout_text, args.seq_len, args.heldout_seqs)
+    before = perplexity(model, attention_layers(model), heldout)
+    history = recover(model, calib, RecoveryConfig(args.recover_steps, args.recover_lr, seed=args.seed))
+    after = perplexity(model, attention_layers(model), heldout)
+    log.info("%s unpruned: perplexity %.3f -> %.3f after %d steps", name, before, after, args.recover_steps)
+    return {"model": name, "unpruned_recovery": {"perplexity_before": before, "perplexity_after": after,
+                                                 **history}}
+
+
 def markdown_tables(report: dict) -> str:
     """The docs tables: size and speed per budget, perplexity per mask, QAOA against uniform sampling."""
     lines = ["| model | query heads / layer | parameters | prefill 1,024 tok (s) | decode tok/s b1 | "
              "decode tok/s b16 |", "|---|---|---|---|---|---|"]
+    report = {**report, "runs": [r for r in report["runs"] if "budgets" in r]}
     for run in report["runs"]:
         heads = run["shape"]["num_heads"]
         variants = [("unpruned", heads, run["parameters"])] + [
@@ -247,6 +269,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS / "pruning.json")
     parser.add_argument("--table", action="store_true", help="print the docs tables of --out and exit")
+    parser.add_argument("--recovery-baseline-only", action="store_true",
+                        help="only fine-tune the unpruned model alike (included in a full run)")
     args = parser.parse_args()
     if args.table:
         print(markdown_tables(json.loads(args.out.read_text())))
@@ -274,7 +298,10 @@ def main() -> None:
             budgets = args.budgets_100m
         else:
             raise SystemExit(f"unknown model {name!r}")
-        runs.append(run_model(name, Path(model_dir), [int(b) for b in budgets.split(",")], text, args))
+        if args.recovery_baseline_only:
+            runs.append(recovery_baseline(name, Path(model_dir), text, args))
+        else:
+            runs.append(run_model(name, Path(model_dir), [int(b) for b in budgets.split(",")], text, args))
     report = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()} {platform.system()}, "
               f"torch threads {args.threads}", "config": {k: str(v) for k, v in vars(args).items()},
               "text": f"NSMC raw reviews (CC0), first {args.reviews} of >= 40 characters; last quarter held out",
