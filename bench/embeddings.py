@@ -75,7 +75,11 @@ def run(args: argparse.Namespace) -> dict:
 
     torch.set_num_threads(args.threads)
     data_dir = Path(args.data_dir)
-    sts = read_sts(data_dir / "kornli_korsts" / "KorSTS" / "sts-test.tsv", None if args.full else args.sts_pairs)
+    sts = read_sts(data_dir / "kornli_korsts" / "KorSTS" / "sts-test.tsv")
+    if not args.full and args.sts_pairs < len(sts.scores):
+        # A seeded sample: the file is ordered by genre (captions first, which are the easiest).
+        keep = sorted(random.Random(args.seed).sample(range(len(sts.scores)), args.sts_pairs))
+        sts = type(sts)(*([column[i] for i in keep] for column in (sts.first, sts.second, sts.scores)))
     tasks = {
         "korquad": korquad_task(data_dir, None if args.full else args.korquad_contexts,
                                 None if args.full else args.korquad_questions, args.seed),
@@ -125,6 +129,28 @@ def run(args: argparse.Namespace) -> dict:
     return results
 
 
+def _comparable(settings: dict) -> dict:
+    return {k: v for k, v in settings.items() if k not in ("models", "threads", "batch_size")}
+
+
+def merge_previous(out: Path, document: dict) -> dict:
+    """Keep the other models' numbers of an earlier run with the same data settings (``--models base``
+    then ``--models trained`` give one table)."""
+    if not out.is_file():
+        return document
+    old = json.loads(out.read_text(encoding="utf-8"))
+    if _comparable(old.get("settings", {})) != _comparable(document["settings"]):
+        return document
+    for section in ("sts", "timing"):
+        document[section] = {**old.get(section, {}), **document[section]}
+    for task, methods in old.get("retrieval", {}).items():
+        document["retrieval"][task] = {**methods, **document["retrieval"].get(task, {})}
+    document["settings"]["models"] = ",".join(
+        dict.fromkeys(old["settings"]["models"].split(",") + document["settings"]["models"].split(","))
+    )
+    return document
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command line; writes the results JSON."""
     cache = Path(os.environ.get("NEXUS_K_CACHE_DIR", Path.home() / ".cache" / "nexus-k"))
@@ -134,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trained", default=str(REPO / "serving" / "adapters" / "ko_embed"), help="trained model")
     parser.add_argument("--models", default="base,trained", help="which models to embed with")
     parser.add_argument("--full", action="store_true", help="every pair, question and context (slow on CPU)")
-    parser.add_argument("--sts-pairs", type=int, default=300, help="KorSTS test pairs (first N) by default")
+    parser.add_argument("--sts-pairs", type=int, default=300, help="KorSTS test pairs (seeded sample)")
     parser.add_argument("--korquad-contexts", type=int, default=100, help="sampled KorQuAD contexts")
     parser.add_argument("--korquad-questions", type=int, default=300, help="sampled questions on them")
     parser.add_argument("--boolq-questions", type=int, default=150, help="sampled BoolQ test questions")
@@ -144,6 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
+    parser.set_defaults(sts_sample="seeded")
     args = parser.parse_args(argv)
     args.matryoshka_dims = [int(d) for d in args.matryoshka_dims.split(",") if d]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -159,6 +186,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "load": os.getloadavg()},
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
+    document = merge_previous(out, document)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     log.info("wrote %s", out)

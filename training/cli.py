@@ -119,6 +119,9 @@ def embed(
     lora_r: int = typer.Option(16, "--lora-r", help="LoRA rank."),
     eval_sts: Path | None = typer.Option(None, "--eval-sts", help="KorSTS-format TSV scored before and after."),
     eval_sts_max: int | None = typer.Option(500, "--eval-sts-max", help="At most this many STS pairs."),
+    gradient_checkpointing: bool = typer.Option(
+        False, "--gradient-checkpointing", help="Recompute activations (less memory, more compute)."
+    ),
     time_budget: float | None = typer.Option(None, "--time-budget", help="Stop training after this many seconds."),
     precision: str = typer.Option("bf16", "--precision", help="bf16 (autocast) or fp32."),
     threads: int | None = typer.Option(None, "--threads", help="torch CPU threads."),
@@ -152,6 +155,7 @@ def embed(
         lora_r=lora_r,
         eval_sts=str(eval_sts) if eval_sts else None,
         eval_sts_max=eval_sts_max,
+        gradient_checkpointing=gradient_checkpointing,
         time_budget_s=time_budget,
         precision=precision,
         threads=threads,

@@ -73,6 +73,8 @@ class EmbedConfig:
     (Spearman of cosine vs gold)."""
     eval_sts_max: int | None = 500
     """Score at most this many STS pairs (the first ones; None: all)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (far less memory for big batches, ~30% more compute)."""
     time_budget_s: float | None = None
     """Stop training after this many seconds (the model is still saved and evaluated)."""
     precision: str = "bf16"

@@ -193,6 +193,8 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
         log.info("STS Spearman before training: %.4f", report_sts["before"])
 
     targets: list[str] = []
+    if cfg.gradient_checkpointing:
+        body.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.lora:
         body, targets = _attach_lora(body, cfg)
         embedder.model.body = body
@@ -236,6 +238,8 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
             if step % cfg.log_every == 0 or step == steps:
                 history.append({"step": step, "loss": value, "lr": scheduler.get_last_lr()[0]})
             progress.update(task, completed=step, loss=f"{value:.4f}")
+            if step % 10 == 0:
+                log.info("step %d/%d loss %.4f (%.0f s)", step, steps, value, time.perf_counter() - train_started)
             if cfg.time_budget_s is not None and time.perf_counter() - train_started > cfg.time_budget_s:
                 stopped_early = step < steps
                 break

@@ -135,7 +135,8 @@ def test_folder_loads_with_automodel_and_its_pooling_config(tiny_model_dir: Path
 def test_full_fine_tuning_saves_plain_weights(tiny_model_dir: Path, tmp_path: Path):
     from transformers import AutoModel
 
-    cfg = make_config(tiny_model_dir, tmp_path, lora=False, max_steps=2, lr=1e-4, pooling="cls", hard_negatives=0)
+    options = dict(lora=False, max_steps=2, lr=1e-4, pooling="cls", hard_negatives=0, gradient_checkpointing=True)
+    cfg = make_config(tiny_model_dir, tmp_path, **options)
     report = run_embed(cfg)
     out = Path(cfg.out)
     assert (out / "model.safetensors").exists() and not (out / "adapter_config.json").exists()
