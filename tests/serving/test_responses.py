@@ -549,3 +549,48 @@ def test_a_batch_of_responses_lines_stores_them_for_the_organisation(tiny_tokeni
         assert mine.responses.retrieve(bodies[0]["id"]).output_text == bodies[0]["output"][0]["content"][0]["text"]
         with pytest.raises(openai.NotFoundError):
             theirs.responses.retrieve(bodies[0]["id"])
+
+
+def test_openai_agents_sdk_calls_the_tool_on_both_models(tiny_tokenizer, tmp_path) -> None:
+    """An Agent with a function_tool, forced with ModelSettings(tool_choice=...), on OpenAIResponsesModel and
+    OpenAIChatCompletionsModel, with Runner.run and Runner.run_streamed: the tool really runs."""
+    agents = pytest.importorskip("agents")
+    import asyncio
+
+    import httpx
+
+    agents.set_tracing_disabled(True)
+    called: list[str] = []
+
+    @agents.function_tool
+    def get_weather(city: str) -> str:
+        """도시의 날씨"""
+        called.append(city)
+        return "맑음"
+
+    def script(prompt, settings, lora) -> str:
+        if "<|im_start|>tool" in prompt:
+            return "서울은 맑아요."
+        return '{"city": "서울"}' if settings.structured is not None else "안녕"
+
+    engine = ScriptedEngine(tiny_tokenizer, script=script, max_model_len=4096)  # tool schemas make long prompts
+    app = scripted_app(tiny_tokenizer, f"sqlite:///{tmp_path / 'server.db'}", engine)
+
+    async def run() -> list[str]:
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+        client = openai.AsyncOpenAI(base_url="http://testserver/v1", api_key="x", http_client=http, max_retries=0)
+        answers = []
+        for model in (agents.OpenAIResponsesModel("tiny-ko", client),
+                      agents.OpenAIChatCompletionsModel("tiny-ko", client)):
+            agent = agents.Agent(name="민원", instructions="도와주세요", tools=[get_weather], model=model,
+                                 model_settings=agents.ModelSettings(tool_choice="get_weather"))
+            answers.append((await agents.Runner.run(agent, "서울 날씨?")).final_output)
+            streamed = agents.Runner.run_streamed(agent, "서울 날씨?")
+            async for _ in streamed.stream_events():
+                pass
+            answers.append(streamed.final_output)
+        await http.aclose()
+        return answers
+
+    assert asyncio.run(run()) == ["서울은 맑아요."] * 4
+    assert called == ["서울"] * 4
