@@ -143,6 +143,16 @@ class KeyStore:
             key_id = key.id
         return next(info for info in self.list() if info.id == key_id)
 
+    def principal_for_org(self, org: str) -> Principal | None:
+        """The principal of organisation ``org`` for a person a trusted single-sign-on proxy vouches for (no key;
+        ``sso`` stands where a key's prefix would); None when there is no such organisation."""
+        with self.sessions() as s:
+            found = s.scalar(select(Organisation).where(Organisation.name == org))
+        if found is None:
+            return None
+        return Principal(found.id, found.name, "sso", found.rpm, found.tokens_remaining is not None,
+                         found.pii_guard or "off")
+
     def keys_exist(self) -> bool:
         """Whether any key was ever created (revoked ones count: revoking every key must not open the
         server). Once true it stays true for this process, so only an open server pays the lookup."""

@@ -59,6 +59,9 @@ class ServerSettings(EngineSettings, BaseSettings):
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
         [], description="Reverse proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For / X-Forwarded-User "
                         "/ X-Forwarded-Email headers are believed; from anyone else they are ignored.")
+    sso_org: str | None = Field(
+        None, description="Organisation that people signed in through a trusted single-sign-on proxy act for "
+                          "(its X-Forwarded-User / X-Forwarded-Email, no API key); unset: keys only.")
     audit_secret: SecretStr | None = Field(
         None, description="Secret key of the audit checkpoints (HMAC over the hash chain's head).",
         json_schema_extra=NOT_ON_CLI)

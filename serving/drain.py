@@ -107,6 +107,8 @@ class DrainingServer(uvicorn.Server):
 
 def run_server(app: Any, drain: DrainState, *, host: str, port: int, graceful_timeout_s: int) -> None:
     """Run ``app`` with uvicorn until SIGTERM/SIGINT, draining as described above."""
-    config = uvicorn.Config(app, host=host, port=port, log_level="info",
+    # proxy_headers off: uvicorn would rewrite the peer from X-Forwarded-For (trusting 127.0.0.1 by default);
+    # the security layer reads those headers itself, from the operator's trusted_proxies only.
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", proxy_headers=False,
                             timeout_graceful_shutdown=graceful_timeout_s)
     DrainingServer(config, drain).run()

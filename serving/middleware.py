@@ -165,6 +165,10 @@ class _Exchange:
         token = bearer_token(_header(self.scope, b"authorization"))
         if token is not None:
             self.principal = await to_thread.run_sync(self.mw.keys.authenticate, token)
+        elif self.caller.proxy_user and self.mw.settings.sso_org:
+            # A trusted single-sign-on proxy vouches for the person: they act for the configured organisation.
+            self.principal = await to_thread.run_sync(self.mw.keys.principal_for_org, self.mw.settings.sso_org)
+        self.state["caller"] = self.caller
         if self.principal is None and await to_thread.run_sync(self.mw.keys.keys_exist):
             message = "Incorrect API key provided." if token else "Missing API key: send `Authorization: Bearer <key>`."
             return APIError(

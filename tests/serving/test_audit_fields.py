@@ -101,3 +101,24 @@ def test_generated_answers_carry_the_ai_notice(tiny_tokenizer, db_url) -> None:
     for response in (client.get("/v1/models"), client.post("/v1/chat/completions", json={**body, "n": 10_000}),
                      client.get("/health")):
         assert "x-ai-generated" not in response.headers
+
+
+def test_single_sign_on_proxy_users_need_no_key(tiny_tokenizer, db_url) -> None:
+    key = KeyStore(db_url).create("기관", rpm=100)
+    sso = {"X-Forwarded-User": "kim.minsu", "X-Forwarded-For": "198.51.100.7"}
+    proxied = _client(tiny_tokenizer, db_url, "10.1.2.3", trusted_proxies="10.0.0.0/8", sso_org="기관")
+    body = {"model": "tiny-ko", "messages": MESSAGES, "max_tokens": 2}
+    assert proxied.post("/v1/chat/completions", json=body, headers=sso).status_code == 200
+    row = AuditStore(db_url).recent()[0]
+    assert (row.org_name, row.key_prefix, row.end_user, row.client_ip) == ("기관", "sso", "kim.minsu", "198.51.100.7")
+    assert proxied.get("/me", headers=sso).json() == {"user": "kim.minsu", "organisation": "기관", "via": "sso"}
+    assert proxied.post("/v1/chat/completions", json=body).status_code == 401  # the proxy named nobody
+    keyed = proxied.get("/me", headers={"Authorization": f"Bearer {key}"}).json()
+    assert keyed == {"user": None, "organisation": "기관", "via": "key"}
+
+    direct = _client(tiny_tokenizer, db_url, "203.0.113.9", trusted_proxies="10.0.0.0/8", sso_org="기관")
+    assert direct.post("/v1/chat/completions", json=body, headers=sso).status_code == 401  # not from the proxy
+    keys_only = _client(tiny_tokenizer, db_url, "10.1.2.3", trusted_proxies="10.0.0.0/8")
+    assert keys_only.post("/v1/chat/completions", json=body, headers=sso).status_code == 401  # sso_org unset
+    unknown = _client(tiny_tokenizer, db_url, "10.1.2.3", trusted_proxies="10.0.0.0/8", sso_org="없는기관")
+    assert unknown.post("/v1/chat/completions", json=body, headers=sso).status_code == 401

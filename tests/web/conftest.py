@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -51,7 +52,7 @@ class WebServer:
 
 
 def start_web_server(model_dir: Path, workdir: Path, lora: dict[str, str] | None = None,
-                     timeout: float = 300) -> WebServer:
+                     timeout: float = 300, **extra: Any) -> WebServer:
     """Start a server in a thread and wait for GET /health == 200."""
     import uvicorn
 
@@ -62,7 +63,7 @@ def start_web_server(model_dir: Path, workdir: Path, lora: dict[str, str] | None
     port = free_port()
     database_url = f"sqlite:///{workdir / 'nexus-k.db'}"
     settings = ServerSettings(model=str(model_dir), engine="hf", port=port, served_model_name=MODEL_NAME,
-                              max_model_len=512, database_url=database_url, lora=lora or {})
+                              max_model_len=512, database_url=database_url, lora=lora or {}, **extra)
     config = uvicorn.Config(build_app(settings), host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"web-server-{port}", daemon=True)

@@ -72,6 +72,16 @@ export async function listModels(apiKey, signal) {
   return (body.data ?? []).map((model) => ({ id: String(model.id), parent: model.parent ?? null }));
 }
 
+/** GET me: who the server takes us to be ({user, organisation, via}); null when it will not say. */
+export async function whoAmI(apiKey) {
+  try {
+    const response = await fetch("me", { headers: headers(apiKey, true) });
+    return response.ok ? await response.json() : null;
+  } catch {
+    return null;
+  }
+}
+
 /**
  * POST v1/chat/completions with stream: true and yield each parsed SSE chunk. Aborting signal stops
  * the download, which makes the server abort the generation.

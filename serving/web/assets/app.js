@@ -1,6 +1,6 @@
 // The chat page: state, event wiring and the streaming loop. Talks to the same-origin OpenAI API.
 
-import { listModels, streamChat } from "./api.js";
+import { listModels, streamChat, whoAmI } from "./api.js";
 import { askApiKey, confirmDelete, editSettings } from "./dialogs.js";
 import { getLang, setLang, t } from "./i18n.js";
 import * as store from "./store.js";
@@ -169,6 +169,16 @@ async function loadModels() {
   }
   renderModels();
   if (state.modelsError?.kind === "auth" && (await requestKey())) await loadModels();
+}
+
+/** Behind a single-sign-on proxy: show the signed-in person (the server needs no key from the page then). */
+async function showSignedIn() {
+  const who = await whoAmI(state.apiKey);
+  const badge = $("signed-in");
+  if (!badge || !who?.user) return;
+  badge.textContent = who.organisation ? `${who.user} · ${who.organisation}` : who.user;
+  badge.title = t("signedIn");
+  badge.hidden = false;
 }
 
 function history(conversation, upTo) {
@@ -411,7 +421,7 @@ function start() {
   renderAll();
   resizeInput();
   ui.input.focus();
-  loadModels();
+  loadModels().then(showSignedIn);
 }
 
 start();
