@@ -219,8 +219,9 @@ class BatchStore:
         """Claim up to ``n`` lines of running batches: pending ones, or running ones whose runner went silent."""
         now = time.time()
 
-        def claimable(line: Any) -> Any:
-            return or_(line.state == "pending", and_(line.state == "running", line.claimed_at < now - stale_s))
+        def claimable(line: Any) -> Any:  # never this runner's own lines: they are still in flight here
+            return or_(line.state == "pending", and_(line.state == "running", line.claimed_at < now - stale_s,
+                                                     line.claimed_by != runner))
 
         candidate = aliased(BatchLine)  # its own name: the subquery must not correlate with the updated table
         pick = (select(candidate.id).join(BatchRecord, BatchRecord.id == candidate.batch_id)

@@ -184,3 +184,26 @@ def test_create_checks_its_arguments(server) -> None:
         client.batches.create(input_file_id=notes, endpoint="/v1/moderations", completion_window="24h")  # type: ignore[arg-type]
     with pytest.raises(openai.NotFoundError):
         client.batches.create(input_file_id="file-missing", endpoint=CHAT, completion_window="24h")
+
+
+def test_a_batch_past_its_window_expires_with_what_finished(tiny_tokenizer, tmp_path: Path) -> None:
+    from sqlalchemy import update
+
+    from serving.storage.batches import BatchRecord, batch_store
+
+    engine = ScriptedEngine(tiny_tokenizer, token_delay=0.02)
+    server = make_inprocess(tiny_tokenizer, tmp_path, engine, data_dir=tmp_path / "data", batch_concurrency=1,
+                            batch_claim_timeout_s=0.4)
+    with server.http:
+        client = server.openai()
+        batch = client.batches.create(input_file_id=upload(client, [chat_line(f"e-{i}") for i in range(20)]),
+                                      endpoint=CHAT, completion_window="24h")
+        deadline = time.monotonic() + 60
+        while client.batches.retrieve(batch.id).request_counts.completed < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        with batch_store(server.database_url).sessions.begin() as s:  # as if 24 hours had passed
+            s.execute(update(BatchRecord).where(BatchRecord.id == batch.id).values(expires_at=int(time.time()) - 1))
+        done = wait_until(client, batch.id, ("expired",))
+        assert done.expired_at and 1 <= done.request_counts.completed < 20
+        assert len(read_lines(client, done.output_file_id)) == done.request_counts.completed
