@@ -60,14 +60,16 @@ class TextItem:
         """The content part's type."""
         return "reasoning_text" if self.reasoning else "output_text"
 
-    def add(self, piece: str, logprobs: list[dict] | None = None, final: bool = False) -> list[str]:
+    def add(self, piece: str, logprobs: list[dict] | None = None, final: bool = False,
+            keep_blank: bool = False) -> list[str]:
         """Events for ``piece`` of visible text (``logprobs``: of the tokens since the last call; they go out
-        with the next text shown); ``final``: the guard lets go of what it held back."""
+        with the next text shown); ``final``: the guard lets go of what it held back; ``keep_blank``: a reply
+        of whitespace only is still a message (none when a tool call follows)."""
         if self.closed:
             return []
         self.pending += self.guard.feed(piece) + (self.guard.flush() if final else "")
         self.pending_logprobs += logprobs or []
-        if not self.pending or (self.index is None and not self.pending.strip()):
+        if not self.pending or (self.index is None and not self.pending.strip() and not keep_blank):
             return []
         out = []
         if self.index is None:

@@ -122,7 +122,7 @@ async def _generate(state: ServerState, prepared: Prepared, usage: UsageRecord,
         return
     rest = gate.rest()
     content, calls = parse_tool_output(plan, rest) if gate.buffering or plan.mode != "none" else (rest, [])
-    for line in message.add(content or "", final=True):
+    for line in message.add(content or "", final=True, keep_blank=not calls):
         yield line
     for line in message.close(incomplete and not calls):
         yield line

@@ -594,3 +594,10 @@ def test_openai_agents_sdk_calls_the_tool_on_both_models(tiny_tokenizer, tmp_pat
 
     assert asyncio.run(run()) == ["서울은 맑아요."] * 4
     assert called == ["서울"] * 4
+
+
+def test_a_blank_reply_is_the_same_message_whole_and_streamed(tiny_tokenizer, tmp_path) -> None:
+    server = make_inprocess(tiny_tokenizer, tmp_path, ScriptedEngine(tiny_tokenizer, script=lambda *_: "\n\n"))
+    whole = server.openai().responses.create(model="tiny-ko", input="안녕")
+    events = list(server.openai().responses.create(model="tiny-ko", input="안녕", stream=True))
+    assert whole.output_text == events[-1].response.output_text == "\n\n"
