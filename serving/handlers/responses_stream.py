@@ -87,7 +87,7 @@ async def _generate(state: ServerState, prepared: Prepared, usage: UsageRecord,
                                  name=plan.named_function or "", arguments="", status="in_progress")
         output.items.append(named)
         yield event("response.output_item.added", output_index=0, item=named)
-    tokens, reason, answer_ids = 0, None, []
+    tokens, reason, token_ids = 0, None, []
     async for _, delta in stream_jobs(state.engine, [prepared.job], prepared.response.id, prepared.lora,
                                       state.metrics, usage):
         tokens += len(delta.token_ids)
@@ -100,7 +100,7 @@ async def _generate(state: ServerState, prepared: Prepared, usage: UsageRecord,
             if answer.strip():
                 for line in reasoning.close(False):
                     yield line
-        answer_ids += delta.token_ids
+        token_ids += delta.token_ids
         if named is not None and answer:
             named.arguments += answer
             yield event("response.function_call_arguments.delta", item_id=named.id, output_index=0, delta=answer)
@@ -111,7 +111,7 @@ async def _generate(state: ServerState, prepared: Prepared, usage: UsageRecord,
             gate.text += answer
     incomplete = reason == "length"
     if thinking is not None:
-        usage.reasoning_tokens = state.parsers.reasoning_tokens(answer_ids)
+        usage.reasoning_tokens = state.parsers.reasoning_tokens(token_ids)
     for line in reasoning.close(incomplete):
         yield line
     if named is not None:
