@@ -161,7 +161,13 @@ async def stream_response(state: ServerState, request: CreateResponseRequest, us
             usage.error_type = error.type
             tokens = usage.completion_tokens
         response = finish(prepared, output.items, reason, tokens, error, usage.reasoning_tokens)
-        await save(state, prepared, response)
+        try:
+            await save(state, prepared, response)
+        except Exception:  # the answer was streamed: end it with a failure the client can read
+            logger.exception("could not store response %s", response.id)
+            error = APIError("The response could not be stored.", 500, "server_error", code="server_error")
+            usage.error_type = error.type
+            response = finish(prepared, output.items, reason, tokens, error, usage.reasoning_tokens)
         yield event(f"response.{response.status}", response=response)
 
     return events()

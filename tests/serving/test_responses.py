@@ -601,3 +601,15 @@ def test_a_blank_reply_is_the_same_message_whole_and_streamed(tiny_tokenizer, tm
     whole = server.openai().responses.create(model="tiny-ko", input="안녕")
     events = list(server.openai().responses.create(model="tiny-ko", input="안녕", stream=True))
     assert whole.output_text == events[-1].response.output_text == "\n\n"
+
+
+def test_a_store_failure_ends_the_stream_with_response_failed(inprocess, monkeypatch) -> None:
+    from serving.responses_store import ResponseStore
+
+    def broken(*_args) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(ResponseStore, "_save", broken)
+    events = list(inprocess.openai().responses.create(model="tiny-ko", input="안녕", stream=True))
+    assert events[-1].type == "response.failed" and events[-1].response.error.code == "server_error"
+    assert events[-1].response.output_text == REPLY  # what was streamed is still there
