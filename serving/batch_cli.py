@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,13 @@ app = typer.Typer(no_args_is_help=True)
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses")
 
 
-def read_input(path: Path) -> tuple[str, str | None, list[tuple[int, str, dict]]]:
-    """The input's endpoint, the model its lines name and its lines; the first bad line is a UserError."""
+def read_input(path: Path) -> tuple[str, str | None, set[str]]:
+    """Check every line (nothing is kept but the custom_ids): the input's endpoint, the model its lines name
+    and the custom_ids; the first bad line is a UserError."""
     from serving.batch_validate import check_line
 
     if not path.is_file():
         raise UserError(f"{path}: no such file")
-    lines: list[tuple[int, str, dict]] = []
     seen: set[str] = set()
     endpoint: str | None = None
     models: set[str] = set()
@@ -43,16 +44,25 @@ def read_input(path: Path) -> tuple[str, str | None, list[tuple[int, str, dict]]
             line, error = check_line(raw, line_no, endpoint, lambda model: None, seen)
             if error is not None:
                 raise UserError(f"{path}: {error['message']}")
-            assert line is not None
-            model = line[2].get("model")
+            model = line[2].get("model") if line is not None else None
             if isinstance(model, str):
                 models.add(model)
-            lines.append(line)
     if endpoint is None:
         raise UserError(f"{path} holds no requests")
     if len(models) > 1:
         raise UserError(f"{path}: lines name several models ({', '.join(sorted(models))}); one run serves one")
-    return endpoint, next(iter(models), None), lines
+    return endpoint, next(iter(models), None), seen
+
+
+def iter_lines(path: Path, skip: set[str]) -> Iterator[tuple[int, str, dict]]:
+    """The (checked) input's lines as ``(line_no, custom_id, body)``, read as they are needed, but those in
+    ``skip``."""
+    with path.open("rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            if raw.strip():
+                item = json.loads(raw)
+                if item["custom_id"] not in skip:
+                    yield line_no, item["custom_id"], item["body"]
 
 
 def finished_ids(out: Path) -> set[str]:
@@ -75,7 +85,7 @@ def finished_ids(out: Path) -> set[str]:
     return done
 
 
-async def run_lines(settings: Any, endpoint: str, lines: list[tuple[int, str, dict]], out: Path,
+async def run_lines(settings: Any, endpoint: str, lines: Iterator[tuple[int, str, dict]], total: int, out: Path,
                     concurrency: int, label: str) -> tuple[int, int]:
     """Run ``lines`` through an in-process app on the engine ``settings`` names; (succeeded, failed)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -94,8 +104,8 @@ async def run_lines(settings: Any, endpoint: str, lines: list[tuple[int, str, di
         columns = (TextColumn("[bold]batch"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("failed {task.fields[failed]}"), TimeRemainingColumn())
         with out.open("ab") as sink, Progress(*columns, transient=False) as progress:
-            task = progress.add_task("lines", total=len(lines), failed=0)
-            queue = iter(lines)
+            task = progress.add_task("lines", total=total, failed=0)
+            queue = lines
 
             async def worker() -> None:
                 for line_no, custom_id, body in queue:  # the workers share one iterator
@@ -129,13 +139,13 @@ def run(
 
     if engine not in ("hf", "vllm"):
         raise UserError(f"--engine must be hf or vllm, not {engine!r}")
-    endpoint, named, lines = read_input(input_file)
+    endpoint, named, custom_ids = read_input(input_file)
     if out.exists() and not resume:
         raise UserError(f"{out} exists: pass --resume to continue it, or choose another --out")
-    done = finished_ids(out) if resume else set()
-    todo = [line for line in lines if line[1] not in done]
+    done = finished_ids(out) & custom_ids if resume else set()
+    todo = len(custom_ids) - len(done)
     if not todo:
-        typer.echo(f"all {len(lines)} lines are in {out}", err=True)
+        typer.echo(f"all {len(custom_ids)} lines are in {out}", err=True)
         return
     out.parent.mkdir(parents=True, exist_ok=True)
     values: dict[str, Any] = {"engine": engine, "batch_concurrency": 0, "web_ui": False}
@@ -151,5 +161,7 @@ def run(
     with tempfile.TemporaryDirectory(prefix="nexus-k-batch-") as scratch:  # its audit rows are not kept
         values |= {"model": model, "database_url": f"sqlite:///{scratch}/batch.db", "data_dir": scratch}
         settings = resolve_settings(values)
-        ok, failed = asyncio.run(run_lines(settings, endpoint, todo, out, concurrency, f"offline:{input_file.name}"))
+        lines = iter_lines(input_file, done)
+        ok, failed = asyncio.run(run_lines(settings, endpoint, lines, todo, out, concurrency,
+                                           f"offline:{input_file.name}"))
     typer.echo(f"{ok} succeeded, {failed} failed, {len(done)} already done: {out}", err=True)

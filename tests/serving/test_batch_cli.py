@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.batch_cli import finished_ids, read_input
+from serving.batch_cli import finished_ids, iter_lines, read_input
 
 CHAT = "/v1/chat/completions"
 
@@ -38,8 +38,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
 
 def test_read_input_checks_every_line(tmp_path: Path) -> None:
     path = write_input(tmp_path / "in.jsonl", 3)
-    endpoint, model, lines = read_input(path)
-    assert (endpoint, model, [c for _, c, _ in lines]) == (CHAT, "tiny", ["r0", "r1", "r2"])
+    assert read_input(path) == (CHAT, "tiny", {"r0", "r1", "r2"})
+    assert [(n, c) for n, c, _ in iter_lines(path, {"r1"})] == [(1, "r0"), (3, "r2")]
     path.write_text(path.read_text() + path.read_text().splitlines()[0] + "\n")
     with pytest.raises(Exception, match="Line 4: custom_id 'r0' is used twice"):
         read_input(path)
