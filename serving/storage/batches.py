@@ -217,6 +217,9 @@ class BatchStore:
 
     def claim_lines(self, runner: str, n: int, stale_s: float) -> list[BatchLine]:
         """Claim up to ``n`` lines of running batches: pending ones, or running ones whose runner went silent."""
+        with self.sessions() as s:  # a read first: an idle server takes no write lock every poll
+            if s.scalar(select(BatchRecord.seq).where(BatchRecord.status == "in_progress").limit(1)) is None:
+                return []
         now = time.time()
 
         def claimable(line: Any) -> Any:  # never this runner's own lines: they are still in flight here
