@@ -62,6 +62,18 @@ class ServerSettings(EngineSettings, BaseSettings):
     sso_org: str | None = Field(
         None, description="Organisation that people signed in through a trusted single-sign-on proxy act for "
                           "(its X-Forwarded-User / X-Forwarded-Email, no API key); unset: keys only.")
+    key_cache_ttl_s: float = Field(
+        2.0, ge=0, description="Seconds a key lookup is cached in the process (0: every request asks the database); "
+                               "bounds a change made in the database by hand.")
+    key_version_check_s: float = Field(
+        0.25, ge=0, description="Seconds between re-reads of the keys' change counter: a key revoked or an "
+                                "organisation changed with `nexus-k keys` takes effect on every replica within this.")
+    rate_batch_fraction: float = Field(
+        0.1, ge=0, le=1, description="Share of what still fits in the minute's request limit that a process counts "
+                                     "at once and admits without asking the database (1 slot at least).")
+    credit_lease_fraction: float = Field(
+        0.1, ge=0, le=1, description="Share of an organisation's credits left that a process leases at once and "
+                                     "reserves from without asking the database (the reservation at least).")
     audit_secret: SecretStr | None = Field(
         None, description="Secret key of the audit checkpoints (HMAC over the hash chain's head).",
         json_schema_extra=NOT_ON_CLI)

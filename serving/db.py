@@ -85,6 +85,16 @@ class RateWindow(Base):
     count: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class KeysVersion(Base):
+    """A counter every change to keys or organisations bumps (one row, ``id`` 1): each server process caches
+    key lookups and re-reads this at most every ``key_version_check_s`` to drop its cache when it moved."""
+
+    __tablename__ = "keys_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class AuditRecord(Base):
     """One answered (or refused) request."""
 

@@ -20,12 +20,13 @@ import anyio
 from anyio import to_thread
 
 from serving.audit import AuditEntry, AuditStore, redact_pair
-from serving.auth import KeyStore, Principal, bearer_token
+from serving.auth import KeyCache, KeyStore, Principal, bearer_token
 from serving.config import ServerSettings
 from serving.errors import APIError
 from serving.forwarded import MAX_USER_CHARS, Caller, TrustedProxies
 from serving.internal import INTERNAL_CALL, InternalCall
-from serving.quota import QuotaStore
+from serving.leases import CreditLeases, RateSlots
+from serving.quota import QuotaStore, RateDecision
 from serving.recorder import RecordWriter, Settlement
 from serving.usage import UsageRecord
 
@@ -77,11 +78,16 @@ def _header(scope: Scope, name: bytes) -> str | None:
 class SecurityMiddleware:
     """Authentication, rate limits, request limits, credits and audit around the whole server."""
 
-    def __init__(self, app: ASGIApp, settings: ServerSettings, page_paths: frozenset[str]) -> None:
+    def __init__(self, app: ASGIApp, settings: ServerSettings, page_paths: frozenset[str],
+                 clock: Callable[[], float] | None = None) -> None:
+        """``clock`` (monotonic seconds, for the key cache): tests drive time with it instead of sleeping."""
         self.app = app
         self.settings = settings
-        self.keys = KeyStore(settings.database_url)
+        cache = KeyCache(settings.key_cache_ttl_s, settings.key_version_check_s, clock or time.monotonic)
+        self.keys = KeyStore(settings.database_url, cache=cache)
         self.quota = QuotaStore(settings.database_url)
+        self.rates = RateSlots(self.quota, settings.rate_batch_fraction)
+        self.leases = CreditLeases(self.quota, settings.credit_lease_fraction)
         self.audit = AuditStore(settings.database_url)
         self.records = RecordWriter(self.audit.engine)
         self.page_paths = page_paths
@@ -117,6 +123,8 @@ class _Exchange:
         self.usage = UsageRecord(capture_text=mw.settings.audit_content, committer=self.finish)
         self.state["usage"] = self.usage
         self.finished = False
+        self.leased = False
+        """Whether this request counts in the organisation's credit lease (``CreditLeases.begin``)."""
         self.body: bytes | None = None
         self.client_gone = False
         self.upload_limit: int | None = None
@@ -163,11 +171,13 @@ class _Exchange:
         if isinstance(internal, InternalCall):
             return await self.admit_internal(internal)
         token = bearer_token(_header(self.scope, b"authorization"))
+        keys = self.mw.keys
         if token is not None:
-            self.principal = await to_thread.run_sync(self.mw.keys.authenticate, token)
+            self.principal = keys.cached_key(token) or await to_thread.run_sync(keys.authenticate, token)
         elif self.caller.proxy_user and self.mw.settings.sso_org:
             # A trusted single-sign-on proxy vouches for the person: they act for the configured organisation.
-            self.principal = await to_thread.run_sync(self.mw.keys.principal_for_org, self.mw.settings.sso_org)
+            org = self.mw.settings.sso_org
+            self.principal = keys.cached_org(org) or await to_thread.run_sync(keys.principal_for_org, org)
         self.state["caller"] = self.caller
         if self.principal is None and await to_thread.run_sync(self.mw.keys.keys_exist):
             message = "Incorrect API key provided." if token else "Missing API key: send `Authorization: Bearer <key>`."
@@ -178,7 +188,11 @@ class _Exchange:
         if self.principal is not None:
             self.usage.pii_guard = self.principal.pii_guard
         if self.principal is not None and self.principal.rpm:
-            decision = await to_thread.run_sync(self.mw.quota.acquire_rate, self.principal.org_id, self.principal.rpm)
+            org_id, rpm = self.principal.org_id, self.principal.rpm
+            if self.mw.rates.try_local(org_id, rpm):
+                decision = RateDecision(True)
+            else:
+                decision = await to_thread.run_sync(self.mw.rates.acquire, org_id, rpm)
             if not decision.allowed:
                 return APIError(
                     f"Rate limit reached for organisation {self.principal.org_name!r}: "
@@ -190,7 +204,7 @@ class _Exchange:
                     {"Retry-After": str(decision.retry_after_s)},
                 )
         if self.principal is not None and self.principal.metered:
-            self.usage.reserver = self.reserve
+            self.meter()
         return await self.take_body()
 
     async def admit_internal(self, call: InternalCall) -> APIError | None:
@@ -203,8 +217,15 @@ class _Exchange:
         if call.principal is not None:
             self.usage.pii_guard = call.principal.pii_guard
             if call.principal.metered:
-                self.usage.reserver = self.reserve
+                self.meter()
         return await self.take_body()
+
+    def meter(self) -> None:
+        """Reserve credits through the usage record, from this process's lease of the organisation's credits."""
+        assert self.principal is not None
+        self.usage.reserver = self.reserve
+        self.mw.leases.begin(self.principal.org_id)
+        self.leased = True
 
     async def take_body(self) -> APIError | None:
         """Read and check the body; a file upload instead streams through, counted (413 past ``max_file_bytes``)."""
@@ -261,7 +282,8 @@ class _Exchange:
         """Take ``tokens`` from the organisation's credits (the handler knows the exact prompt length and the
         most it can generate), or refuse the request with 429 ``insufficient_quota``."""
         assert self.principal is not None
-        if await to_thread.run_sync(self.mw.quota.reserve, self.principal.org_id, tokens):
+        leases, org_id = self.mw.leases, self.principal.org_id
+        if leases.try_local(org_id, tokens) or await to_thread.run_sync(leases.reserve, org_id, tokens):
             return
         left = await to_thread.run_sync(self.mw.quota.remaining, self.principal.org_id)
         raise APIError(
@@ -344,6 +366,15 @@ class _Exchange:
             completion_tokens=usage.completion_tokens,
             error_type=usage.error_type,
         )
+        settlement = None
+        if principal is not None:
+            used = usage.total_tokens
+            # A leased reservation's unused part goes back to the lease; the settlement returns to the database
+            # what ``end`` gives back (the whole lease once no request of the organisation is left in flight).
+            back = usage.reserved - used
+            if self.leased:
+                back, self.leased = self.mw.leases.end(principal.org_id, usage.reserved, used), False
+            settlement = Settlement(principal.org_id, used + back, used)
         try:
             guard_counts = {kind: n for kind, n in usage.pii_counts.items() if n}
             entry.pii_counts = guard_counts or None
@@ -352,9 +383,6 @@ class _Exchange:
                 # The guard saw the raw prompt and answer, the redaction what is stored (the answer raw, the
                 # prompt already masked): the larger count per kind is the number found, without double counting.
                 entry.pii_counts = {k: max(n, guard_counts.get(k, 0)) for k, n in counts.items()}
-            settlement = None
-            if principal is not None:
-                settlement = Settlement(principal.org_id, usage.reserved, usage.total_tokens)
             await self.mw.records.record(entry, settlement)
         except Exception:
             log.exception("could not settle or audit request %s", self.request_id)

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Update, delete, select, update
+from sqlalchemy import BigInteger, Update, bindparam, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -44,27 +44,42 @@ class QuotaStore:
 
     def acquire_rate(self, org_id: int, rpm: int, now: float | None = None) -> RateDecision:
         """Count one request against ``rpm`` if it fits the sliding minute, else say when to retry."""
+        return self.take_rate_slots(org_id, rpm, now)[0]
+
+    def take_rate_slots(self, org_id: int, rpm: int, now: float | None = None,
+                        batch_fraction: float = 0.0) -> tuple[RateDecision, int]:
+        """Count requests against ``rpm`` in this clock minute: one, or with ``batch_fraction`` > 0 a batch of
+        ``max(1, batch_fraction x what still fits)`` that the calling process spends itself (``serving.leases``).
+        Returns the decision and how many slots were counted (0 when refused). Counting slots ahead within the
+        minute is as if those requests came now: the sliding estimate can only be higher, never exceeded."""
         now = time.time() if now is None else now
         window = int(now // WINDOW_S)
         elapsed = (now % WINDOW_S) / WINDOW_S
         with self.engine.begin() as s:
-            previous = (
-                s.scalar(select(RateWindow.count).where(RateWindow.org_id == org_id, RateWindow.window == window - 1))
-                or 0
+            counts = dict(
+                s.execute(
+                    select(RateWindow.window, RateWindow.count).where(
+                        RateWindow.org_id == org_id, RateWindow.window.in_((window - 1, window))
+                    )
+                ).all()
             )
+            previous = counts.get(window - 1) or 0
             allowed_now = rpm - math.floor(previous * (1.0 - elapsed))
+            wanted = max(1, math.floor(batch_fraction * (allowed_now - (counts.get(window) or 0))))
             self._ensure_window(s, org_id, window)
-            counted = s.execute(
-                update(RateWindow)
-                .where(RateWindow.org_id == org_id, RateWindow.window == window, RateWindow.count < allowed_now)
-                .values(count=RateWindow.count + 1)
-            ).rowcount
-            if counted:
-                return RateDecision(True)
+            for slots in dict.fromkeys((wanted, 1)):
+                counted = s.execute(
+                    update(RateWindow)
+                    .where(RateWindow.org_id == org_id, RateWindow.window == window,
+                           RateWindow.count <= allowed_now - slots)
+                    .values(count=RateWindow.count + slots)
+                ).rowcount
+                if counted:
+                    return RateDecision(True), slots
             current = (
                 s.scalar(select(RateWindow.count).where(RateWindow.org_id == org_id, RateWindow.window == window)) or 0
             )
-        return RateDecision(False, _retry_after(rpm, previous, current, elapsed))
+        return RateDecision(False, _retry_after(rpm, previous, current, elapsed)), 0
 
     @staticmethod
     def _ensure_window(s: Any, org_id: int, window: int) -> None:
@@ -87,6 +102,18 @@ class QuotaStore:
                 ).rowcount
             )
 
+    def lease(self, org_id: int, tokens: int) -> int | None:
+        """Take ``tokens`` from the organisation's credits for this process to hand out itself (atomic, one
+        conditional ``UPDATE``); the credits left afterwards, or None when fewer than ``tokens`` were left."""
+        with self.engine.begin() as s:
+            row = s.execute(
+                update(Organisation)
+                .where(Organisation.id == org_id, Organisation.tokens_remaining >= tokens)
+                .values(tokens_remaining=Organisation.tokens_remaining - tokens)
+                .returning(Organisation.tokens_remaining)
+            ).first()
+        return None if row is None else int(row[0])
+
     def settle(self, org_id: int, reserved: int, used: int) -> None:
         """Return the unused part of a reservation and record the real usage (atomic)."""
         with self.engine.begin() as s:
@@ -96,6 +123,23 @@ class QuotaStore:
         """Credits left (None: unlimited)."""
         with self.engine.connect() as s:
             return s.scalar(select(Organisation.tokens_remaining).where(Organisation.id == org_id))
+
+
+SETTLE = (
+    update(Organisation)
+    .where(Organisation.id == bindparam("org_id"))
+    .values(tokens_used=Organisation.tokens_used + bindparam("used", type_=BigInteger),
+            tokens_remaining=Organisation.tokens_remaining + bindparam("back", type_=BigInteger))
+)
+"""Built once, run with parameters (``org_id``, ``used``, ``back``) for a whole group commit at a time: the
+settlements of many requests in one ``executemany``. Unlimited organisations keep NULL (NULL + x stays NULL)."""
+
+
+def settle_params(org_id: int, reserved: int, used: int) -> dict[str, int] | None:
+    """:data:`SETTLE`'s parameters for one request; None when there is nothing to settle."""
+    if not reserved and not used:
+        return None
+    return {"org_id": org_id, "used": used, "back": reserved - used}
 
 
 def settle_update(org_id: int, reserved: int, used: int) -> Update:

@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 
 from serving.audit import AuditEntry
 from serving.audit_chain import append_rows
-from serving.quota import settle_update
+from serving.quota import SETTLE, settle_params
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +94,11 @@ class RecordWriter:
                     job.loop.call_soon_threadsafe(_resolve, job.done, error)
 
     def _commit(self, batch: list[_Job]) -> None:
+        settlements = [settle_params(s.org_id, s.reserved, s.used) for job in batch
+                       if (s := job.settlement) is not None]
         with self.engine.begin() as conn:
-            for job in batch:
-                if job.settlement is not None:
-                    s = job.settlement
-                    conn.execute(settle_update(s.org_id, s.reserved, s.used))
+            if params := [p for p in settlements if p is not None]:
+                conn.execute(SETTLE, params)
             # Last, so that the chain's lock (held to the commit) covers only the audit rows.
             append_rows(conn, [dict(job.entry.__dict__) for job in batch])
 
