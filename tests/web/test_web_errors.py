@@ -12,6 +12,19 @@ from tests.web.pages import API_KEY_KEY, last_message, send, storage, wait_answe
 pytestmark = pytest.mark.browser
 
 
+def _until_refused(base_url: str, key: str, deadline_s: float = 10.0) -> None:
+    """A revocation reaches the server process within its key_version_check_s (docs/security.md): wait until it
+    has, so that the page's next request is the one that sees the 401."""
+    import time
+
+    import httpx
+
+    stop = time.monotonic() + deadline_s
+    while httpx.get(base_url + "/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code != 401:
+        assert time.monotonic() < stop, "the revoked key still works after the documented bound"
+        time.sleep(0.05)
+
+
 def error_of(page):
     return last_message(page).locator(".message-error")
 
@@ -63,6 +76,7 @@ def test_revoked_key_on_send_asks_and_retries(open_page, secured_server):
     page = open_page(secured_server.web.base_url, storage=storage(api_key=doomed))
     wait_for_models(page)
     store.revoke(key_prefix(doomed))
+    _until_refused(secured_server.web.base_url, doomed)
 
     send(page, "폐기된 키로 보냅니다.")
     expect(error_of(page)).to_have_attribute("data-error-kind", "auth")
