@@ -207,3 +207,14 @@ def test_a_batch_past_its_window_expires_with_what_finished(tiny_tokenizer, tmp_
         done = wait_until(client, batch.id, ("expired",))
         assert done.expired_at and 1 <= done.request_counts.completed < 20
         assert len(read_lines(client, done.output_file_id)) == done.request_counts.completed
+
+
+def test_batch_lines_pass_the_organisations_pii_guard(server) -> None:
+    client = server.openai(KeyStore(server.database_url).create("세무서", pii_guard="block"))
+    lines = [chat_line("clean", "민원 처리 절차를 알려주세요"), chat_line("personal", "제 번호는 010-2345-6789 입니다")]
+    batch = client.batches.create(input_file_id=upload(client, lines), endpoint=CHAT, completion_window="24h")
+    done = wait_until(client, batch.id, ("completed", "failed"))
+    assert (done.request_counts.completed, done.request_counts.failed) == (1, 1)
+    [refused] = read_lines(client, done.error_file_id)
+    assert refused["custom_id"] == "personal" and refused["error"]["code"] == "pii_detected"
+    assert "010-2345-6789" not in json.dumps(refused, ensure_ascii=False)
