@@ -95,7 +95,7 @@ def revoke(
     key: str = typer.Argument(..., help="The key's visible prefix (as `list` shows it) or its id."),
     database_url: str | None = DatabaseOption,
 ) -> None:
-    """Revoke a key at once (every replica refuses it from its next request on)."""
+    """Revoke a key (every server process refuses it within key_version_check_s, 0.25 s by default)."""
     info = _store(database_url).revoke(key.rstrip("…"))
     _record(database_url, f"nexus-k keys revoke: key {info.id} ({info.prefix}…) of {info.org}")
     typer.echo(f"revoked key {info.id} ({info.prefix}…) of {info.org!r}")
