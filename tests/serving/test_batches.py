@@ -218,3 +218,30 @@ def test_batch_lines_pass_the_organisations_pii_guard(server) -> None:
     [refused] = read_lines(client, done.error_file_id)
     assert refused["custom_id"] == "personal" and refused["error"]["code"] == "pii_detected"
     assert "010-2345-6789" not in json.dumps(refused, ensure_ascii=False)
+
+
+def test_a_runner_that_died_finalizing_or_running_lines_is_taken_over(tiny_tokenizer, tmp_path: Path) -> None:
+    from serving.storage.batches import batch_store
+
+    database_url = f"sqlite:///{tmp_path / 'server.db'}"
+    store = batch_store(database_url)
+    finished, running = (store.create(None, CHAT, "file-gone", None) for _ in range(2))
+    for batch in (finished, running):
+        store.add_lines(batch.id, [(n, f"{batch.id}-{n}", chat_line("x")["body"]) for n in (1, 2, 3)])
+        store.start(batch.id, "nobody", 3)
+    for line in store.claim_lines("dead", 3, 60):  # the first batch's lines all answered, then the process died
+        store.finish_line(line.id, "dead", True, {"status_code": 200, "request_id": "r", "body": {}}, None)
+    store.to_finalize()
+    assert store.claim_batch("dead", ("finalizing",), 60) is not None  # ... in the middle of writing the output
+    assert len(store.claim_lines("dead", 2, 60)) == 2  # and two lines of the second batch were running there
+
+    server = make_inprocess(tiny_tokenizer, tmp_path, data_dir=tmp_path / "data", batch_claim_timeout_s=0.5)
+    with server.http:
+        client = server.openai()
+        first = wait_until(client, finished.id, ("completed",))
+        second = wait_until(client, running.id, ("completed",))
+        written = read_lines(client, first.output_file_id)
+        assert [o["custom_id"] for o in written] == [f"{finished.id}-{n}" for n in (1, 2, 3)]
+        output = read_lines(client, second.output_file_id)
+        assert [o["custom_id"] for o in output] == [f"{running.id}-{n}" for n in (1, 2, 3)]
+        assert all(o["response"]["status_code"] == 200 for o in output)
