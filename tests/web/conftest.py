@@ -51,9 +51,10 @@ class WebServer:
         self.thread.join(timeout=60)
 
 
-def start_web_server(model_dir: Path, workdir: Path, lora: dict[str, str] | None = None,
-                     timeout: float = 300, **extra: Any) -> WebServer:
-    """Start a server in a thread and wait for GET /health == 200."""
+def start_web_server(model_dir: Path | str, workdir: Path, lora: dict[str, str] | None = None,
+                     timeout: float = 300, engine: Any = None, **extra: Any) -> WebServer:
+    """Start a server in a thread and wait for GET /health == 200. ``engine``: one the caller owns (the
+    scripted engine of tests/serving) instead of the transformers engine on ``model_dir``."""
     import uvicorn
 
     from serving.app import build_app
@@ -64,7 +65,7 @@ def start_web_server(model_dir: Path, workdir: Path, lora: dict[str, str] | None
     database_url = f"sqlite:///{workdir / 'nexus-k.db'}"
     settings = ServerSettings(model=str(model_dir), engine="hf", port=port, served_model_name=MODEL_NAME,
                               max_model_len=512, database_url=database_url, lora=lora or {}, **extra)
-    config = uvicorn.Config(build_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn.Config(build_app(settings, engine), host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"web-server-{port}", daemon=True)
     thread.start()
@@ -174,3 +175,35 @@ def open_page(browser) -> Iterator[Callable[..., Page]]:
     for context in contexts:
         context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+# A chat template of our own that opens a thinking block, as reasoning models (EXAONE 4.0, HyperCLOVA X SEED
+# Think) do; the server's deepseek_r1 reasoning parser takes the block out of the answer.
+THINKING_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n"
+    "{% if m.reasoning_content %}<think>{{ m.reasoning_content }}</think>{% endif %}{{ m.content }}<|im_end|>\n"
+    "{% endfor %}<|im_start|>assistant\n<think>"
+)
+THOUGHT = "민원인이 여권 재발급을 묻는다. 준비물부터 정리하자."
+ANSWER = "여권 재발급에는 신분증과 사진 1매가 필요합니다."
+
+
+@pytest.fixture(scope="session")
+def thinking_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
+    """A server on the scripted engine of tests/serving (the tiny model's tokenizer with <think>/</think> and a
+    thinking chat template) that always thinks THOUGHT, then answers ANSWER, read by ``deepseek_r1``."""
+    from transformers import AutoTokenizer
+
+    from serving.engines import vllm_available
+    from tests.serving.scripted_engine import ScriptedEngine
+
+    if not vllm_available():
+        pytest.skip("the reasoning parsers are vLLM's, and vLLM is not importable here")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<think>", "</think>"]})
+    tokenizer.chat_template = THINKING_TEMPLATE
+    engine = ScriptedEngine(tokenizer, script=lambda *_: f"<think>{THOUGHT}</think>{ANSWER}", token_delay=0.02)
+    server = start_web_server(engine.model_path, tmp_path_factory.mktemp("web-thinking"), engine=engine,
+                              reasoning_parser="deepseek_r1")
+    yield server
+    server.stop()

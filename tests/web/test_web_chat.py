@@ -43,7 +43,7 @@ def test_reply_streams_completes_and_survives_reload(open_page, web_server):
     page = open_page(web_server.base_url, storage=storage(settings=fast_settings(maxTokens=200)))
     wait_for_models(page)
     page.evaluate(RECORD_GROWTH)
-    with page.expect_response("**/v1/chat/completions") as response_info:
+    with page.expect_response("**/v1/responses") as response_info:
         send(page, "안녕하세요. 여권 재발급 절차를 알려 주세요.")
 
     message = wait_answer_finished(page)
@@ -64,9 +64,9 @@ def test_reply_streams_completes_and_survives_reload(open_page, web_server):
     # Nothing lost: the page keeps exactly what the server streamed. (The rendered length is no measure: the
     # random model's gibberish can hold Markdown syntax that the final render consumes.)
     streamed = "".join(
-        choice["delta"].get("content") or ""
+        event.get("delta", "")
         for line in response_info.value.text().splitlines() if line.startswith("data: {")
-        for choice in json.loads(line[6:])["choices"]
+        for event in [json.loads(line[6:])] if event["type"] == "response.output_text.delta"
     )
     stored = page.evaluate(f"() => JSON.parse(localStorage.getItem({json.dumps(CONVERSATIONS_KEY)}))")
     answers = [m for c in stored for m in c["messages"] if m["role"] == "assistant"]
@@ -88,9 +88,10 @@ def test_stop_aborts_the_request_on_the_server(open_page, web_server):
     def long_answer(route):
         # Same page request, made long enough to be stopped half-way (still the real server).
         body = json.loads(route.request.post_data)
-        route.continue_(post_data=json.dumps({**body, "max_tokens": 400, "ignore_eos": True}))
+        # (Greedy: the random model then runs to the 400-token limit on this prompt instead of stopping early.)
+        route.continue_(post_data=json.dumps({**body, "max_output_tokens": 400, "temperature": 0}))
 
-    page.route("**/v1/chat/completions", long_answer)
+    page.route("**/v1/responses", long_answer)
     wait_for_models(page)
     send(page, "긴 보고서를 써 주세요.")
     message = last_message(page)
@@ -134,17 +135,15 @@ def test_model_picker_and_settings_reach_the_request(open_page, web_server):
     dialog.get_by_role("button", name="저장").click()
     expect(dialog).to_be_hidden()
 
-    with page.expect_request("**/v1/chat/completions") as request_info:
+    with page.expect_request("**/v1/responses") as request_info:
         send(page, "보도자료 초안을 부탁합니다.")
     body = json.loads(request_info.value.post_data)
     assert body["model"] == ADAPTER_NAME
     assert body["temperature"] == pytest.approx(0.3)
-    assert body["max_tokens"] == 3
-    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
-    assert body["messages"] == [
-        {"role": "system", "content": "너는 행정 문서 전문가다."},
-        {"role": "user", "content": "보도자료 초안을 부탁합니다."},
-    ]
+    assert body["max_output_tokens"] == 3
+    assert body["stream"] is True and body["store"] is False
+    assert body["instructions"] == "너는 행정 문서 전문가다."
+    assert body["input"] == [{"role": "user", "content": "보도자료 초안을 부탁합니다."}]
     message = wait_answer_finished(page)
     expect(message).to_have_attribute("data-state", "done")
     expect(message.locator(".message-footer .meta")).to_contain_text(ADAPTER_NAME)

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.browser
 def count_chat_requests(page) -> list:
     """A list that grows with every chat request the page makes."""
     seen: list = []
-    page.on("request", lambda request: seen.append(request) if "/v1/chat/completions" in request.url else None)
+    page.on("request", lambda request: seen.append(request) if "/v1/responses" in request.url else None)
     return seen
 
 

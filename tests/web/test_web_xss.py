@@ -21,16 +21,16 @@ REPLY = (
 
 
 def sse_body(text: str, model: str) -> str:
-    """An OpenAI chat stream that sends text in small pieces (payloads split across chunks)."""
-    events = []
+    """A Responses stream (typed events) that sends text in small pieces (payloads split across events)."""
+    response = {"id": "resp_xss", "object": "response", "status": "in_progress", "model": model, "output": []}
+    events = [("response.created", {"response": response})]
     for start in range(0, len(text), 7):
-        chunk = {"id": "chatcmpl-xss", "object": "chat.completion.chunk", "created": 0, "model": model,
-                 "choices": [{"index": 0, "delta": {"content": text[start:start + 7]}, "finish_reason": None}]}
-        events.append(f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n")
-    events.append('data: {"id": "chatcmpl-xss", "object": "chat.completion.chunk", "created": 0, "model": "m", '
-                  '"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}\n\n')
-    events.append("data: [DONE]\n\n")
-    return "".join(events)
+        events.append(("response.output_text.delta", {"item_id": "msg_xss", "output_index": 0,
+                                                      "content_index": 0, "delta": text[start:start + 7]}))
+    events.append(("response.completed", {"response": {**response, "status": "completed"}}))
+    return "".join(
+        f"event: {kind}\ndata: {json.dumps({'type': kind, 'sequence_number': n, **fields}, ensure_ascii=False)}\n\n"
+        for n, (kind, fields) in enumerate(events))
 
 
 def assert_inert(page) -> None:
@@ -46,7 +46,7 @@ def test_script_and_onerror_payloads_are_shown_as_text(open_page, web_server):
     page = open_page(web_server.base_url, storage=storage(), bypass_csp=True,
                      permissions=["clipboard-read", "clipboard-write"])
     wait_for_models(page)
-    page.route("**/v1/chat/completions", lambda route: route.fulfill(
+    page.route("**/v1/responses", lambda route: route.fulfill(
         status=200, headers={"Content-Type": "text/event-stream"}, body=sse_body(REPLY, "tiny-ko")))
 
     send(page, f"이 글을 검토해 주세요: {SCRIPT} {IMG}")

@@ -1,16 +1,17 @@
-// The page's side of the OpenAI-compatible API: model list, streamed chat completions (SSE) and the
-// mapping of HTTP/OpenAI errors to a few kinds the page explains in plain words.
+// The page's side of the OpenAI-compatible API: model list, streamed Responses (typed SSE events), deleting
+// stored responses, and the mapping of HTTP/OpenAI errors to a few kinds the page explains in plain words.
 
 /** An API failure with a kind the page can explain: network, auth, rate, quota, context, notfound,
  * bad, server or interrupted. detail holds the server's own message when there is one. */
 export class ApiError extends Error {
-  constructor(kind, { status = 0, detail = "", retryAfter = null } = {}) {
+  constructor(kind, { status = 0, detail = "", retryAfter = null, code = "" } = {}) {
     super(detail || kind);
     this.name = "ApiError";
     this.kind = kind;
     this.status = status;
     this.detail = detail;
     this.retryAfter = retryAfter;
+    this.code = code;
   }
 }
 
@@ -61,6 +62,7 @@ async function errorFromResponse(response) {
     status: response.status,
     detail: typeof error.message === "string" ? error.message : "",
     retryAfter: Number.isFinite(retry) ? retry : null,
+    code: typeof error.code === "string" ? error.code : "",
   });
 }
 
@@ -82,22 +84,13 @@ export async function whoAmI(apiKey) {
   }
 }
 
-/**
- * POST v1/chat/completions with stream: true and yield each parsed SSE chunk. Aborting signal stops
- * the download, which makes the server abort the generation.
- */
-export async function* streamChat(body, { apiKey, signal }) {
-  const response = await request("v1/chat/completions", {
-    method: "POST",
-    headers: { ...headers(apiKey), "Content-Type": "application/json" },
-    body: JSON.stringify({ ...body, stream: true, stream_options: { include_usage: true } }),
-    signal,
-  });
-  if (!response.ok) throw await errorFromResponse(response);
+/** Split an SSE body into events: yields {event, data} per blank-line-terminated block. */
+async function* sseEvents(response) {
   const reader = response.body.getReader();
   const decoder = new TextDecoder();
   let buffer = "";
   let data = [];
+  let name = "";
   try {
     for (;;) {
       let chunk;
@@ -107,7 +100,7 @@ export async function* streamChat(body, { apiKey, signal }) {
         if (error.name === "AbortError") throw error;
         throw new ApiError("interrupted", { detail: String(error.message || error) });
       }
-      if (chunk.done) break;
+      if (chunk.done) return;
       buffer += decoder.decode(chunk.value, { stream: true });
       const lines = buffer.split("\n");
       buffer = lines.pop();
@@ -115,22 +108,72 @@ export async function* streamChat(body, { apiKey, signal }) {
         const line = rawLine.endsWith("\r") ? rawLine.slice(0, -1) : rawLine;
         if (line.startsWith("data:")) {
           data.push(line.slice(5).replace(/^ /, ""));
-          continue;
-        }
-        if (line !== "" || data.length === 0) continue; // comments, event names, stray blank lines
-        const payload = data.join("\n");
-        data = [];
-        if (payload === "[DONE]") return;
-        const event = JSON.parse(payload);
-        if (event.error) {
-          throw new ApiError(classifyError(0, event.error), { detail: String(event.error.message ?? "") });
-        }
-        yield event;
+        } else if (line.startsWith("event:")) {
+          name = line.slice(6).trim();
+        } else if (line === "" && data.length) {
+          const payload = data.join("\n");
+          data = [];
+          const event = name;
+          name = "";
+          yield { event, data: payload };
+        } else if (line === "") {
+          name = "";
+        } // comments (": ...") and unknown fields are skipped
       }
     }
   } finally {
     reader.releaseLock();
   }
-  // The body ended without [DONE]: the server went away mid-answer.
+}
+
+function streamError(error) {
+  const detail = String(error?.message ?? "");
+  const code = String(error?.code ?? "");
+  const status = code === "server_error" || error?.type === "server_error" ? 500 : 0;
+  return new ApiError(classifyError(status, error ?? {}), { detail, code });
+}
+
+/**
+ * POST v1/responses with stream: true and yield each typed event's JSON ({type, ...}) up to and including
+ * the last one (response.completed or response.incomplete). response.failed and error events throw; a body
+ * that ends before a final event throws "interrupted". Aborting signal stops the download, which makes the
+ * server abort the generation.
+ */
+export async function* streamResponse(body, { apiKey, signal }) {
+  const response = await request("v1/responses", {
+    method: "POST",
+    headers: { ...headers(apiKey), "Content-Type": "application/json" },
+    body: JSON.stringify({ ...body, stream: true }),
+    signal,
+  });
+  if (!response.ok) throw await errorFromResponse(response);
+  for await (const { event: name, data } of sseEvents(response)) {
+    if (data === "[DONE]") continue; // not sent by the Responses API; harmless if a proxy adds it
+    let event;
+    try {
+      event = JSON.parse(data);
+    } catch {
+      throw new ApiError("interrupted", { detail: data.slice(0, 300) });
+    }
+    const type = event.type ?? name;
+    if (type === "error" || (event.error && !event.response)) throw streamError(event.error ?? event);
+    if (type === "response.failed") throw streamError(event.response?.error ?? { message: "response.failed" });
+    yield { ...event, type };
+    if (type === "response.completed" || type === "response.incomplete") return;
+  }
+  // The body ended without a final event: the server went away mid-answer.
   throw new ApiError("interrupted");
+}
+
+/** DELETE v1/responses/{id}: forget a stored response. True when deleted or already gone. */
+export async function deleteResponse(id, apiKey) {
+  try {
+    const response = await fetch(`v1/responses/${encodeURIComponent(id)}`, {
+      method: "DELETE",
+      headers: headers(apiKey, true),
+    });
+    return response.ok || response.status === 404;
+  } catch {
+    return false;
+  }
 }

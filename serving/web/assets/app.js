@@ -1,6 +1,7 @@
-// The chat page: state, event wiring and the streaming loop. Talks to the same-origin OpenAI API.
+// The chat page: state, event wiring and the streaming loop. Talks to the same-origin OpenAI API: conversations
+// go through the Responses API (stored server-side only when the user opts in).
 
-import { listModels, streamChat, whoAmI } from "./api.js";
+import { deleteResponse, listModels, streamResponse, whoAmI } from "./api.js";
 import { askApiKey, confirmDelete, editSettings } from "./dialogs.js";
 import { getLang, setLang, t } from "./i18n.js";
 import * as store from "./store.js";
@@ -181,15 +182,73 @@ async function showSignedIn() {
   badge.hidden = false;
 }
 
-function history(conversation, upTo) {
-  const messages = [];
-  if (state.settings.systemPrompt.trim()) messages.push({ role: "system", content: state.settings.systemPrompt });
-  for (const message of conversation.messages) {
-    if (message === upTo) break;
-    if (message.state === "error" || !message.content) continue;
-    messages.push({ role: message.role, content: message.content });
+/**
+ * What to send for the answer upTo: the conversation as input items, or (continuing) the id of the newest
+ * stored response and only the messages after it. Failed and empty messages are left out.
+ */
+function conversationInput(conversation, upTo, continueStored) {
+  const before = conversation.messages.slice(0, conversation.messages.indexOf(upTo));
+  let start = 0;
+  let previous = null;
+  if (continueStored) {
+    for (let i = before.length - 1; i >= 0; i -= 1) {
+      const m = before[i];
+      if (m.role === "assistant" && m.stored && m.responseId && m.state === "done") {
+        previous = m.responseId;
+        start = i + 1;
+        break;
+      }
+    }
   }
-  return messages;
+  const input = before.slice(start)
+    .filter((m) => m.state !== "error" && m.content)
+    .map((m) => ({ role: m.role, content: m.content }));
+  return { input, previous };
+}
+
+/** The text of a finished response's output items of one type (when nothing of it was streamed). */
+function outputText(response, itemType, partType) {
+  return (response?.output ?? [])
+    .filter((item) => item.type === itemType)
+    .flatMap((item) => item.content ?? [])
+    .filter((part) => part.type === partType)
+    .map((part) => part.text ?? "")
+    .join("");
+}
+
+function applyEvent(message, event) {
+  switch (event.type) {
+    case "response.created":
+      message.responseId = event.response?.id ?? null;
+      break;
+    case "response.output_text.delta":
+      message.content += event.delta ?? "";
+      break;
+    case "response.reasoning_text.delta":
+      message.reasoning = (message.reasoning ?? "") + (event.delta ?? "");
+      break;
+    case "response.completed":
+    case "response.incomplete": {
+      const response = event.response ?? {};
+      if (!message.reasoning) {
+        const thought = outputText(response, "reasoning", "reasoning_text");
+        if (thought) message.reasoning = thought;
+      }
+      if (!message.content) message.content = outputText(response, "message", "output_text");
+      if (event.type === "response.incomplete") {
+        message.finishReason = response.incomplete_details?.reason === "content_filter" ? "content_filter" : "length";
+      } else {
+        message.finishReason = "stop";
+      }
+      if (response.usage) {
+        message.usage = { prompt: response.usage.input_tokens, completion: response.usage.output_tokens };
+      }
+      break;
+    }
+    default:
+      return false;
+  }
+  return true;
 }
 
 async function generate(conversation) {
@@ -211,18 +270,29 @@ async function generate(conversation) {
     }
     if (state.modelsError) throw state.modelsError;
     message.model = ui.model.value;
-    const body = { model: message.model, messages: history(conversation, message) };
-    body.temperature = state.settings.temperature;
-    if (state.settings.maxTokens) body.max_tokens = state.settings.maxTokens;
-    for await (const chunk of streamChat(body, { apiKey: state.apiKey, signal: controller.signal })) {
-      const choice = chunk.choices?.[0];
-      if (choice?.delta?.content) {
-        message.content += choice.delta.content;
-        queueRefresh(message);
-      }
-      if (choice?.finish_reason) message.finishReason = choice.finish_reason;
-      if (chunk.usage) {
-        message.usage = { prompt: chunk.usage.prompt_tokens, completion: chunk.usage.completion_tokens };
+    const storeOnServer = Boolean(state.settings.storeOnServer);
+    let continueStored = storeOnServer;
+    for (;;) {
+      const { input, previous } = conversationInput(conversation, message, continueStored);
+      const body = { model: message.model, input, store: storeOnServer };
+      if (previous) body.previous_response_id = previous;
+      if (state.settings.systemPrompt.trim()) body.instructions = state.settings.systemPrompt;
+      body.temperature = state.settings.temperature;
+      if (state.settings.maxTokens) body.max_output_tokens = state.settings.maxTokens;
+      try {
+        for await (const event of streamResponse(body, { apiKey: state.apiKey, signal: controller.signal })) {
+          if (event.type === "response.created") message.stored = storeOnServer;
+          if (applyEvent(message, event) && event.type.endsWith(".delta")) queueRefresh(message);
+        }
+        break;
+      } catch (error) {
+        // The stored response we continue from is gone (deleted, expired, another database): send the
+        // whole conversation instead, once.
+        if (previous && error.code === "previous_response_not_found" && !message.responseId) {
+          continueStored = false;
+          continue;
+        }
+        throw error;
       }
     }
     message.state = "done";
@@ -288,6 +358,11 @@ async function deleteConversation(conversation) {
     renderThread();
   }
   renderConversationList();
+  // Answers kept on the server (the "store on the server" setting) are deleted there too.
+  const stored = [...new Set(conversation.messages.filter((m) => m.stored && m.responseId).map((m) => m.responseId))];
+  if (!stored.length) return;
+  const results = await Promise.all(stored.map((id) => deleteResponse(id, state.apiKey)));
+  if (results.includes(false)) showBanner(t("errDeleteStored"));
 }
 
 async function renameConversation(conversation, item) {

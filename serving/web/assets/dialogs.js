@@ -19,6 +19,8 @@ export async function editSettings(settings, { onOpenKey }) {
   const temperature = $("temperature");
   const temperatureValue = $("temperature-value");
   const maxTokens = $("max-tokens");
+  const storeOnServer = $("store-on-server");
+  storeOnServer.checked = Boolean(settings.storeOnServer);
   prompt.value = settings.systemPrompt;
   temperature.value = String(settings.temperature);
   temperatureValue.value = Number(settings.temperature).toFixed(1);
@@ -36,6 +38,7 @@ export async function editSettings(settings, { onOpenKey }) {
     systemPrompt: prompt.value,
     temperature: Math.min(2, Math.max(0, Number(temperature.value))),
     maxTokens: Number.isFinite(tokens) && tokens > 0 ? tokens : null,
+    storeOnServer: storeOnServer.checked,
   };
 }
 

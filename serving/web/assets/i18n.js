@@ -49,6 +49,10 @@ const STRINGS = {
     temperatureHelp: "낮을수록 일관되고, 높을수록 다양한 답변을 합니다.",
     maxTokens: "최대 응답 토큰 수",
     maxTokensHelp: "비워 두면 서버 기본값을 사용합니다.",
+    storeOnServer: "대화를 서버에 저장",
+    storeOnServerHelp: "켜면 답변이 서버에 저장되고 다음 질문은 저장된 응답에 이어서 보냅니다. 대화를 삭제하면 서버에서도 지웁니다. 끄면 서버는 아무것도 보관하지 않습니다.",
+    thinking: "생각 과정",
+    thinkingLive: "생각하는 중…",
     apiKey: "API 키",
     apiKeyManage: "API 키 입력…",
     save: "저장",
@@ -74,6 +78,7 @@ const STRINGS = {
     errInterrupted: "응답이 중간에 끊겼습니다. 다시 시도해 주세요.",
     errStorage: "브라우저 저장 공간이 부족해 대화를 저장하지 못했습니다.",
     errDetail: "서버 메시지: {detail}",
+    errDeleteStored: "서버에 저장된 응답 일부를 삭제하지 못했습니다. 나중에 다시 시도해 주세요.",
   },
   en: {
     pageTitle: "Nexus-K Chat",
@@ -122,6 +127,10 @@ const STRINGS = {
     temperatureHelp: "Lower is more consistent, higher is more varied.",
     maxTokens: "Max answer tokens",
     maxTokensHelp: "Leave empty for the server's default.",
+    storeOnServer: "Store chats on the server",
+    storeOnServerHelp: "When on, answers are stored on the server and the next question continues from the stored response. Deleting a chat deletes them there too. When off, the server keeps nothing.",
+    thinking: "Thinking",
+    thinkingLive: "Thinking…",
     apiKey: "API key",
     apiKeyManage: "Enter API key…",
     save: "Save",
@@ -147,6 +156,7 @@ const STRINGS = {
     errInterrupted: "The answer was interrupted. Please try again.",
     errStorage: "Browser storage is full; the chat could not be saved.",
     errDetail: "Server says: {detail}",
+    errDeleteStored: "Some answers stored on the server could not be deleted. Please try again later.",
   },
 };
 

@@ -17,6 +17,7 @@ export const DEFAULT_SETTINGS = Object.freeze({
   systemPrompt: DEFAULT_SYSTEM_PROMPT,
   temperature: 0.7,
   maxTokens: null,
+  storeOnServer: false, // off: the server keeps nothing (store: false, the whole history sent each turn)
 });
 
 function read(key, fallback) {
@@ -100,6 +101,7 @@ export function loadSettings() {
   const maxTokens = Number.parseInt(settings.maxTokens, 10);
   settings.maxTokens = Number.isFinite(maxTokens) && maxTokens > 0 ? maxTokens : null;
   if (typeof settings.systemPrompt !== "string") settings.systemPrompt = DEFAULT_SYSTEM_PROMPT;
+  settings.storeOnServer = settings.storeOnServer === true;
   return settings;
 }
 

@@ -82,9 +82,36 @@ export function updateMessageElement(article, message) {
   } else {
     body.replaceChildren(renderMarkdown(message.content, { copyLabel: t("copy"), copyCodeLabel: t("copyCode") }));
   }
+  if (message.role === "assistant") updateThinking(main, body, message, state);
   for (const old of main.querySelectorAll(".message-error, .message-footer")) old.remove();
   if (message.error) main.append(errorBox(message.error));
   if (message.role === "assistant" && state !== "streaming") main.append(footer(message));
+}
+
+/**
+ * A reasoning model's thinking, folded away above the answer (a closed <details>, opened on request; a
+ * re-render while streaming keeps whatever the reader chose). Shown as plain text.
+ */
+function updateThinking(main, body, message, state) {
+  let thinking = main.querySelector(":scope > details.thinking");
+  if (!message.reasoning) {
+    thinking?.remove();
+    return;
+  }
+  if (!thinking) {
+    thinking = element("details", "thinking");
+    const summary = element("summary", "thinking-summary");
+    summary.append(element("span", "thinking-label"));
+    thinking.append(summary, element("div", "thinking-body"));
+    body.before(thinking);
+  }
+  const live = state === "streaming" && !message.content;
+  thinking.dataset.live = String(live);
+  const label = thinking.querySelector(".thinking-label");
+  const text = live ? t("thinkingLive") : t("thinking");
+  if (label.textContent !== text) label.textContent = text;
+  const content = thinking.querySelector(".thinking-body");
+  if (content.textContent !== message.reasoning) content.textContent = message.reasoning;
 }
 
 function errorBox(error) {
