@@ -89,3 +89,17 @@ def test_another_organisation_gets_404(server) -> None:
     assert [f.id for f in mine.files.list()] == [created.id]
     with pytest.raises(openai.AuthenticationError):
         server.openai("nxk-wrong").files.list()
+
+
+def test_uploads_stream_past_the_json_body_limit(tiny_tokenizer, tmp_path: Path) -> None:
+    """The security layer does not buffer an upload (as it does JSON bodies, up to ``max_request_bytes``): it
+    lets it through as it arrives, counting against ``max_file_bytes`` only."""
+    server = make_inprocess(tiny_tokenizer, tmp_path, data_dir=tmp_path / "data", max_request_bytes=1_000)
+    with server.http:
+        client = server.openai()
+        data = BATCH_LINE * 2_000  # ~160 KB
+        created = client.files.create(file=("big.jsonl", data), purpose="batch")
+        assert created.bytes == len(data) and client.files.content(created.id).content == data
+        with pytest.raises(openai.APIStatusError) as err:  # a JSON body is still held to the small limit
+            client.chat.completions.create(model="tiny-ko", messages=[{"role": "user", "content": "가" * 2_000}])
+        assert err.value.status_code == 413
