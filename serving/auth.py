@@ -245,7 +245,8 @@ class KeyStore:
                 k.revoked_at,
                 o.rpm,
                 o.token_quota,
-                o.tokens_remaining,
+                # Credits leased by server processes are still the organisation's until spent.
+                None if o.tokens_remaining is None else o.tokens_remaining + (o.tokens_leased or 0),
                 o.tokens_used,
                 o.pii_guard or "off",
             )
@@ -342,7 +343,8 @@ def _set_limits(organisation: Organisation, rpm: int | None, token_quota: int | 
     if token_quota is not None:
         used = organisation.tokens_used or 0
         organisation.token_quota = token_quota
-        organisation.tokens_remaining = token_quota - used
+        # Leases out in server processes come back (or are spent) later: leave room for them.
+        organisation.tokens_remaining = token_quota - used - (organisation.tokens_leased or 0)
     if pii_guard is not None:
         organisation.pii_guard = None if pii_guard == "off" else pii_guard
 

@@ -74,6 +74,9 @@ class ServerSettings(EngineSettings, BaseSettings):
     credit_lease_fraction: float = Field(
         0.1, ge=0, le=1, description="Share of an organisation's credits left that a process leases at once and "
                                      "reserves from without asking the database (the reservation at least).")
+    credit_lease_idle_s: float = Field(
+        2.0, ge=0, description="Seconds an idle process keeps the stock of its credit lease (for its next request) "
+                               "before giving it back; 0: give everything back as soon as it is idle.")
     audit_secret: SecretStr | None = Field(
         None, description="Secret key of the audit checkpoints (HMAC over the hash chain's head).",
         json_schema_extra=NOT_ON_CLI)

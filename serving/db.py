@@ -56,6 +56,9 @@ class Organisation(Base):
     """Credits left, minus what running requests have reserved (None: unlimited)."""
     tokens_used: Mapped[int] = mapped_column(BigInteger, default=0)
     """Tokens (prompt + completion) settled so far."""
+    tokens_leased: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """Credits server processes took out of ``tokens_remaining`` in blocks (``serving.leases``) and have not
+    yet spent or given back (None: 0). ``tokens_remaining + tokens_leased + tokens_used = token_quota``."""
     pii_guard: Mapped[str | None] = mapped_column(String(8), nullable=True)
     """Live personal-data guard on prompts and answers: ``off`` (None), ``mask`` or ``block``."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

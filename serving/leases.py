@@ -11,21 +11,27 @@ The database stays the only authority across replicas; a process just asks it le
 * :class:`CreditLeases`: a process leases ``max(what a request lacks, credit_lease_fraction x credits left)``
   with one conditional ``UPDATE`` (``remaining >= lease``, so the shared total never goes below zero) and
   serves reservations from the lease under a lock. A request's unused reservation goes back to the lease;
-  when the last metered request of the organisation in this process ends, the whole lease goes back to the
-  database in that request's settlement (the recorder's group commit). An idle process therefore holds
-  nothing, and a SIGTERM (which drains requests) returns everything; a ``kill -9`` loses at most the lease
-  (credits never spent, never over-spent). While one process holds a lease, another may refuse a request
-  that the lease would have covered: at most one lease per other process, each at most the fraction of what
-  was left.
+  when the last metered request of the organisation in this process ends, the lease goes back to the
+  database in that request's settlement (the recorder's group commit), all but the *stock*: the part the
+  last lease took beyond what its request lacked (zero when the fraction of what was left did not exceed
+  the request, so small budgets come back whole at once). The stock lets the next request of an idle
+  process go without a round trip; it goes back after ``credit_lease_idle_s`` without a request of the
+  organisation (a keeper thread), and at exit. A ``kill -9`` loses at most the lease (credits never spent,
+  never over-spent). While one process holds a lease, another may refuse a request that the lease would
+  have covered: at most one lease per other process, each at most the fraction of what was left.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 from serving.quota import WINDOW_S, QuotaStore, RateDecision
+
+log = logging.getLogger(__name__)
 
 
 class RateSlots:
@@ -65,13 +71,25 @@ class RateSlots:
 class CreditLeases:
     """Credits leased by this process, per organisation, and its metered requests in flight."""
 
-    def __init__(self, quota: QuotaStore, fraction: float = 0.1) -> None:
-        self.quota, self.fraction = quota, fraction
+    def __init__(self, quota: QuotaStore, fraction: float = 0.1, idle_s: float = 2.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.quota, self.fraction, self.idle_s, self.clock = quota, fraction, idle_s, clock
         self._held: dict[int, int] = {}
         self._in_flight: dict[int, int] = {}
         self._left: dict[int, int] = {}
         """What the database had left after this process's last lease (sizes the next one)."""
+        self._extra: dict[int, int] = {}
+        """What the last lease took beyond what its request lacked: the stock an idle process may keep."""
+        self._idle_since: dict[int, float] = {}
         self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._keeper: threading.Thread | None = None
+        # At exit (a SIGTERM drains the requests first) every stock goes back.
+        self._finalizer = weakref.finalize(self, _return_all, quota, self._held, self._lock)
+
+    def close(self) -> None:
+        """Give back every credit leased and not handed out, now (what happens at exit)."""
+        self._finalizer()
 
     def held(self, org_id: int) -> int:
         """Credits this process holds for ``org_id`` and has not handed out."""
@@ -81,6 +99,7 @@ class CreditLeases:
         """A metered request of ``org_id`` starts (pair with :meth:`end`)."""
         with self._lock:
             self._in_flight[org_id] = self._in_flight.get(org_id, 0) + 1
+            self._idle_since.pop(org_id, None)  # no longer idle: its stock stays until it is idle again
 
     def try_local(self, org_id: int, tokens: int) -> bool:
         """Reserve ``tokens`` from the lease (no database); False: ask :meth:`reserve`."""
@@ -109,10 +128,11 @@ class CreditLeases:
         with self._lock:
             if remaining is None:
                 self._held[org_id] = self._held.get(org_id, 0) + have
-                self._left[org_id] = 0
+                self._left[org_id] = self._extra[org_id] = 0
                 return False
             self._held[org_id] = self._held.get(org_id, 0) + have + lease - tokens
             self._left[org_id] = remaining
+            self._extra[org_id] = lease - need
             return True
 
     def end(self, org_id: int, reserved: int, used: int) -> int:
@@ -126,6 +146,64 @@ class CreditLeases:
             held = self._held.get(org_id, 0) + max(unused, 0)
             if self._in_flight[org_id] <= 0:
                 del self._in_flight[org_id]
-                back, held = back + held, 0
+                keep = min(held, self._extra.get(org_id, 0)) if self.idle_s > 0 else 0
+                back, held = back + held - keep, keep
+                if keep:
+                    self._idle_since[org_id] = self.clock()
+                    self._start_keeper()
             self._held[org_id] = held
             return back
+
+    def return_idle(self) -> None:
+        """Give back the stock of every organisation without a request here for ``idle_s`` (the keeper's job;
+        blocking)."""
+        now = self.clock()
+        with self._lock:
+            due = [org for org, since in self._idle_since.items()
+                   if now - since >= self.idle_s and org not in self._in_flight]
+            amounts = {org: self._held.pop(org, 0) for org in due}
+            for org in due:
+                del self._idle_since[org]
+        for org, amount in amounts.items():
+            try:
+                self.quota.give_back(org, amount)
+            except Exception:  # the credits stay out of reach (never over-spent); said in the log
+                log.exception("could not give back %d leased credits of organisation %d", amount, org)
+
+    def _start_keeper(self) -> None:
+        """(Under the lock.) The thread that returns idle stocks, started on first need; wake it."""
+        if self._keeper is None or not self._keeper.is_alive():
+            self._keeper = threading.Thread(target=_keep, args=(weakref.ref(self),), name="nexus-k-leases",
+                                            daemon=True)
+            self._keeper.start()
+        self._wake.notify()
+
+    def _next_due(self) -> float | None:
+        with self._lock:
+            if not self._idle_since:
+                return None
+            return min(self._idle_since.values()) + self.idle_s - self.clock()
+
+
+def _keep(ref: weakref.ref[CreditLeases]) -> None:
+    """The keeper thread: sleep until the next stock is due, return it; end with its ``CreditLeases``."""
+    while (leases := ref()) is not None:
+        wait = leases._next_due()
+        if wait is None or wait > 0:
+            with leases._wake:
+                leases._wake.wait(timeout=min(wait, 1.0) if wait is not None else 1.0)
+        else:
+            leases.return_idle()
+        del leases
+
+
+def _return_all(quota: QuotaStore, held: dict[int, int], lock: threading.Lock) -> None:
+    """At exit: every credit leased and not handed out goes back."""
+    with lock:
+        amounts = {org: n for org, n in held.items() if n}
+        held.clear()
+    for org, amount in amounts.items():
+        try:
+            quota.give_back(org, amount)
+        except Exception:
+            log.exception("could not give back %d leased credits of organisation %d at exit", amount, org)

@@ -87,7 +87,7 @@ class SecurityMiddleware:
         self.keys = KeyStore(settings.database_url, cache=cache)
         self.quota = QuotaStore(settings.database_url)
         self.rates = RateSlots(self.quota, settings.rate_batch_fraction)
-        self.leases = CreditLeases(self.quota, settings.credit_lease_fraction)
+        self.leases = CreditLeases(self.quota, settings.credit_lease_fraction, settings.credit_lease_idle_s)
         self.audit = AuditStore(settings.database_url)
         self.records = RecordWriter(self.audit.engine)
         self.page_paths = page_paths
@@ -371,10 +371,10 @@ class _Exchange:
             used = usage.total_tokens
             # A leased reservation's unused part goes back to the lease; the settlement returns to the database
             # what ``end`` gives back (the whole lease once no request of the organisation is left in flight).
-            back = usage.reserved - used
-            if self.leased:
+            back, leased = usage.reserved - used, self.leased
+            if leased:
                 back, self.leased = self.mw.leases.end(principal.org_id, usage.reserved, used), False
-            settlement = Settlement(principal.org_id, used + back, used)
+            settlement = Settlement(principal.org_id, used + back, used, leased)
         try:
             guard_counts = {kind: n for kind, n in usage.pii_counts.items() if n}
             entry.pii_counts = guard_counts or None

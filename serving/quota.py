@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, Update, bindparam, delete, select, update
+from sqlalchemy import BigInteger, Update, bindparam, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -104,15 +104,23 @@ class QuotaStore:
 
     def lease(self, org_id: int, tokens: int) -> int | None:
         """Take ``tokens`` from the organisation's credits for this process to hand out itself (atomic, one
-        conditional ``UPDATE``); the credits left afterwards, or None when fewer than ``tokens`` were left."""
+        conditional ``UPDATE``, counted in ``tokens_leased``); the credits left afterwards, or None when fewer
+        than ``tokens`` were left."""
         with self.engine.begin() as s:
             row = s.execute(
                 update(Organisation)
                 .where(Organisation.id == org_id, Organisation.tokens_remaining >= tokens)
-                .values(tokens_remaining=Organisation.tokens_remaining - tokens)
+                .values(tokens_remaining=Organisation.tokens_remaining - tokens,
+                        tokens_leased=func.coalesce(Organisation.tokens_leased, 0) + tokens)
                 .returning(Organisation.tokens_remaining)
             ).first()
         return None if row is None else int(row[0])
+
+    def give_back(self, org_id: int, tokens: int) -> None:
+        """Return leased credits that were never handed out (atomic)."""
+        if tokens:
+            with self.engine.begin() as s:
+                s.execute(SETTLE, {"org_id": org_id, "used": 0, "back": tokens, "unlease": tokens})
 
     def settle(self, org_id: int, reserved: int, used: int) -> None:
         """Return the unused part of a reservation and record the real usage (atomic)."""
@@ -129,17 +137,20 @@ SETTLE = (
     update(Organisation)
     .where(Organisation.id == bindparam("org_id"))
     .values(tokens_used=Organisation.tokens_used + bindparam("used", type_=BigInteger),
-            tokens_remaining=Organisation.tokens_remaining + bindparam("back", type_=BigInteger))
+            tokens_remaining=Organisation.tokens_remaining + bindparam("back", type_=BigInteger),
+            tokens_leased=func.coalesce(Organisation.tokens_leased, 0) - bindparam("unlease", type_=BigInteger))
 )
-"""Built once, run with parameters (``org_id``, ``used``, ``back``) for a whole group commit at a time: the
-settlements of many requests in one ``executemany``. Unlimited organisations keep NULL (NULL + x stays NULL)."""
+"""Built once, run with parameters (``org_id``, ``used``, ``back``, ``unlease``) for a whole group commit at a
+time: the settlements of many requests in one ``executemany``. Unlimited organisations keep NULL (NULL + x
+stays NULL)."""
 
 
-def settle_params(org_id: int, reserved: int, used: int) -> dict[str, int] | None:
-    """:data:`SETTLE`'s parameters for one request; None when there is nothing to settle."""
+def settle_params(org_id: int, reserved: int, used: int, leased: bool = False) -> dict[str, int] | None:
+    """:data:`SETTLE`'s parameters for one request; None when there is nothing to settle. ``leased``: the
+    reservation came out of a lease (``serving.leases``), which ``reserved`` (= used + what goes back) leaves."""
     if not reserved and not used:
         return None
-    return {"org_id": org_id, "used": used, "back": reserved - used}
+    return {"org_id": org_id, "used": used, "back": reserved - used, "unlease": reserved if leased else 0}
 
 
 def settle_update(org_id: int, reserved: int, used: int) -> Update:

@@ -36,6 +36,8 @@ class Settlement:
     org_id: int
     reserved: int
     used: int
+    leased: bool = False
+    """The reservation came out of this process's credit lease (``serving.leases``)."""
 
 
 @dataclass
@@ -94,7 +96,7 @@ class RecordWriter:
                     job.loop.call_soon_threadsafe(_resolve, job.done, error)
 
     def _commit(self, batch: list[_Job]) -> None:
-        settlements = [settle_params(s.org_id, s.reserved, s.used) for job in batch
+        settlements = [settle_params(s.org_id, s.reserved, s.used, s.leased) for job in batch
                        if (s := job.settlement) is not None]
         with self.engine.begin() as conn:
             if params := [p for p in settlements if p is not None]:

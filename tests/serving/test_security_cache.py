@@ -17,7 +17,7 @@ from serving.config import ServerSettings
 from serving.db import get_engine
 from serving.leases import CreditLeases, RateSlots
 from serving.middleware import SecurityMiddleware
-from serving.quota import QuotaStore, settle_update
+from serving.quota import SETTLE, QuotaStore, settle_params
 
 T0 = 1_800_000_000.0  # a minute boundary
 
@@ -147,11 +147,12 @@ def test_rate_batches_are_single_slots_for_a_small_rpm(url: str) -> None:
     assert sum(replicas[i % 2].acquire(1, 10).allowed for i in range(24)) == 10
 
 
-def test_credit_leases_never_overspend_and_return_everything_when_idle(url: str) -> None:
+def test_credit_leases_never_overspend_and_come_back_when_idle(url: str) -> None:
     store = KeyStore(url)
     store.create("a", token_quota=1000)
     quota = QuotaStore(url)
-    replicas = [CreditLeases(quota, fraction=0.2) for _ in range(2)]
+    clock = Clock()
+    replicas = [CreditLeases(quota, fraction=0.2, idle_s=2.0, clock=clock) for _ in range(2)]
     statements = []
     event.listen(get_engine(url), "before_cursor_execute",
                  lambda conn, cursor, statement, *rest: statements.append(statement))
@@ -170,9 +171,43 @@ def test_credit_leases_never_overspend_and_return_everything_when_idle(url: str)
     for lease, reserved in requests:  # each used 10 of its 30; settled as the middleware settles
         used = 10 if reserved else 0
         back = lease.end(1, reserved, used)
-        with get_engine(url).begin() as conn:
-            conn.execute(settle_update(1, used + back, used))
+        if params := settle_params(1, used + back, used, leased=True):
+            with get_engine(url).begin() as conn:
+                conn.execute(SETTLE, params)
     info = store.list()[0]
     assert info.tokens_used == 10 * served
-    assert info.tokens_remaining == 1000 - 10 * served  # idle: every lease went back
+    assert info.tokens_remaining == 1000 - 10 * served  # what processes still hold counts as the organisation's
+    held = replicas[0].held(1) + replicas[1].held(1)
+    assert quota.remaining(1) == 1000 - 10 * served - held
+    clock.now += 1.9
+    for lease in replicas:
+        lease.return_idle()
+    assert quota.remaining(1) == 1000 - 10 * served - held  # idle for less than idle_s: the stock stays
+    clock.now += 0.1
+    for lease in replicas:
+        lease.return_idle()
     assert replicas[0].held(1) == replicas[1].held(1) == 0
+    assert quota.remaining(1) == 1000 - 10 * served  # idle for idle_s: every lease went back
+
+
+def test_an_idle_process_keeps_its_stock_and_returns_it_at_exit(url: str) -> None:
+    store = KeyStore(url)
+    store.create("a", token_quota=100_000)
+    quota = QuotaStore(url)
+    leases = CreditLeases(quota, fraction=0.1, idle_s=3600, clock=Clock())
+    statements = []
+    event.listen(get_engine(url), "before_cursor_execute",
+                 lambda conn, cursor, statement, *rest: statements.append(statement))
+    for _ in range(20):  # one request at a time, as a single client sends them
+        leases.begin(1)
+        assert leases.try_local(1, 50) or leases.reserve(1, 50)
+        back = leases.end(1, 50, 20)
+        if params := settle_params(1, 20 + back, 20, leased=True):
+            with get_engine(url).begin() as conn:
+                conn.execute(SETTLE, params)
+    leased = [st for st in statements if "tokens_remaining >=" in st]
+    assert len(leased) == 2  # the first lease is the request's own; the second, 10 % of what was left, lasts
+    assert store.list()[0].tokens_remaining == 100_000 - 20 * 20
+    assert quota.remaining(1) < 100_000 - 20 * 20
+    leases.close()  # what exit does: the stock goes back
+    assert quota.remaining(1) == 100_000 - 20 * 20
