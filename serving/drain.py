@@ -20,6 +20,7 @@ from typing import Any
 import uvicorn
 
 from serving.errors import APIError
+from serving.usage import usage_of
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,9 @@ class DrainMiddleware:
             await self.app(scope, receive, send)
             return
         if self.state.draining:
-            await shutting_down_error().response()(scope, receive, send)
+            error = shutting_down_error()
+            usage_of(scope.setdefault("state", {})).error_type = error.type
+            await error.response()(scope, receive, send)
             return
         self.state.in_flight += 1
         try:
