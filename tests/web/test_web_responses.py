@@ -96,6 +96,7 @@ def test_conversation_streams_over_responses_and_keeps_nothing_by_default(open_p
 def test_store_toggle_keeps_answers_continues_them_and_deletes_them(open_page, web_server):
     page = open_page(web_server.base_url, storage=storage(settings=GREEDY))
     wait_for_models(page)
+    expect(page.locator("#empty-body")).to_contain_text("이 브라우저에만 저장됩니다")
     page.get_by_role("button", name="설정").click()
     dialog = page.locator("#settings-dialog")
     toggle = dialog.get_by_label("대화를 서버에 저장")
@@ -103,6 +104,7 @@ def test_store_toggle_keeps_answers_continues_them_and_deletes_them(open_page, w
     toggle.check()
     dialog.get_by_role("button", name="저장").click()
     expect(dialog).to_be_hidden()
+    expect(page.locator("#empty-body")).to_contain_text("이 브라우저와 서버에 저장됩니다")
 
     posts = record_posts(page)
     ask(page, "건축 허가 절차를 알려 주세요.")
@@ -185,3 +187,34 @@ def test_thinking_is_folded_away_above_the_answer(open_page, thinking_server):
     expect(reloaded.locator("details.thinking .thinking-body")).to_be_hidden()
     expect(reloaded.locator("details.thinking .thinking-body")).to_have_text(THOUGHT)
     assert answer_text(reloaded).strip() == ANSWER
+
+
+def typed_events(*events: tuple[str, dict]) -> str:
+    """A Responses stream body: ``event: <type>`` / ``data: <json>`` pairs."""
+    return "".join(
+        f"event: {kind}\ndata: {json.dumps({'type': kind, 'sequence_number': n, **fields}, ensure_ascii=False)}\n\n"
+        for n, (kind, fields) in enumerate(events))
+
+
+STARTED = (("response.created", {"response": {"id": "resp_web", "status": "in_progress", "output": []}}),
+           ("response.output_text.delta", {"item_id": "msg_web", "output_index": 0, "delta": "일부 답변"}))
+
+
+@pytest.mark.parametrize(("ending", "kind", "shown"), [
+    ((("response.failed", {"response": {"id": "resp_web", "status": "failed", "error": {
+        "code": "server_error", "message": "The server had an error while processing your request."}}}),),
+     "server", "서버에서 오류가 발생했습니다"),
+    ((), "interrupted", "응답이 중간에 끊겼습니다"),
+], ids=["response.failed", "cut-off"])
+def test_a_failed_or_cut_off_stream_keeps_the_text_and_says_so(open_page, web_server, ending, kind, shown):
+    page = open_page(web_server.base_url, storage=storage())
+    wait_for_models(page)
+    page.route("**/v1/responses", lambda route: route.fulfill(
+        status=200, headers={"Content-Type": "text/event-stream"}, body=typed_events(*STARTED, *ending)))
+    send(page, "오류가 나면 어떻게 보이나요?")
+    message = wait_answer_finished(page)
+    expect(message).to_have_attribute("data-state", "error")
+    expect(message.locator(".message-error")).to_have_attribute("data-error-kind", kind)
+    expect(message.locator(".message-error")).to_contain_text(shown)
+    expect(message.locator(".message-body")).to_have_text("일부 답변")
+    expect(message.get_by_role("button", name="다시 시도")).to_be_visible()

@@ -82,6 +82,9 @@ function renderThread() {
   const messages = current()?.messages ?? [];
   ui.thread.replaceChildren(...messages.map(messageElement));
   ui.emptyState.hidden = messages.length > 0;
+  const emptyBody = $("empty-body");
+  emptyBody.dataset.i18n = state.settings.storeOnServer ? "emptyBodyStored" : "emptyBody";
+  emptyBody.textContent = t(emptyBody.dataset.i18n);
   scrollToBottom();
 }
 
@@ -455,6 +458,7 @@ function wire() {
     if (!changes) return;
     Object.assign(state.settings, changes);
     store.saveSettings(state.settings);
+    if (!current()?.messages.length) renderThread(); // the empty page says where chats are kept
   });
   ui.menu.addEventListener("click", () =>
     ui.app.classList.contains("sidebar-open") ? closeSidebar() : openSidebar(),
