@@ -137,6 +137,9 @@ class BatchRunner:
             return False
         busy = False
         if self.job is None or self.job.done():
+            if self.job is not None and not self.job.cancelled() and self.job.exception() is not None:
+                log.error("batch %s: validation or output failed (tried again)", self.job_batch,
+                          exc_info=self.job.exception())
             self.job = self.job_batch = None
             batch, work = await self.claim_job()
             if work is not None:
@@ -182,10 +185,14 @@ class BatchRunner:
 
         def work() -> None:
             self.store.clear_lines(batch.id)  # from a validation that was interrupted
-            total, errors = validate_file(
-                self.files.path(record), batch.endpoint, self._check_model(batch.endpoint),
-                lambda lines: self.store.add_lines(batch.id, lines),
-                lambda: self.store.renew_batch(batch.id, self.id))
+            try:
+                total, errors = validate_file(
+                    self.files.path(record), batch.endpoint, self._check_model(batch.endpoint),
+                    lambda lines: self.store.add_lines(batch.id, lines),
+                    lambda: self.store.renew_batch(batch.id, self.id))
+            except OSError as err:
+                total, errors = 0, [{"code": "input_file_unreadable", "param": "input_file_id", "line": None,
+                                     "message": f"Input file {batch.input_file_id} cannot be read: {err.strerror}"}]
             if errors:
                 self.store.clear_lines(batch.id)
                 self.store.fail(batch.id, errors)

@@ -245,3 +245,13 @@ def test_a_runner_that_died_finalizing_or_running_lines_is_taken_over(tiny_token
         output = read_lines(client, second.output_file_id)
         assert [o["custom_id"] for o in output] == [f"{running.id}-{n}" for n in (1, 2, 3)]
         assert all(o["response"]["status_code"] == 200 for o in output)
+
+
+def test_an_input_file_gone_from_disk_fails_the_batch(server, tmp_path: Path) -> None:
+    client = server.openai()
+    file_id = upload(client, [chat_line("a")])
+    for path in (tmp_path / "data").rglob(file_id):
+        path.unlink()
+    batch = client.batches.create(input_file_id=file_id, endpoint=CHAT, completion_window="24h")
+    failed = wait_until(client, batch.id, ("failed",))
+    assert [e.code for e in failed.errors.data] == ["input_file_unreadable"]
