@@ -137,8 +137,9 @@ class CreditLeases:
 
     def end(self, org_id: int, reserved: int, used: int) -> int:
         """A metered request that reserved ``reserved`` and used ``used`` ends: what goes back to the database
-        with its settlement (the whole lease when no other request of the organisation is in flight here;
-        negative when it used more than it reserved, charged to the database as before leases)."""
+        with its settlement: when no other request of the organisation is in flight here, the lease but its
+        stock (kept ``idle_s`` for the next request); negative when it used more than it reserved, charged to
+        the database as before leases."""
         with self._lock:
             self._in_flight[org_id] = self._in_flight.get(org_id, 1) - 1
             unused = reserved - used
