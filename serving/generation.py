@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import anyio
 
@@ -18,6 +18,9 @@ from serving.engines.base import Engine, EngineError, GenerationDelta, SamplingS
 from serving.errors import APIError
 from serving.metrics import ServerMetrics
 from serving.usage import UsageRecord
+
+BATCH_PRIORITY = 1
+"""Engine scheduling priority of batch lines (interactive requests: 0, which schedulers take first)."""
 
 
 @dataclass
@@ -116,6 +119,8 @@ async def stream_jobs(
     left on exit."""
     if usage is not None and usage.metered and not usage.reserved:
         raise RuntimeError("a metered request reached the engine without reserving credits")
+    if usage is not None and usage.batch_id is not None:  # interactive requests go first where the engine can
+        jobs = [replace(job, settings=replace(job.settings, priority=BATCH_PRIORITY)) for job in jobs]
     ids = {job.index: f"{request_id}-{job.index}" for job in jobs}
     unfinished = set(ids)
     start = time.perf_counter()

@@ -73,6 +73,9 @@ class SamplingSettings:
     prompt_logprobs: int | None = None
     """None: none. k >= 0: logprob of every prompt token (the first is None) plus k alternatives."""
     structured: StructuredOutput | None = None
+    priority: int = 0
+    """Scheduling priority, lower first (batch lines ask for 1); vLLM honours it when started with
+    ``--scheduling-policy priority``, other engines run requests in arrival order."""
 
 
 @dataclass

@@ -205,8 +205,10 @@ class VLLMEngine:
     runner = "generate"
 
     def __init__(self, llm: Any, model_path: str, tokenizer: Any, max_model_len: int,
-                 loras: dict[str, str], eos_ids: list[int]) -> None:
+                 loras: dict[str, str], eos_ids: list[int], priority_scheduling: bool = False) -> None:
         self._llm = llm
+        self._priority_scheduling = priority_scheduling
+        """Started with ``scheduling_policy: priority``: requests carry their priority (batch lines go last)."""
         self.model_path = model_path
         self.tokenizer = tokenizer
         self.max_model_len = max_model_len
@@ -234,7 +236,8 @@ class VLLMEngine:
             logger.info("vLLM engine core %s at %s CPU priority", pids, settings.engine_core_priority)
         length = llm.model_config.max_model_len
         logger.info("vLLM engine ready: %s (max_model_len=%d, loras=%s)", settings.model, length, list(loras))
-        return cls(llm, settings.model, tokenizer, length, loras, eos_token_ids(settings.model, tokenizer))
+        return cls(llm, settings.model, tokenizer, length, loras, eos_token_ids(settings.model, tokenizer),
+                   settings.engine_args.get("scheduling_policy") == "priority")
 
     def lora_names(self) -> list[str]:
         """Names of the LoRA adapters this engine can apply."""
@@ -272,9 +275,11 @@ class VLLMEngine:
             raise EngineError(f"invalid sampling settings: {err}") from None
         self._running.add(request_id)
         first = True
+        # vLLM refuses a priority unless it schedules by priority; without that every request is equal.
+        priority = {"priority": params.priority} if self._priority_scheduling else {}
         try:
             async for out in self._llm.generate(
-                TokensPrompt(prompt_token_ids=list(prompt_ids)), sampling, request_id, lora_request=lora
+                TokensPrompt(prompt_token_ids=list(prompt_ids)), sampling, request_id, lora_request=lora, **priority
             ):
                 prompt_lps = None
                 if first and params.prompt_logprobs is not None and out.prompt_logprobs is not None:

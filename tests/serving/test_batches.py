@@ -255,3 +255,12 @@ def test_an_input_file_gone_from_disk_fails_the_batch(server, tmp_path: Path) ->
     batch = client.batches.create(input_file_id=file_id, endpoint=CHAT, completion_window="24h")
     failed = wait_until(client, batch.id, ("failed",))
     assert [e.code for e in failed.errors.data] == ["input_file_unreadable"]
+
+
+def test_batch_lines_ask_the_engine_for_a_lower_priority(server) -> None:
+    client = server.openai()
+    client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "안녕"}], max_tokens=4)
+    batch = client.batches.create(input_file_id=upload(client, [chat_line("p", max_tokens=4)]), endpoint=CHAT,
+                                  completion_window="24h")
+    wait_until(client, batch.id, ("completed",))
+    assert [call.settings.priority for call in server.engine.calls] == [0, 1]

@@ -58,3 +58,33 @@ def test_kill_9_mid_batch_then_restart_completes_every_line_once(tiny_model_dir:
         assert all(o["response"]["status_code"] == 200 for o in output)
     finally:
         server.stop()
+
+
+def test_batch_on_vllm_with_priority_scheduling(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """vLLM started with ``--scheduling-policy priority`` takes the batch lines' lower priority."""
+    from serving.engines import vllm_available
+    from tests.support import VLLM_TEST_ARGS
+
+    if not vllm_available():
+        pytest.skip("vLLM is not installed")
+    server = start_server("vllm", tiny_model_dir, tmp_path / "server.log",
+                          args=(*VLLM_TEST_ARGS, "--scheduling-policy", "priority"))
+    try:
+        client = openai.OpenAI(base_url=server.api, api_key="unused", max_retries=0, timeout=300)
+        items = [{"custom_id": f"v{i}", "method": "POST", "url": CHAT,
+                  "body": {"model": MODEL_NAME, "messages": [{"role": "user", "content": f"질문 {i}"}],
+                           "max_tokens": 8}} for i in range(6)]
+        data = "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in items).encode()
+        batch = client.batches.create(input_file_id=client.files.create(
+            file=("in.jsonl", io.BytesIO(data)), purpose="batch").id, endpoint=CHAT, completion_window="24h")
+        online = client.chat.completions.create(model=MODEL_NAME, messages=[{"role": "user", "content": "안녕"}],
+                                                max_tokens=8)
+        assert online.choices[0].message.content is not None
+        deadline = time.monotonic() + 300
+        while (done := client.batches.retrieve(batch.id)).status != "completed":
+            assert done.status in ("validating", "in_progress", "finalizing"), done
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        assert (done.request_counts.completed, done.request_counts.failed) == (6, 0)
+    finally:
+        server.stop()
