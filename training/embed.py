@@ -5,6 +5,7 @@ and encodes texts to numpy vectors."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,16 @@ def load_embed_tokenizer(name_or_path: str) -> Any:
     return tokenizer
 
 
+def _tokenizer_source(name_or_path: str) -> str:
+    """The folder itself, or for a LoRA adapter folder shipped without tokenizer files, its base."""
+    folder = Path(name_or_path)
+    adapter = folder / "adapter_config.json"
+    has_tokenizer = any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
+    if folder.is_dir() and adapter.is_file() and not has_tokenizer:
+        return json.loads(adapter.read_text(encoding="utf-8"))["base_model_name_or_path"]
+    return name_or_path
+
+
 class Embedder:
     """Encode texts with a pooled model; ``Embedder.load(folder)`` reads the folder's pooling config."""
 
@@ -105,7 +116,7 @@ class Embedder:
         body = load_body(name_or_path)
         model = EmbeddingModel(body, pooling or spec.pooling, spec.normalize if normalize is None else normalize)
         model.eval()
-        return cls(model, load_embed_tokenizer(name_or_path), max_length or spec.max_length)
+        return cls(model, load_embed_tokenizer(_tokenizer_source(name_or_path)), max_length or spec.max_length)
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """Right-padded ``input_ids`` and ``attention_mask``, truncated to ``max_length``."""

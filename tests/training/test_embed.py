@@ -103,6 +103,14 @@ def test_lora_training_lowers_the_loss_and_learns_the_pairs(tiny_model_dir: Path
     assert (out / "loss_curve.png").stat().st_size > 5000
     assert "pooling" in (out / "README.md").read_text()
 
+    # A bundled adapter ships without the base's tokenizer files: the base's tokenizer is used.
+    vectors = trained.encode(["김치 담그는 방법"])
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        (out / name).unlink(missing_ok=True)
+    again = Embedder.load(str(out))
+    again.precision = "fp32"
+    np.testing.assert_allclose(again.encode(["김치 담그는 방법"]), vectors, atol=1e-6)
+
 
 def test_folder_loads_with_automodel_and_its_pooling_config(tiny_model_dir: Path, tmp_path: Path):
     from transformers import AutoModel, AutoTokenizer
