@@ -106,11 +106,13 @@ def test_chat_is_audited_with_usage_and_redacted_content(live: Live, key: str) -
 
 def test_credits_run_out_with_insufficient_quota(live: Live) -> None:
     store = KeyStore(live.url)
-    key = store.create("작은기관", token_quota=300)
+    # The server reserves exactly prompt + max_tokens, or prompt + what the 256-token context leaves when
+    # max_tokens is unset: with 200 credits the first small request fits and an open-ended one cannot.
+    key = store.create("작은기관", token_quota=200)
     client = openai.OpenAI(base_url=live.base + "/v1", api_key=key, max_retries=0)
     client.chat.completions.create(model="tiny-ko", messages=[{"role": "user", "content": "안녕"}], max_tokens=3)
     info = next(k for k in store.list() if k.org == "작은기관")
-    assert 0 < info.tokens_used <= 3 + 64 and info.tokens_remaining == 300 - info.tokens_used
+    assert 0 < info.tokens_used <= 3 + 64 and info.tokens_remaining == 200 - info.tokens_used
     with pytest.raises(openai.RateLimitError) as err:
         client.chat.completions.create(model="tiny-ko", messages=[{"role": "user", "content": "안녕"}])
     assert err.value.code == "insufficient_quota"
