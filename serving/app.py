@@ -151,7 +151,7 @@ def build_app(settings: ServerSettings, engine: Engine | None = None, embedder: 
         _attach(app, settings, engine, embedder)
     _install_error_handlers(app)
 
-    from serving.routes import batches, embeddings, files, identity, openai, ops, quantum, responses
+    from serving.routes import batches, embeddings, files, identity, openai, ops, quantum, responses, vector_stores
 
     app.include_router(openai.router)
     app.include_router(responses.router)
@@ -161,6 +161,7 @@ def build_app(settings: ServerSettings, engine: Engine | None = None, embedder: 
     app.include_router(files.router)
     app.include_router(batches.router)
     app.include_router(identity.router)
+    app.include_router(vector_stores.router)
     app.include_router(openai.unknown_paths)  # after every real route, before the chat page's files
     app.add_middleware(RequestMetricsMiddleware, state_holder=app)
 

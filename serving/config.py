@@ -92,6 +92,15 @@ class ServerSettings(EngineSettings, BaseSettings):
     batch_claim_timeout_s: float = Field(
         60, gt=0, description="A batch line whose runner has not renewed its claim for this long (killed) is run "
                               "again by another process or after a restart.")
+    vector_store_ingest_concurrency: int = Field(
+        1, ge=1, description="Documents this process turns into vector store chunks at once (text extraction, "
+                             "chunking, embedding), off the request path.")
+    ingest_max_chars: int = Field(
+        20_000_000, ge=1, description="Most characters of text taken from one document added to a vector store "
+                                      "(the file fails beyond).")
+    ingest_max_uncompressed_bytes: int = Field(
+        512 * 1024 * 1024, ge=1, description="Most bytes one document may inflate to (zip members of DOCX/XLSX/HWPX, "
+                                             "HWP sections): zip bombs fail with a reason.")
     web_ui: bool = Field(True, description="Serve the Korean chat page at `/`.")
     web_dir: Path = Field(Path(__file__).parent / "web", description="Folder of the chat page's static files.",
                           json_schema_extra=NOT_ON_CLI)

@@ -1,0 +1,344 @@
+"""``/v1/vector_stores``: stores, their files and file batches, ingestion off the request path, and search.
+
+Adding a file records it ``in_progress`` and starts an asyncio task (at most ``vector_store_ingest_concurrency``
+run at once per process) that extracts the text in a worker thread (``serving.retrieval.ingest``), chunks it by
+tokens of the embedding model's tokenizer (the chat model's when none is served), stores each chunk's Kiwi terms
+and, when an embedding model is served, its vector; then ``completed``, or ``failed`` with ``last_error``.
+Ingestion is not charged to the organisation's credits (search queries are). A file whose process died while
+ingesting stays ``in_progress``: add it again.
+
+Search is hybrid (``serving.retrieval.search``): BM25 over Kiwi morphemes, fused by reciprocal rank with
+dense cosine when an embedding model is served (BM25 alone otherwise; the search answer then says so in the
+``X-Nexus-Retrieval`` header). Every route is scoped to the caller's organisation: another one's store is 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from anyio import to_thread
+
+from serving.engines.base import Engine
+from serving.errors import APIError
+from serving.protocol.common import random_id
+from serving.protocol.vector_stores import (
+    CreateFileBatchRequest,
+    CreateVectorStoreRequest,
+    FileBatch,
+    FileCounts,
+    LastError,
+    SearchRequest,
+    SearchResult,
+    TextContent,
+    VectorStore,
+    VectorStoreFile,
+)
+from serving.retrieval.chunking import AUTO_MAX_TOKENS, AUTO_OVERLAP_TOKENS, chunk_text
+from serving.retrieval.ingest import IngestError, IngestLimits, extract_text
+from serving.retrieval.search import hybrid_rank, matches, search_terms
+from serving.state import ServerState
+from serving.storage.files import file_store
+from serving.storage.vector_stores import (
+    Candidate,
+    VectorStoreBatchRecord,
+    VectorStoreFileRecord,
+    VectorStoreRecord,
+    VectorStoreStore,
+    expires_at,
+    is_expired,
+    new_id,
+    vector_store_store,
+)
+from serving.usage import UsageRecord
+
+log = logging.getLogger(__name__)
+
+EMBED_BATCH = 32
+"""Chunks embedded per engine call during ingestion."""
+_TASKS: set[asyncio.Task] = set()
+_LIMITS: dict[int, asyncio.Semaphore] = {}
+
+
+def store_of(state: ServerState) -> VectorStoreStore:
+    """The server's vector store database."""
+    return vector_store_store(state.settings.database_url)
+
+
+def embedder_of(state: ServerState) -> Engine | None:
+    """The served embedding model (or the main model when it is a pooling one), else None: BM25 only."""
+    if state.embedder is not None:
+        return state.embedder
+    return state.engine if state.engine.runner == "pool" else None
+
+
+def not_found(store_id: str) -> APIError:
+    """404 for a store that does not exist or belongs to another organisation."""
+    return APIError(f"No vector store found with id '{store_id}'.", 404, "invalid_request_error", "vector_store_id",
+                    "not_found")
+
+
+def file_not_found(file_id: str) -> APIError:
+    """404 for a file that is not in the store."""
+    return APIError(f"No file found with id '{file_id}' in this vector store.", 404, "invalid_request_error",
+                    "file_id", "not_found")
+
+
+def _ts(value: Any) -> int:
+    return int(value.timestamp()) if value is not None else 0
+
+
+def chunking_of(strategy: Any, default: dict | None = None) -> dict:
+    """A request's chunking strategy as stored and shown (``auto`` is OpenAI's static 800 / 400)."""
+    if strategy is None:
+        return default or {"type": "static", "static": {"max_chunk_size_tokens": AUTO_MAX_TOKENS,
+                                                        "chunk_overlap_tokens": AUTO_OVERLAP_TOKENS}}
+    if strategy.type == "static":
+        return {"type": "static", "static": strategy.static.model_dump()}
+    return chunking_of(None)
+
+
+def store_object(record: VectorStoreRecord, counts: dict[str, int]) -> VectorStore:
+    """A store as the API shows it."""
+    file_counts = FileCounts(in_progress=counts["in_progress"], completed=counts["completed"],
+                             failed=counts["failed"], cancelled=counts["cancelled"],
+                             total=sum(counts[k] for k in ("in_progress", "completed", "failed", "cancelled")))
+    status = "expired" if is_expired(record) else "in_progress" if counts["in_progress"] else "completed"
+    expiry = expires_at(record)
+    return VectorStore(id=record.id, created_at=_ts(record.created_at), name=record.name,
+                       description=record.description, usage_bytes=counts["usage_bytes"], file_counts=file_counts,
+                       status=status, expires_after={"anchor": "last_active_at", "days": record.expires_days}
+                       if record.expires_days is not None else None, expires_at=_ts(expiry) if expiry else None,
+                       last_active_at=_ts(record.last_active_at), metadata=record.meta or {})
+
+
+def file_object(row: VectorStoreFileRecord) -> VectorStoreFile:
+    """A store's file as the API shows it."""
+    return VectorStoreFile(id=row.file_id, created_at=_ts(row.created_at), vector_store_id=row.store_id,
+                           usage_bytes=row.usage_bytes or 0, status=row.status,  # type: ignore[arg-type]
+                           last_error=LastError(**row.last_error) if row.last_error else None,
+                           attributes=row.attributes or {}, chunking_strategy=row.chunking)
+
+
+def batch_object(batch: VectorStoreBatchRecord, counts: dict[str, int]) -> FileBatch:
+    """A file batch with its files' counts; its status is theirs."""
+    file_counts = FileCounts(in_progress=counts["in_progress"], completed=counts["completed"],
+                             failed=counts["failed"], cancelled=counts["cancelled"],
+                             total=sum(counts[k] for k in ("in_progress", "completed", "failed", "cancelled")))
+    if batch.cancelled:
+        status = "cancelled" if not counts["in_progress"] else "in_progress"
+    elif counts["in_progress"]:
+        status = "in_progress"
+    else:
+        status = "failed" if counts["failed"] and not counts["completed"] else "completed"
+    return FileBatch(id=batch.id, created_at=_ts(batch.created_at), vector_store_id=batch.store_id,
+                     status=status, file_counts=file_counts)  # type: ignore[arg-type]
+
+
+async def described(state: ServerState, record: VectorStoreRecord) -> VectorStore:
+    """The store with its current file counts."""
+    counts = await to_thread.run_sync(store_of(state).counts, [record.id])
+    return store_object(record, counts[record.id])
+
+
+async def owned_store(state: ServerState, store_id: str, owner: int | None, usage: UsageRecord) -> VectorStoreRecord:
+    """The caller's store ``store_id``, or 404."""
+    usage.start("vector_stores", None, None)
+    usage.resources.append(store_id)
+    record = await to_thread.run_sync(store_of(state).get, store_id, owner)
+    if record is None:
+        raise not_found(store_id)
+    return record
+
+
+async def owned_file(state: ServerState, store: VectorStoreRecord, file_id: str) -> VectorStoreFileRecord:
+    """A file of the caller's store, or 404."""
+    row = await to_thread.run_sync(store_of(state).get_file, store.id, file_id)
+    if row is None:
+        raise file_not_found(file_id)
+    return row
+
+
+# ------------------------------------------------------------------------------------------ ingestion
+
+
+@dataclass
+class NewFile:
+    """A file to add: its id, attributes and chunking strategy (None: the store's default)."""
+
+    file_id: str
+    attributes: dict[str, Any]
+    chunking: Any
+
+
+async def add_files(state: ServerState, store: VectorStoreRecord, files: list[NewFile], owner: int | None,
+                    usage: UsageRecord, batch_id: str | None = None) -> list[VectorStoreFileRecord]:
+    """Check that the caller owns every file (404 otherwise, nothing added), record them ``in_progress`` and
+    start their ingestion."""
+    if is_expired(store):
+        raise APIError(f"Vector store {store.id} has expired.", 400, param="vector_store_id", code="expired")
+    uploads = file_store(state.settings.database_url, state.settings.data_dir)
+    entries = []
+    for item in files:
+        usage.resources.append(item.file_id)
+        upload = await to_thread.run_sync(uploads.get, item.file_id, owner)
+        if upload is None:
+            raise APIError(f"No such File object: {item.file_id}", 404, "invalid_request_error", "file_id",
+                           "file_not_found")
+        entries.append((item.file_id, upload.filename, item.attributes or {},
+                        chunking_of(item.chunking, store.chunking)))
+    rows = await to_thread.run_sync(store_of(state).add_files, store, entries, batch_id)
+    for row in rows:
+        task = asyncio.get_running_loop().create_task(ingest(state, row, owner))
+        _TASKS.add(task)
+        task.add_done_callback(_TASKS.discard)
+    return rows
+
+
+def _limit(state: ServerState) -> asyncio.Semaphore:
+    loop = id(asyncio.get_running_loop())
+    if loop not in _LIMITS:
+        _LIMITS[loop] = asyncio.Semaphore(state.settings.vector_store_ingest_concurrency)
+    return _LIMITS[loop]
+
+
+def limits_of(state: ServerState) -> IngestLimits:
+    """The server's bounds on one document."""
+    settings = state.settings
+    return IngestLimits(max_chars=settings.ingest_max_chars,
+                        max_uncompressed_bytes=settings.ingest_max_uncompressed_bytes)
+
+
+async def embed(engine: Engine, texts: list[str]) -> list[np.ndarray]:
+    """Unit vectors of ``texts`` from the pooling engine (inputs cut to its context)."""
+    out: list[np.ndarray] = []
+    limit = engine.max_model_len
+    for start in range(0, len(texts), EMBED_BATCH):
+        batch = texts[start:start + EMBED_BATCH]
+        ids = [list(x)[:limit] for x in engine.tokenizer(batch).input_ids]
+        vectors = np.asarray(await engine.pool(ids, random_id("vsemb")), dtype=np.float32)
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        out += list(vectors)
+    return out
+
+
+async def ingest(state: ServerState, row: VectorStoreFileRecord, owner: int | None) -> None:
+    """Extract, chunk, index and embed one file; never raises (failures go to ``last_error``)."""
+    store = store_of(state)
+    try:
+        async with _limit(state):
+            uploads = file_store(state.settings.database_url, state.settings.data_dir)
+            upload = await to_thread.run_sync(uploads.get, row.file_id, owner)
+            if upload is None:
+                raise IngestError("the file was deleted before it could be read")
+            text = await to_thread.run_sync(extract_text, uploads.path(upload), upload.filename, limits_of(state))
+            engine = embedder_of(state)
+            tokenizer = engine.tokenizer if engine is not None else state.tokenizer
+            static = row.chunking["static"]
+            chunks = await to_thread.run_sync(chunk_text, text, tokenizer, static["max_chunk_size_tokens"],
+                                              static["chunk_overlap_tokens"])
+            terms = await to_thread.run_sync(search_terms, chunks)
+            vectors: list[bytes | None] = [None] * len(chunks)
+            if engine is not None and chunks:
+                vectors = [v.astype("<f4").tobytes() for v in await embed(engine, chunks)]
+            await to_thread.run_sync(store.finish_file, row, list(zip(chunks, terms, vectors, strict=True)))
+    except IngestError as err:
+        await to_thread.run_sync(store.fail_file, row, err.code, err.message)
+    except asyncio.CancelledError:
+        with _suppress():
+            await asyncio.shield(to_thread.run_sync(store.fail_file, row, "server_error",
+                                                    "the server stopped while the file was processed"))
+        raise
+    except Exception as err:  # a bug or an engine failure: the file fails, the server goes on
+        log.exception("ingesting %s into %s failed", row.file_id, row.store_id)
+        with _suppress():
+            await to_thread.run_sync(store.fail_file, row, "server_error",
+                                     f"the file could not be processed: {type(err).__name__}")
+
+
+class _suppress:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, value: Any, tb: Any) -> bool:
+        if kind is not None and kind is not asyncio.CancelledError:
+            log.warning("could not record an ingestion failure: %s", value)
+            return True
+        return False
+
+
+# ----------------------------------------------------------------------------------------- handlers
+
+
+async def create_store(state: ServerState, body: CreateVectorStoreRequest, usage: UsageRecord,
+                       owner: int | None) -> VectorStore:
+    """A new store, with its first files being ingested."""
+    usage.start("vector_stores", None, None)
+    default = chunking_of(body.chunking_strategy) if body.chunking_strategy is not None else None
+    record = await to_thread.run_sync(
+        store_of(state).create, owner, body.name, body.description,
+        body.expires_after.days if body.expires_after else None, body.metadata or {}, default)
+    usage.resources.append(record.id)
+    if body.file_ids:
+        try:
+            await add_files(state, record, [NewFile(f, {}, None) for f in body.file_ids], owner, usage)
+        except APIError:
+            await to_thread.run_sync(store_of(state).delete, record)
+            raise
+    return await described(state, record)
+
+
+async def create_batch(state: ServerState, store: VectorStoreRecord, body: CreateFileBatchRequest,
+                       usage: UsageRecord, owner: int | None) -> FileBatch:
+    """A file batch: its files added together."""
+    if body.files:
+        files = [NewFile(f.file_id, f.attributes or {}, f.chunking_strategy) for f in body.files]
+    else:
+        files = [NewFile(f, body.attributes or {}, body.chunking_strategy) for f in body.file_ids or []]
+    batch_id = new_id("vsfb")
+    usage.resources.append(batch_id)
+    await add_files(state, store, files, owner, usage, batch_id)
+    return await batch_status(state, store, batch_id)
+
+
+async def batch_status(state: ServerState, store: VectorStoreRecord, batch_id: str) -> FileBatch:
+    """A batch of the caller's store, or 404."""
+    batch = await to_thread.run_sync(store_of(state).get_batch, store.id, batch_id)
+    if batch is None:
+        raise APIError(f"No file batch found with id '{batch_id}'.", 404, param="batch_id", code="not_found")
+    counts = await to_thread.run_sync(store_of(state).counts, [store.id], batch_id)
+    return batch_object(batch, counts[store.id])
+
+
+async def search(state: ServerState, store_ids: list[str], body: SearchRequest, usage: UsageRecord,
+                 owner: int | None, records: list[VectorStoreRecord] | None = None) -> tuple[list[SearchResult], str]:
+    """Hybrid search of the caller's stores: the results and the method (``hybrid`` or ``bm25``)."""
+    store = store_of(state)
+    if records is None:
+        records = [await owned_store(state, sid, owner, usage) for sid in store_ids]
+    for record in records:
+        if is_expired(record):
+            raise APIError(f"Vector store {record.id} has expired.", 400, param="vector_store_id", code="expired")
+    queries = [body.query] if isinstance(body.query, str) else body.query
+    query = " ".join(q for q in queries if q.strip())
+    candidates: list[Candidate] = await to_thread.run_sync(
+        store.candidates, [r.id for r in records], lambda attrs: matches(body.filters, attrs))
+    engine = embedder_of(state)
+    query_vector = None
+    if engine is not None and candidates and any(c.embedding is not None for c in candidates):
+        ids = list(engine.tokenizer(query).input_ids)[:engine.max_model_len]
+        await usage.reserve(len(ids))
+        usage.prompt_tokens += len(ids)
+        query_vector = (await embed(engine, [query]))[0]
+    threshold = body.ranking_options.score_threshold if body.ranking_options else None
+    hits = await to_thread.run_sync(hybrid_rank, query, [c.terms for c in candidates],
+                                    [c.embedding for c in candidates], query_vector, body.max_num_results, threshold)
+    for record in records:
+        await to_thread.run_sync(store.touch, record)
+    results = [SearchResult(file_id=candidates[h.index].file_id, filename=candidates[h.index].filename,
+                            score=h.score, attributes=candidates[h.index].attributes,
+                            content=[TextContent(text=candidates[h.index].text)]) for h in hits]
+    return results, "hybrid" if query_vector is not None else "bm25"
