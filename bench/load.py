@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
+from fastapi import Request  # module level: the in-process route's annotation is resolved from these globals
 
 from serving.launcher import free_port, serve_command, start_process
 
@@ -178,7 +179,7 @@ def middleware_overhead(cfg: LoadConfig, tmp: Path) -> dict:
     """Requests/s of a trivial route in-process, with and without the security middleware: one key with a rate
     limit, credits (the route reserves and uses tokens through the usage record) and the PII guard in ``mask``
     mode; the hash-chained audit row of every request committed before its answer goes out."""
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
 
     from serving.auth import KeyStore
     from serving.config import ServerSettings
@@ -211,7 +212,8 @@ def middleware_overhead(cfg: LoadConfig, tmp: Path) -> dict:
             await client.post("/v1/chat/completions", json=body)
             start = time.perf_counter()
             for _ in range(cfg.overhead_requests):
-                assert (await client.post("/v1/chat/completions", json=body)).status_code == 200
+                answer = await client.post("/v1/chat/completions", json=body)
+                assert answer.status_code == 200, answer.text
             return cfg.overhead_requests / (time.perf_counter() - start)
 
     apps = make(False), make(True)
