@@ -25,6 +25,7 @@ from serving.chat import (
 from serving.engines.base import TokenLogprob
 from serving.errors import APIError
 from serving.generation import SequenceJob, run_jobs
+from serving.handlers.file_search import run_file_search
 from serving.handlers.logprobs import chat_logprobs
 from serving.handlers.responses_input import (
     check_call_ids,
@@ -79,6 +80,8 @@ class Prepared:
     owner: int | None
     logprobs: int | None
     """How many top alternatives each output token's logprob lists (None: no logprobs asked for)."""
+    search: Any = None
+    """The ``file_search`` tool's outcome (``serving.handlers.file_search.FileSearchOutcome``), or None."""
 
 
 async def _conversation(state: ServerState, request: CreateResponseRequest, owner: int | None,
@@ -125,7 +128,9 @@ async def prepare(state: ServerState, request: CreateResponseRequest, usage: Usa
     logprobs = (request.top_logprobs or 0) if LOGPROBS in (request.include or []) else None
     refuse_answer_logprobs(usage, logprobs is not None, "include")
     items = await _conversation(state, request, owner, new_items)
-    chat = to_chat_request(request, items_to_messages(items, instructions))
+    messages = items_to_messages(items, instructions)
+    search = await run_file_search(state, request, messages, usage, owner)  # sources into the last user turn
+    chat = to_chat_request(request, messages)
     usage.set_prompt(lambda: transcript(chat.messages))
     tools = [t.model_dump(exclude_none=True) for t in chat.tools] if chat.tools else None
     prompt_ids, max_tokens = _render(state, request, messages_to_dicts(chat), None if chat.tool_choice == "none"
@@ -137,7 +142,7 @@ async def prepare(state: ServerState, request: CreateResponseRequest, usage: Usa
     usage.prompt_tokens = len(prompt_ids)
     response = skeleton(request, instructions)
     usage.resources.append(response.id)
-    return Prepared(request, lora, plan, job, items, response, owner, logprobs)
+    return Prepared(request, lora, plan, job, items, response, owner, logprobs, search)
 
 
 def skeleton(request: CreateResponseRequest, instructions: str | None) -> Response:
@@ -228,7 +233,7 @@ async def create_response(state: ServerState, request: CreateResponseRequest, us
     [result] = await run_jobs(state.engine, [prepared.job], prepared.response.id, prepared.lora, state.metrics,
                               usage)
     incomplete = result.finish_reason == "length"
-    output: list[OutputItem] = []
+    output: list[OutputItem] = [prepared.search.item] if prepared.search is not None else []
     thinking, text = None, result.text
     if state.parsers is not None and state.parsers.reasons:
         thinking, text = state.parsers.split_reasoning(result.text)
@@ -240,8 +245,11 @@ async def create_response(state: ServerState, request: CreateResponseRequest, us
     for call in calls:  # placeholders hold no quote: the JSON stays valid
         call.function.arguments = guard_reply(call.function.arguments, usage) or ""
     if content:
-        output.append(message_item(response_id("msg"), content, incomplete and not calls,
-                                   output_logprobs(state, prepared, result.logprobs)))
+        message = message_item(response_id("msg"), content, incomplete and not calls,
+                               output_logprobs(state, prepared, result.logprobs))
+        if prepared.search is not None:
+            message.content[0].annotations = prepared.search.annotations(content)
+        output.append(message)
     output += function_items(prepared, calls, incomplete and prepared.plan.mode == "named")
     response = finish(prepared, output, result.finish_reason, len(result.token_ids),
                       reasoning_tokens=usage.reasoning_tokens)

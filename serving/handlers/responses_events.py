@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel
@@ -54,6 +55,8 @@ class TextItem:
         self.closed = False
         self.logprobs: list[dict] = []
         self.pending_logprobs: list[dict] = []
+        self.annotate: Callable[[str], list[dict]] | None = None
+        """Annotations of the finished text (``file_citation`` of a ``file_search``), sent before it closes."""
 
     @property
     def kind(self) -> str:
@@ -112,6 +115,10 @@ class TextItem:
         if self.reasoning:
             out.append(self.event("response.reasoning_text.done", **where, text=self.text))
         else:
+            if self.annotate is not None:
+                item.content[0].annotations = annotations = self.annotate(self.text)
+                out += [self.event("response.output_text.annotation.added", **where, annotation_index=number,
+                                   annotation=annotation) for number, annotation in enumerate(annotations)]
             out.append(self.event("response.output_text.done", **where, text=self.text, logprobs=self.logprobs))
         out += [self.event("response.content_part.done", **where, part=item.content[0]),
                 self.event("response.output_item.done", output_index=self.index, item=item)]

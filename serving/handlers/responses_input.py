@@ -17,6 +17,7 @@ from serving.protocol.responses import (
     CreateResponseRequest,
     FunctionCallItem,
     FunctionCallOutputItem,
+    FunctionTool,
     InputMediaPart,
     InputMessage,
     ReasoningItem,
@@ -49,7 +50,8 @@ def _normalise(item: BaseModel | str) -> dict[str, Any]:
         output = item.output if isinstance(item.output, str) else _parts(item.output, "tool")
         return {"id": item.id or response_id("fco"), "type": "function_call_output", "call_id": item.call_id,
                 "output": output, "status": item.status or "completed"}
-    assert isinstance(item, ReasoningItem)
+    if not isinstance(item, ReasoningItem):  # a replayed file_search_call: kept, not shown to the model
+        return item.model_dump(exclude_none=True) | {"id": item.id or response_id("fs")}
     out = {"id": item.id or response_id("rs"), "type": "reasoning", "summary": item.summary}
     if item.content:
         out["content"] = item.content
@@ -146,7 +148,7 @@ def to_chat_request(request: CreateResponseRequest, messages: list[dict[str, Any
     """The equivalent chat request (tools, tool choice, format, sampling); its validation errors become 400s
     naming the Responses parameter."""
     tools = [{"type": "function", "function": t.model_dump(exclude_none=True, exclude={"type"})}
-             for t in request.tools or []]
+             for t in request.tools or [] if isinstance(t, FunctionTool)]
     choice: Any = request.tool_choice
     if isinstance(choice, ToolChoiceFunction):
         choice = {"type": "function", "function": {"name": choice.name}}

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from serving.chat import TOOL_CALL_OPEN, ToolPlan, held_back_suffix, new_tool_call_id, parse_tool_output
 from serving.errors import APIError
 from serving.generation import stream_jobs
+from serving.handlers.file_search import search_events
 from serving.handlers.responses import (
     Prepared,
     finish,
@@ -81,6 +82,8 @@ async def _generate(state: ServerState, prepared: Prepared, usage: UsageRecord,
     thinking = state.parsers.reasoning_stream() if state.parsers is not None and state.parsers.reasons else None
     reasoning = TextItem(output, usage, reasoning=True)
     gate, message = _TextGate(plan), TextItem(output, usage)
+    if prepared.search is not None:
+        message.annotate = prepared.search.annotations
     named: FunctionToolCall | None = None
     if plan.mode == "named" and usage.pii_guard == "off":  # the whole answer is the arguments: stream them
         named = FunctionToolCall(id=response_id("fc"), call_id=new_tool_call_id(),
@@ -143,6 +146,10 @@ async def stream_response(state: ServerState, request: CreateResponseRequest, us
         yield event("response.created", response=prepared.response)
         yield event("response.in_progress", response=prepared.response)
         output = Output(event)
+        if prepared.search is not None:
+            for line in search_events(event, prepared.search, output.next_index()):
+                yield line
+            output.items.append(prepared.search.item)
         error: APIError | None = None
         reason, tokens = None, 0
         try:

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from serving.protocol.common import RequestModel, ResponseModel
+from serving.protocol.vector_stores import Filter, RankingOptions
 
 
 def response_id(prefix: str) -> str:
@@ -105,9 +106,21 @@ class ReasoningItem(InputModel):
     content: list[dict[str, Any]] | None = None
 
 
+class FileSearchCallItem(InputModel):
+    """A ``file_search_call`` output item replayed as input: kept in the conversation, not shown to the model
+    (the sources it found were part of that turn's prompt only)."""
+
+    type: Literal["file_search_call"]
+    id: str | None = None
+    queries: list[str] = Field(default_factory=list)
+    status: str | None = None
+    results: list[dict[str, Any]] | None = None
+
+
 def _item_kind(value: Any) -> str:
     kind = value.get("type", "message") if isinstance(value, dict) else getattr(value, "type", "message")
-    return kind if kind in ("message", "function_call", "function_call_output", "reasoning") else "unsupported"
+    known = ("message", "function_call", "function_call_output", "reasoning", "file_search_call")
+    return kind if kind in known else "unsupported"
 
 
 class UnsupportedItem(InputModel):
@@ -125,13 +138,14 @@ InputItem = Annotated[
     | Annotated[FunctionCallItem, Tag("function_call")]
     | Annotated[FunctionCallOutputItem, Tag("function_call_output")]
     | Annotated[ReasoningItem, Tag("reasoning")]
+    | Annotated[FileSearchCallItem, Tag("file_search_call")]
     | Annotated[UnsupportedItem, Tag("unsupported")],
     Discriminator(_item_kind),
 ]
 
 
 _ITEMS: TypeAdapter[list[Any]] = TypeAdapter(list[InputItem])
-_TAGS = {"message", "function_call", "function_call_output", "reasoning", "unsupported"}
+_TAGS = {"message", "function_call", "function_call_output", "reasoning", "file_search_call", "unsupported"}
 
 
 def validate_items(value: list[Any]) -> list[Any]:
@@ -154,6 +168,19 @@ class FunctionTool(RequestModel):
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
+
+
+class FileSearchTool(RequestModel):
+    """OpenAI's hosted ``file_search`` tool, run by this server over its own vector stores."""
+
+    type: Literal["file_search"]
+    vector_store_ids: list[str] = Field(min_length=1, max_length=16)
+    max_num_results: int | None = Field(None, ge=1, le=50)
+    filters: Filter | None = None
+    ranking_options: RankingOptions | None = None
+
+
+Tool = Annotated[FunctionTool | FileSearchTool, Field(discriminator="type")]
 
 
 class ToolChoiceFunction(RequestModel):
@@ -201,7 +228,7 @@ class StreamOptions(RequestModel):
 class CreateResponseRequest(RequestModel):
     background: bool | None = None
     include: list[str] | None = None
-    """Accepted; nothing extra is included (no tool here produces search results or encrypted reasoning)."""
+    """``message.output_text.logprobs`` and ``file_search_call.results`` are honoured; others are accepted."""
     input: str | list[InputItem]
     instructions: str | None = None
     max_output_tokens: int | None = Field(None, ge=1)
@@ -224,7 +251,7 @@ class CreateResponseRequest(RequestModel):
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     text: TextConfig | None = None
     tool_choice: Literal["none", "auto", "required"] | ToolChoiceFunction | None = None
-    tools: list[FunctionTool] | None = Field(None, max_length=128)
+    tools: list[Tool] | None = Field(None, max_length=128)
     top_logprobs: int | None = Field(None, ge=0, le=20)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     truncation: Literal["auto", "disabled"] | None = "disabled"
@@ -242,7 +269,7 @@ class CreateResponseRequest(RequestModel):
         if isinstance(self.input, list) and not self.input and self.previous_response_id is None:
             raise ValueError("input must not be empty")
         if isinstance(self.tool_choice, ToolChoiceFunction) or self.tool_choice == "required":
-            names = {t.name for t in self.tools or []}
+            names = {t.name for t in self.tools or [] if isinstance(t, FunctionTool)}
             if not names:
                 raise ValueError("tool_choice requires `tools`")
             if isinstance(self.tool_choice, ToolChoiceFunction) and self.tool_choice.name not in names:
@@ -292,7 +319,26 @@ class ReasoningOutput(ResponseModel):
     status: ItemStatus
 
 
-OutputItem = Annotated[OutputMessage | FunctionToolCall | ReasoningOutput, Field(discriminator="type")]
+class FileSearchResult(ResponseModel):
+    file_id: str
+    filename: str
+    score: float
+    text: str
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class FileSearchCall(ResponseModel):
+    """The server's search for the ``file_search`` tool (before the answer that cites it)."""
+
+    id: str
+    type: Literal["file_search_call"] = "file_search_call"
+    status: Literal["in_progress", "searching", "completed", "incomplete", "failed"]
+    queries: list[str]
+    results: list[FileSearchResult] | None = None
+
+
+OutputItem = Annotated[OutputMessage | FunctionToolCall | ReasoningOutput | FileSearchCall,
+                       Field(discriminator="type")]
 
 
 class InputTokensDetails(ResponseModel):

@@ -239,3 +239,96 @@ def test_another_organisation_gets_404_on_every_route(server) -> None:
     assert theirs.vector_stores.list().data == []
     assert [s.id for s in mine.vector_stores.list()] == [store.id]
     assert mine.vector_stores.search(store.id, query="병가").data[0].file_id == leave
+
+
+# ------------------------------------------------------------------------------- file_search in /v1/responses
+
+
+def citing(prompt: str, settings, lora) -> str:
+    """The scripted model cites the source that mentions 병가 as [n] (its number in the prompt)."""
+    for line in prompt.splitlines():
+        if line.startswith("[") and "휴가" in line:
+            return f"병가는 1년에 60일 이내입니다 {line.split(' ')[0]}."
+    return "자료에 없습니다."
+
+
+@pytest.fixture
+def rag(tiny_tokenizer, tmp_path: Path):
+    """A server whose model cites its sources, with a store holding the two regulations."""
+    from tests.serving.scripted_engine import ScriptedEngine
+
+    engine = ScriptedEngine(tiny_tokenizer, script=citing, max_model_len=4096)
+    server = make_inprocess(tiny_tokenizer, tmp_path, engine=engine, embedder=CharacterEmbedder(tiny_tokenizer),
+                            data_dir=tmp_path / "data")
+    with server.http:
+        keys = KeyStore(server.database_url)
+        client = server.openai(keys.create("agency-a"))
+        leave, travel = upload(client, "휴가규정.md", LEAVE), upload(client, "출장규정.md", TRAVEL)
+        store = client.vector_stores.create(name="규정", file_ids=[leave, travel])
+        wait_store(client, store.id)
+        yield server, client, store.id, leave, server.openai(keys.create("agency-b"))
+
+
+def test_file_search_cites_the_chunks_it_used(rag) -> None:
+    server, client, store_id, leave, _ = rag
+    question = "병가는 며칠까지 받을 수 있나요?"
+    tool = {"type": "file_search", "vector_store_ids": [store_id], "max_num_results": 2}
+    response = client.responses.create(model="tiny-ko", input=question, tools=[tool],
+                                       include=["file_search_call.results"])
+    call, message = response.output
+    assert (call.type, call.status, call.queries) == ("file_search_call", "completed", [question])
+    assert call.results[0].file_id == leave and "60일 이내의 병가" in call.results[0].text
+    assert call.results[0].filename == "휴가규정.md" and len(call.results) == 2
+    text = message.content[0]
+    assert text.text == "병가는 1년에 60일 이내입니다 [1]."
+    [citation] = text.annotations
+    assert (citation.type, citation.file_id, citation.filename, citation.index) == (
+        "file_citation", leave, "휴가규정.md", text.text.index("[1]"))
+    prompt = server.engine.tokenizer.decode(server.engine.calls[-1].prompt_ids)
+    assert "[1] (휴가규정.md)" in prompt and "60일 이내의 병가" in prompt and "[2] (출장규정.md)" in prompt
+    assert prompt.index("[1] (휴가규정.md)") < prompt.index(question)
+    # Without the include, the call item carries no results; the stored conversation keeps the question only.
+    plain = client.responses.create(model="tiny-ko", input=question, tools=[tool])
+    assert plain.output[0].results is None
+    items = client.responses.input_items.list(plain.id).data
+    assert [i.content[0].text for i in items] == [question]
+    # A follow-up turn replays the stored file_search_call item without trouble.
+    follow = client.responses.create(model="tiny-ko", input="연차휴가는요?", previous_response_id=plain.id,
+                                     tools=[tool])
+    assert follow.output[0].type == "file_search_call" and follow.status == "completed"
+
+
+def test_an_answer_without_markers_is_annotated_with_every_source_file(rag) -> None:
+    server, client, store_id, _, _ = rag
+    server.engine.script = lambda prompt, settings, lora: "잘 모르겠습니다."
+    response = client.responses.create(model="tiny-ko", input="출장 숙박비는 얼마인가요?",
+                                       tools=[{"type": "file_search", "vector_store_ids": [store_id]}])
+    text = response.output[1].content[0]
+    assert {a.filename for a in text.annotations} == {"휴가규정.md", "출장규정.md"}
+    assert all(a.index == len(text.text) for a in text.annotations)
+
+
+def test_streamed_file_search_events(rag) -> None:
+    _, client, store_id, leave, _ = rag
+    events = list(client.responses.create(model="tiny-ko", input="병가 일수", stream=True,
+                                          tools=[{"type": "file_search", "vector_store_ids": [store_id]}]))
+    kinds = [e.type for e in events]
+    start = kinds.index("response.file_search_call.in_progress")
+    assert kinds[start - 1:start + 4] == ["response.output_item.added", "response.file_search_call.in_progress",
+                                          "response.file_search_call.searching", "response.file_search_call.completed",
+                                          "response.output_item.done"]
+    assert events[start - 1].item.type == "file_search_call" and events[start - 1].output_index == 0
+    annotation = next(e for e in events if e.type == "response.output_text.annotation.added")
+    assert annotation.output_index == 1 and annotation.annotation.file_id == leave
+    done = events[-1].response
+    assert done.output[0].type == "file_search_call" and done.output[1].content[0].annotations[0].file_id == leave
+
+
+def test_another_organisation_cannot_search_or_cite_the_store(rag) -> None:
+    server, _, store_id, _, theirs = rag
+    calls = len(server.engine.calls)
+    for stream in (False, True):
+        with pytest.raises(openai.NotFoundError):
+            theirs.responses.create(model="tiny-ko", input="병가", stream=stream,
+                                    tools=[{"type": "file_search", "vector_store_ids": [store_id]}])
+    assert len(server.engine.calls) == calls  # the model never ran
