@@ -172,12 +172,13 @@ class CreditLeases:
                 log.exception("could not give back %d leased credits of organisation %d", amount, org)
 
     def _start_keeper(self) -> None:
-        """(Under the lock.) The thread that returns idle stocks, started on first need; wake it."""
+        """(Under the lock.) The thread that returns idle stocks, started on first need. It is not woken per
+        request (that cost more than the rest of the lease): it looks at least once a second, so a stock goes
+        back within ``idle_s`` + 1 s."""
         if self._keeper is None or not self._keeper.is_alive():
             self._keeper = threading.Thread(target=_keep, args=(weakref.ref(self),), name="nexus-k-leases",
                                             daemon=True)
             self._keeper.start()
-        self._wake.notify()
 
     def _next_due(self) -> float | None:
         with self._lock:
