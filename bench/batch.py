@@ -160,6 +160,8 @@ def main() -> None:
     parser.add_argument("--big-mb", type=int, default=100)
     parser.add_argument("--model", default=None, help="model folder (default: the tiny test model, built here)")
     parser.add_argument("--engine", default="hf")
+    parser.add_argument("--serve-arg", action="append", default=[],
+                        help="extra `nexus-k serve` argument, repeatable (--serve-arg=--scheduling-policy=priority)")
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/batch.json")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="nexus-k-bench-batch-"))
@@ -170,7 +172,8 @@ def main() -> None:
         model = str(build_tiny_model(tmp / "tiny-model", preset="tiny"))
     env = {"NEXUS_K_CACHE_DIR": str(tmp / "cache")}
     server = start_serve(["--engine", args.engine, "--model", model, "--served-model-name", MODEL,
-                          "--max-model-len", "256", "--batch-concurrency", str(args.batch_concurrency)],
+                          "--max-model-len", "256", "--batch-concurrency", str(args.batch_concurrency),
+                          *args.serve_arg],
                          tmp / "server.log", env, timeout=900)
     results: dict = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
     try:
