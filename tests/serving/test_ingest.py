@@ -204,3 +204,43 @@ def test_chunks_fit_the_token_budget_and_keep_headings_with_their_text(tiny_toke
     assert pieces[1].split(" ")[0] in pieces[0]  # the next chunk starts with the previous one's last sentence(s)
     # One unit longer than a chunk is cut on token boundaries.
     assert len(chunk_text("가" * 2000, tiny_tokenizer, max_tokens=100, overlap_tokens=0)) > 1
+
+
+def test_fuzzed_documents_give_text_or_a_reason(tmp_path: Path) -> None:
+    """Truncated and byte-flipped copies of valid documents: every one gives text or an IngestError, nothing
+    else (a library's own exception, a hang) escapes."""
+    import random
+    import time
+
+    import docx
+    import openpyxl
+
+    document = docx.Document()
+    document.add_paragraph("제1조(목적) 이 규정은 직원의 복무를 정한다.")
+    document.save(tmp_path / "seed.docx")
+    book = openpyxl.Workbook()
+    book.active.append(["이름", "일수"])
+    book.save(tmp_path / "seed.xlsx")
+    seeds = {"pdf": make_pdf("Annual leave is 15 days"), "docx": (tmp_path / "seed.docx").read_bytes(),
+             "xlsx": (tmp_path / "seed.xlsx").read_bytes(), "hwpx": make_hwpx(["제1조 휴가", "제2조 병가"]),
+             "html": "<h1>제목</h1><p>본문 <b>굵게</b></p><table><tr><td>a</td></tr></table>".encode(),
+             "csv": "이름,일수\n김철수,15\n".encode(), "hwp": b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504)}
+    rng = random.Random(19)
+    outcomes = {"text": 0, "reason": 0}
+    for kind, seed in seeds.items():
+        for attempt in range(25):
+            data = bytearray(seed)
+            if attempt % 3 == 0:
+                data = data[: rng.randrange(1, len(data))]
+            for _ in range(rng.randrange(1, 12)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+            path = write(tmp_path, f"fuzz{attempt}.{kind}", bytes(data))
+            start = time.monotonic()
+            try:
+                assert isinstance(extract_text(path, path.name), str)
+                outcomes["text"] += 1
+            except IngestError as err:
+                assert err.message and err.code in ("invalid_file", "unsupported_file")
+                outcomes["reason"] += 1
+            assert time.monotonic() - start < 10, (kind, attempt)
+    assert outcomes["reason"] > 20 and sum(outcomes.values()) == 25 * len(seeds)
