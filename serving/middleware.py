@@ -370,7 +370,8 @@ class _Exchange:
         if principal is not None:
             used = usage.total_tokens
             # A leased reservation's unused part goes back to the lease; the settlement returns to the database
-            # what ``end`` gives back (the whole lease once no request of the organisation is left in flight).
+            # what ``end`` gives back (once no request of the organisation is left in flight here: the lease but
+            # its stock, which the lease keeper returns after ``credit_lease_idle_s``).
             back, leased = usage.reserved - used, self.leased
             if leased:
                 back, self.leased = self.mw.leases.end(principal.org_id, usage.reserved, used), False

@@ -10,6 +10,9 @@ use, the exact prompt length plus ``n`` x ``max_tokens`` (``UPDATE ... SET remai
 remaining >= r``); when it ends, the unused part goes back and the real usage is recorded. An organisation
 can therefore never be served more tokens than it has, however many requests run at once on however many
 replicas.
+
+The server itself takes rate slots in batches and credits in leases (``serving.leases``) through
+:meth:`QuotaStore.take_rate_slots` and :meth:`QuotaStore.lease`, with the same conditional updates.
 """
 
 from __future__ import annotations
