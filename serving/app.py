@@ -118,8 +118,9 @@ def build_app(settings: ServerSettings, engine: Engine | None = None, embedder: 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from serving.batch_runner import batch_runner
+        from serving.handlers.vector_stores import ingestion
 
-        async with engines(app), batch_runner(app, settings):
+        async with engines(app), batch_runner(app, settings), ingestion(app):
             yield
 
     @asynccontextmanager

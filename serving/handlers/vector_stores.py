@@ -4,8 +4,9 @@ Adding a file records it ``in_progress`` and starts an asyncio task (at most ``v
 run at once per process) that extracts the text in a worker thread (``serving.retrieval.ingest``), chunks it by
 tokens of the embedding model's tokenizer (the chat model's when none is served), stores each chunk's Kiwi terms
 and, when an embedding model is served, its vector; then ``completed``, or ``failed`` with ``last_error``.
-Ingestion is not charged to the organisation's credits (search queries are). A file whose process died while
-ingesting stays ``in_progress``: add it again.
+Ingestion is not charged to the organisation's credits (search queries are). A file left ``in_progress`` by a
+server that stopped is ingested again when a server starts (:func:`ingestion`); with several replicas each one
+that starts does so, and the first to finish stores the chunks (the others' work is dropped).
 
 Search is hybrid (``serving.retrieval.search``): BM25 over Kiwi morphemes, fused by reciprocal rank with
 dense cosine when an embedding model is served (BM25 alone otherwise; the search answer then says so in the
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -192,10 +195,36 @@ async def add_files(state: ServerState, store: VectorStoreRecord, files: list[Ne
                         chunking_of(item.chunking, store.chunking)))
     rows = await to_thread.run_sync(store_of(state).add_files, store, entries, batch_id)
     for row in rows:
-        task = asyncio.get_running_loop().create_task(ingest(state, row, owner))
-        _TASKS.add(task)
-        task.add_done_callback(_TASKS.discard)
+        _start(state, row)
     return rows
+
+
+def _start(state: ServerState, row: VectorStoreFileRecord) -> None:
+    task = asyncio.get_running_loop().create_task(ingest(state, row, row.org_id))
+    _TASKS.add(task)
+    task.add_done_callback(_TASKS.discard)
+
+
+@asynccontextmanager
+async def ingestion(app: Any) -> AsyncIterator[None]:
+    """The server's lifespan part for ingestion: files a stopped server left ``in_progress`` are ingested again;
+    at shutdown the tasks of this server are cancelled and their files stay ``in_progress`` for the next start."""
+    state = getattr(app.state, "nexus", None)
+    if state is not None:
+        try:
+            for row in await to_thread.run_sync(store_of(state).pending_files):
+                _start(state, row)
+        except Exception:  # the server starts anyway; the files wait for the next start
+            log.exception("could not resume vector store ingestion")
+    try:
+        yield
+    finally:
+        loop = asyncio.get_running_loop()
+        mine = [task for task in _TASKS if task.get_loop() is loop]
+        for task in mine:
+            task.cancel()
+        if mine:
+            await asyncio.gather(*mine, return_exceptions=True)
 
 
 def _limit(state: ServerState) -> asyncio.Semaphore:
@@ -247,10 +276,7 @@ async def ingest(state: ServerState, row: VectorStoreFileRecord, owner: int | No
             await to_thread.run_sync(store.finish_file, row, list(zip(chunks, terms, vectors, strict=True)))
     except IngestError as err:
         await to_thread.run_sync(store.fail_file, row, err.code, err.message)
-    except asyncio.CancelledError:
-        with _suppress():
-            await asyncio.shield(to_thread.run_sync(store.fail_file, row, "server_error",
-                                                    "the server stopped while the file was processed"))
+    except asyncio.CancelledError:  # the server is stopping: the file stays in_progress for the next start
         raise
     except Exception as err:  # a bug or an engine failure: the file fails, the server goes on
         log.exception("ingesting %s into %s failed", row.file_id, row.store_id)

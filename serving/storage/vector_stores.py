@@ -210,6 +210,12 @@ class VectorStoreStore:
                 rows.append(row)
         return rows
 
+    def pending_files(self) -> list[VectorStoreFileRecord]:
+        """Files of every store still ``in_progress`` (their ingestion was cut by a restart), oldest first."""
+        with self.sessions() as s:
+            return list(s.scalars(select(VectorStoreFileRecord).where(VectorStoreFileRecord.status == "in_progress")
+                                  .order_by(VectorStoreFileRecord.seq)))
+
     def get_file(self, store_id: str, file_id: str) -> VectorStoreFileRecord | None:
         """A file of the store (the caller checked the store's owner)."""
         with self.sessions() as s:

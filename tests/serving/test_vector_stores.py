@@ -332,3 +332,26 @@ def test_another_organisation_cannot_search_or_cite_the_store(rag) -> None:
             theirs.responses.create(model="tiny-ko", input="병가", stream=stream,
                                     tools=[{"type": "file_search", "vector_store_ids": [store_id]}])
     assert len(server.engine.calls) == calls  # the model never ran
+
+
+def test_files_left_in_progress_are_ingested_when_the_server_starts(tiny_tokenizer, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from serving.storage.vector_stores import vector_store_store
+
+    server = make_inprocess(tiny_tokenizer, tmp_path, embedder=CharacterEmbedder(tiny_tokenizer),
+                            data_dir=tmp_path / "data")
+    with server.http:
+        client = server.openai()
+        leave = upload(client, "휴가.md", LEAVE)
+        store_id = client.vector_stores.create(name="재시작").id
+    # As if a server had recorded the file and stopped before ingesting it.
+    stores = vector_store_store(server.database_url)
+    chunking = {"type": "static", "static": {"max_chunk_size_tokens": 800, "chunk_overlap_tokens": 400}}
+    stores.add_files(stores.get(store_id, None), [(leave, "휴가.md", {"k": "v"}, chunking)])
+    assert stores.get_file(store_id, leave).status == "in_progress"
+    server.http = TestClient(server.app)
+    with server.http:
+        store = wait_store(server.openai(), store_id)
+        assert store.file_counts.completed == 1
+        assert server.openai().vector_stores.search(store_id, query="병가").data[0].attributes == {"k": "v"}
