@@ -165,7 +165,7 @@ def test_rerank_orders_korean_documents_by_relevance(tiny_tokenizer, tmp_path) -
                                                  "documents": documents, "top_n": 2})
             assert reply.status_code == 200, reply.text
             results = reply.json()["results"]
-            assert [r["index"] for r in results][0] == 1 and len(results) == 2
+            assert results[0]["index"] == 1 and len(results) == 2
             assert results[0]["relevance_score"] > results[1]["relevance_score"]
             assert results[0]["document"]["text"] == documents[1]
         bare = server.http.post("/v1/rerank", json={"model": EMBED_MODEL, "query": "날씨", "documents": documents,
