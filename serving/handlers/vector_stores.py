@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from typing import Any
 import numpy as np
 from anyio import to_thread
 
+from serving.db import utcnow
 from serving.engines.base import Engine
 from serving.errors import APIError
 from serving.protocol.common import random_id
@@ -42,11 +45,10 @@ from serving.protocol.vector_stores import (
 )
 from serving.retrieval.chunking import AUTO_MAX_TOKENS, AUTO_OVERLAP_TOKENS, chunk_text
 from serving.retrieval.ingest import IngestError, IngestLimits, extract_text
-from serving.retrieval.search import hybrid_rank, matches, search_terms
+from serving.retrieval.search import ChunkIndex, fuse, matches, search_terms
 from serving.state import ServerState
 from serving.storage.files import file_store
 from serving.storage.vector_stores import (
-    Candidate,
     VectorStoreBatchRecord,
     VectorStoreFileRecord,
     VectorStoreRecord,
@@ -69,6 +71,13 @@ _LIMITS: dict[int, asyncio.Semaphore] = {}
 def store_of(state: ServerState) -> VectorStoreStore:
     """The server's vector store database."""
     return vector_store_store(state.settings.database_url)
+
+
+def stale(record: VectorStoreRecord, seconds: float = 60.0) -> bool:
+    """Whether the store's ``last_active_at`` is older than ``seconds`` (searches move it at most that often)."""
+    last = record.last_active_at
+    now = utcnow() if last.tzinfo is not None else utcnow().replace(tzinfo=None)
+    return (now - last).total_seconds() > seconds
 
 
 def embedder_of(state: ServerState) -> Engine | None:
@@ -339,9 +348,48 @@ async def batch_status(state: ServerState, store: VectorStoreRecord, batch_id: s
     return batch_object(batch, counts[store.id])
 
 
+@dataclass
+class Snapshot:
+    """One revision of a store's chunks, ready to search: the index, each chunk's file and text."""
+
+    index: ChunkIndex
+    files: list[str]
+    """The distinct file ids, in order of first chunk."""
+    file_of: np.ndarray
+    """Per chunk, the position of its file in ``files``."""
+    texts: list[str]
+
+
+_SNAPSHOTS: OrderedDict[tuple[str, str], tuple[tuple[int, int], Snapshot]] = OrderedDict()
+_SNAPSHOT_LOCK = threading.Lock()
+SNAPSHOTS_KEPT = 16
+"""Stores whose search index a process keeps in memory (least recently searched dropped first)."""
+
+
+def snapshot(store: VectorStoreStore, database_url: str, store_id: str) -> Snapshot:
+    """The store's search index at its current revision (built when a file was added or removed since)."""
+    key = (database_url, store_id)
+    revision = store.revision(store_id)
+    with _SNAPSHOT_LOCK:
+        cached = _SNAPSHOTS.get(key)
+        if cached is not None and cached[0] == revision:
+            _SNAPSHOTS.move_to_end(key)
+            return cached[1]
+        rows = store.chunks(store_id)
+        files: dict[str, int] = {}
+        file_of = np.asarray([files.setdefault(row[0], len(files)) for row in rows], dtype=np.int64)
+        built = Snapshot(ChunkIndex([row[2] for row in rows], [row[3] for row in rows]), list(files), file_of,
+                         [row[1] for row in rows])
+        _SNAPSHOTS[key] = (revision, built)
+        while len(_SNAPSHOTS) > SNAPSHOTS_KEPT:
+            _SNAPSHOTS.popitem(last=False)
+        return built
+
+
 async def search(state: ServerState, store_ids: list[str], body: SearchRequest, usage: UsageRecord,
                  owner: int | None, records: list[VectorStoreRecord] | None = None) -> tuple[list[SearchResult], str]:
-    """Hybrid search of the caller's stores: the results and the method (``hybrid`` or ``bm25``)."""
+    """Hybrid search of the caller's stores: the results and the method (``hybrid`` or ``bm25``). Filters decide
+    which chunks may rank at all; BM25 and dense rankings are computed over those only, then fused."""
     store = store_of(state)
     if records is None:
         records = [await owned_store(state, sid, owner, usage) for sid in store_ids]
@@ -350,21 +398,47 @@ async def search(state: ServerState, store_ids: list[str], body: SearchRequest, 
             raise APIError(f"Vector store {record.id} has expired.", 400, param="vector_store_id", code="expired")
     queries = [body.query] if isinstance(body.query, str) else body.query
     query = " ".join(q for q in queries if q.strip())
-    candidates: list[Candidate] = await to_thread.run_sync(
-        store.candidates, [r.id for r in records], lambda attrs: matches(body.filters, attrs))
+    ids = list(dict.fromkeys(r.id for r in records))
+    url = state.settings.database_url
+    snapshots = [await to_thread.run_sync(snapshot, store, url, sid) for sid in ids]
+    files = await to_thread.run_sync(store.completed_files, ids)
     engine = embedder_of(state)
     query_vector = None
-    if engine is not None and candidates and any(c.embedding is not None for c in candidates):
-        ids = list(engine.tokenizer(query).input_ids)[:engine.max_model_len]
-        await usage.reserve(len(ids))
-        usage.prompt_tokens += len(ids)
+    if engine is not None and any(s.index.matrix is not None for s in snapshots):
+        tokens = list(engine.tokenizer(query).input_ids)[:engine.max_model_len]
+        await usage.reserve(len(tokens))
+        usage.prompt_tokens += len(tokens)
         query_vector = (await embed(engine, [query]))[0]
     threshold = body.ranking_options.score_threshold if body.ranking_options else None
-    hits = await to_thread.run_sync(hybrid_rank, query, [c.terms for c in candidates],
-                                    [c.embedding for c in candidates], query_vector, body.max_num_results, threshold)
+
+    def rank() -> list[tuple[str, int, float]]:
+        allowed, bm25, dense = [], [], []
+        for sid, snap in zip(ids, snapshots, strict=True):
+            ok = np.asarray([(sid, f) in files and matches(body.filters, files[(sid, f)][1]) for f in snap.files],
+                            dtype=bool)
+            allowed.append(ok[snap.file_of] if snap.files else np.zeros(0, dtype=bool))
+            bm25.append(snap.index.bm25_scores(query))
+            scores = snap.index.dense_scores(query_vector)
+            dense.append(scores if scores is not None else np.full(snap.index.size, np.nan, dtype=np.float32))
+        dense_all = np.concatenate(dense) if query_vector is not None else None
+        hits = fuse(np.concatenate(bm25), dense_all, np.concatenate(allowed), body.max_num_results, threshold)
+        starts = np.cumsum([0] + [snap.index.size for snap in snapshots])
+        out = []
+        for hit in hits:
+            which = int(np.searchsorted(starts, hit.index, side="right")) - 1
+            out.append((ids[which], hit.index - int(starts[which]), hit.score))
+        return out
+
+    ranked = await to_thread.run_sync(rank)
     for record in records:
-        await to_thread.run_sync(store.touch, record)
-    results = [SearchResult(file_id=candidates[h.index].file_id, filename=candidates[h.index].filename,
-                            score=h.score, attributes=candidates[h.index].attributes,
-                            content=[TextContent(text=candidates[h.index].text)]) for h in hits]
+        if stale(record):
+            await to_thread.run_sync(store.touch, record)
+    by_id = dict(zip(ids, snapshots, strict=True))
+    results = []
+    for sid, index, score in ranked:
+        snap = by_id[sid]
+        file_id = snap.files[snap.file_of[index]]
+        filename, attributes = files[(sid, file_id)]
+        results.append(SearchResult(file_id=file_id, filename=filename, score=score, attributes=attributes,
+                                    content=[TextContent(text=snap.texts[index])]))
     return results, "hybrid" if query_vector is not None else "bm25"

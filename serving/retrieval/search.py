@@ -82,26 +82,69 @@ def matches(filters: Any, attributes: dict[str, Any]) -> bool:
 # -------------------------------------------------------------------------------------------- ranking
 
 
-def hybrid_rank(query: str, terms: Sequence[str], vectors: Sequence[bytes | None], query_vector: np.ndarray | None,
-                top: int, threshold: float | None = None) -> list[Hit]:
-    """The best ``top`` of the candidate chunks (their stored ``terms`` and float32 ``vectors``) for ``query``,
-    by RRF of BM25 and dense cosine (BM25 alone without ``query_vector``); chunks neither method finds (no
-    shared term, no vector) are left out; scores normalised to (0, 1] and cut at ``threshold``."""
-    if not terms:
+class ChunkIndex:
+    """BM25 (over stored Kiwi terms) and a unit-vector matrix of one store's chunks, built once per revision of
+    the store and reused by every search until a file is added or removed."""
+
+    def __init__(self, terms: Sequence[str], vectors: Sequence[bytes | None]) -> None:
+        self.size = len(terms)
+        self.bm25 = BM25Index(list(terms), tokenizer=_StoredTerms()) if terms else None  # type: ignore[arg-type]
+        widths = [len(v) for v in vectors if v is not None]
+        self.rows = np.zeros(0, dtype=np.int64)
+        self.matrix: np.ndarray | None = None
+        if widths:
+            width = max(set(widths), key=widths.count)  # chunks embedded by another model are left out
+            rows = [i for i, v in enumerate(vectors) if v is not None and len(v) == width]
+            self.rows = np.asarray(rows, dtype=np.int64)
+            self.matrix = DenseIndex(np.stack([np.frombuffer(vectors[i], dtype="<f4") for i in rows])).vectors
+
+    def bm25_scores(self, query: str) -> np.ndarray:
+        """BM25 score of every chunk (0: no shared term)."""
+        return self.bm25.scores(query) if self.bm25 is not None else np.zeros(self.size, dtype=np.float32)
+
+    def dense_scores(self, query_vector: np.ndarray | None) -> np.ndarray | None:
+        """Cosine of every chunk to the query (NaN for chunks without a vector), or None without dense search."""
+        if query_vector is None or self.matrix is None or self.matrix.shape[1] != query_vector.shape[-1]:
+            return None
+        out = np.full(self.size, np.nan, dtype=np.float32)
+        unit = query_vector / max(float(np.linalg.norm(query_vector)), 1e-12)
+        out[self.rows] = self.matrix @ unit.astype(np.float32)
+        return out
+
+
+def _ranking(scores: np.ndarray, allowed: np.ndarray, depth: int, positive: bool) -> list[Hit]:
+    valid = allowed & ~np.isnan(scores) & ((scores > 0) if positive else True)
+    index = np.flatnonzero(valid)
+    if not index.size:
         return []
-    rankings: list[list[Hit]] = []
-    bm25 = BM25Index(list(terms), tokenizer=_StoredTerms())  # type: ignore[arg-type]
-    rankings.append(bm25.search([query], k=len(terms))[0])
-    if query_vector is not None:
-        width = query_vector.shape[-1]
-        have = [i for i, v in enumerate(vectors) if v is not None and len(v) == 4 * width]
-        if have:
-            matrix = np.stack([np.frombuffer(vectors[i], dtype="<f4") for i in have])
-            hits = DenseIndex(matrix).search(query_vector.reshape(1, -1), k=len(have))[0]
-            rankings.append([Hit(have[h.index], h.score) for h in hits])
+    values = scores[index]
+    take = min(depth, index.size)
+    part = np.argpartition(-values, take - 1)[:take] if take < index.size else np.arange(index.size)
+    order = part[np.lexsort((index[part], -values[part]))]
+    return [Hit(int(index[i]), float(values[i])) for i in order]
+
+
+def fuse(bm25: np.ndarray, dense: np.ndarray | None, allowed: np.ndarray, top: int,
+         threshold: float | None = None, depth: int = 200) -> list[Hit]:
+    """The best ``top`` allowed chunks by RRF of the BM25 ranking (chunks sharing a term) and the dense ranking
+    (each cut to ``depth``); scores normalised to (0, 1] and cut at ``threshold``."""
+    depth = max(depth, top)
+    rankings = [_ranking(bm25, allowed, depth, positive=True)]
+    if dense is not None:
+        rankings.append(_ranking(dense, allowed, depth, positive=False))
     best = len(rankings) / (RRF_K + 1)
-    fused = reciprocal_rank_fusion(rankings, k=RRF_K)
-    out = [Hit(h.index, round(min(1.0, h.score / best), 6)) for h in fused]
+    out = [Hit(h.index, round(min(1.0, h.score / best), 6)) for h in reciprocal_rank_fusion(rankings, k=RRF_K)]
     if threshold is not None:
         out = [h for h in out if h.score >= threshold]
     return out[:top]
+
+
+def hybrid_rank(query: str, terms: Sequence[str], vectors: Sequence[bytes | None], query_vector: np.ndarray | None,
+                top: int, threshold: float | None = None) -> list[Hit]:
+    """The best ``top`` of the candidate chunks (their stored ``terms`` and float32 ``vectors``) for ``query``
+    (see :func:`fuse`), BM25 alone without ``query_vector``."""
+    if not terms:
+        return []
+    index = ChunkIndex(terms, vectors)
+    allowed = np.ones(index.size, dtype=bool)
+    return fuse(index.bm25_scores(query), index.dense_scores(query_vector), allowed, top, threshold)

@@ -1,15 +1,15 @@
 """Vector stores in the server's database: the stores, their files (status, attributes, last error), file
 batches, and the chunks (text, Kiwi search terms, the embedding as little-endian float32 bytes, position).
 
-Chunk vectors are BLOBs and search is exact cosine in numpy over the candidate chunks (``serving.retrieval``):
-the same code on SQLite and PostgreSQL, fine to some 10^5 chunks per search; sqlite-vec / pgvector indexes are
-not used yet. Every lookup is scoped to the owning organisation (None when the server runs without keys).
+Chunk vectors are BLOBs; search loads a store's chunks once per revision into a process cache (BM25 index and
+vector matrix, ``serving.handlers.vector_stores``) and ranks exactly in numpy: the same code on SQLite and
+PostgreSQL. sqlite-vec / pgvector indexes are not used yet. Every lookup is scoped to the owning organisation
+(None when the server runs without keys).
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -99,20 +99,6 @@ def new_id(prefix: str) -> str:
 
 def _owned(query: Any, column: Any, org_id: int | None) -> Any:
     return query.where(column.is_(None) if org_id is None else column == org_id)
-
-
-@dataclass
-class Candidate:
-    """A chunk that may be returned by a search (its file passed the filters)."""
-
-    file_id: str
-    filename: str
-    attributes: dict
-    text: str
-    terms: str
-    embedding: bytes | None
-    store_id: str
-    position: int
 
 
 class VectorStoreStore:
@@ -302,30 +288,28 @@ class VectorStoreStore:
 
     # -------------------------------------------------------------------------------------- search
 
-    def candidates(self, store_ids: list[str], keep: Any) -> list[Candidate]:
-        """Chunks of the completed files of ``store_ids`` whose attributes ``keep`` accepts (filters apply here,
-        before any ranking)."""
+    def revision(self, store_id: str) -> tuple[int, int]:
+        """(number of chunks, highest chunk id) of a store: changes whenever a file's chunks are added or removed."""
         with self.sessions() as s:
-            files = list(s.execute(select(VectorStoreFileRecord.store_id, VectorStoreFileRecord.file_id,
-                                          VectorStoreFileRecord.filename, VectorStoreFileRecord.attributes)
-                                   .where(VectorStoreFileRecord.store_id.in_(store_ids),
-                                          VectorStoreFileRecord.status == "completed")))
-            kept = {(store, file): (name, attrs or {}) for store, file, name, attrs in files if keep(attrs or {})}
-            if not kept:
-                return []
-            out = []
-            for store_id in store_ids:
-                ids = [file for store, file in kept if store == store_id]
-                for start in range(0, len(ids), 500):
-                    rows = s.execute(select(ChunkRecord.file_id, ChunkRecord.text, ChunkRecord.terms,
-                                            ChunkRecord.embedding, ChunkRecord.position)
-                                     .where(ChunkRecord.store_id == store_id,
-                                            ChunkRecord.file_id.in_(ids[start:start + 500]))
-                                     .order_by(ChunkRecord.id))
-                    for file_id, text, terms, vector, position in rows:
-                        name, attrs = kept[(store_id, file_id)]
-                        out.append(Candidate(file_id, name, attrs, text, terms, vector, store_id, position))
-        return out
+            count, top = s.execute(select(func.count(), func.coalesce(func.max(ChunkRecord.id), 0))
+                                   .where(ChunkRecord.store_id == store_id)).one()
+        return int(count), int(top)
+
+    def chunks(self, store_id: str) -> list[tuple[str, str, str, bytes | None]]:
+        """(file id, text, terms, vector) of every chunk of a store, in insertion order."""
+        with self.sessions() as s:
+            return [tuple(row) for row in s.execute(  # type: ignore[misc]
+                select(ChunkRecord.file_id, ChunkRecord.text, ChunkRecord.terms, ChunkRecord.embedding)
+                .where(ChunkRecord.store_id == store_id).order_by(ChunkRecord.id))]
+
+    def completed_files(self, store_ids: list[str]) -> dict[tuple[str, str], tuple[str, dict]]:
+        """(filename, attributes) of the completed files of ``store_ids``, by (store id, file id)."""
+        with self.sessions() as s:
+            rows = s.execute(select(VectorStoreFileRecord.store_id, VectorStoreFileRecord.file_id,
+                                    VectorStoreFileRecord.filename, VectorStoreFileRecord.attributes)
+                             .where(VectorStoreFileRecord.store_id.in_(store_ids),
+                                    VectorStoreFileRecord.status == "completed"))
+            return {(store, file): (name, attrs or {}) for store, file, name, attrs in rows}
 
 
 def _cursor(session: Any, query: Any, model: Any, seq: Any, key: Any, after: str | None, before: str | None,

@@ -355,3 +355,14 @@ def test_files_left_in_progress_are_ingested_when_the_server_starts(tiny_tokeniz
         store = wait_store(server.openai(), store_id)
         assert store.file_counts.completed == 1
         assert server.openai().vector_stores.search(store_id, query="병가").data[0].attributes == {"k": "v"}
+
+
+def test_file_search_over_two_stores(rag) -> None:
+    _, client, store_id, leave, _ = rag
+    other = client.vector_stores.create(name="보안")
+    security = add(client, other.id, upload(client, "보안.hwpx", make_hwpx(SECURITY))).id
+    response = client.responses.create(
+        model="tiny-ko", input="개인정보 문서 보관과 병가", include=["file_search_call.results"],
+        tools=[{"type": "file_search", "vector_store_ids": [store_id, other.id], "max_num_results": 3}])
+    found = {r.file_id for r in response.output[0].results}
+    assert {leave, security} <= found
