@@ -88,8 +88,9 @@ async def _generate(state: ServerState, prepared: Prepared, usage: UsageRecord,
     if plan.mode == "named" and usage.pii_guard == "off":  # the whole answer is the arguments: stream them
         named = FunctionToolCall(id=response_id("fc"), call_id=new_tool_call_id(),
                                  name=plan.named_function or "", arguments="", status="in_progress")
+        named_index = output.next_index()  # 0, or 1 after a file_search_call item
         output.items.append(named)
-        yield event("response.output_item.added", output_index=0, item=named)
+        yield event("response.output_item.added", output_index=named_index, item=named)
     tokens, reason, token_ids = 0, None, []
     async for _, delta in stream_jobs(state.engine, [prepared.job], prepared.response.id, prepared.lora,
                                       state.metrics, usage):
@@ -106,7 +107,8 @@ async def _generate(state: ServerState, prepared: Prepared, usage: UsageRecord,
         token_ids += delta.token_ids
         if named is not None and answer:
             named.arguments += answer
-            yield event("response.function_call_arguments.delta", item_id=named.id, output_index=0, delta=answer)
+            yield event("response.function_call_arguments.delta", item_id=named.id,
+                        output_index=output.items.index(named), delta=answer)
         elif named is None and plan.mode != "named":
             for line in message.add(gate.visible(answer), output_logprobs(state, prepared, delta.logprobs)):
                 yield line
