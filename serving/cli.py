@@ -78,6 +78,17 @@ def _check_parsers(tool_call_parser: str, reasoning_parser: str | None) -> None:
         raise UserError(str(err)) from None
 
 
+def _demo_embedder(served_name: str | None) -> dict[str, Any]:
+    """The bundled Korean embedding model's settings (merged into the cache once), or none if not shipped."""
+    from serving.demo_embedder import DEMO_EMBED_NAME, prepare_demo_embedder
+
+    folder = prepare_demo_embedder(progress=True)
+    if folder is None:
+        return {}
+    return {"embedding_model": str(folder), "served_embedding_model_name": served_name or DEMO_EMBED_NAME,
+            "embedding_engine": "hf"}
+
+
 def _demo_model(loras: dict[str, str]) -> tuple[str, str]:
     """Prepare the bundled Korean demo model; returns (model folder, served base name)."""
     from serving import demo_model
@@ -153,8 +164,10 @@ def serve(ctx: typer.Context, **options: Any) -> None:
     if settings.model is None:
         loras = dict(settings.lora)
         model, default_name = _demo_model(loras)
-        settings = resolve_settings({**values, "model": model, "lora": loras,
-                                     "served_model_name": settings.served_model_name or default_name}, config_file)
+        demo = {"model": model, "lora": loras, "served_model_name": settings.served_model_name or default_name}
+        if settings.embedding_model is None:
+            demo.update(_demo_embedder(settings.served_embedding_model_name))
+        settings = resolve_settings({**values, **demo}, config_file)
     elif not Path(settings.model).exists() and os.environ.get("HF_HUB_OFFLINE") == "1" and "/" not in settings.model:
         raise UserError(f"model {settings.model!r} is neither a folder nor a hub id")
     if settings.engine == "vllm":

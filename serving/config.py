@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -42,6 +42,8 @@ class ServerSettings(EngineSettings, BaseSettings):
         None, description="An embedding model (folder or hub id) served beside the chat model, on its own engine.")
     served_embedding_model_name: str | None = Field(
         None, description="Name clients use for the embedding model; defaults to its path.")
+    embedding_engine: Literal["vllm", "hf"] | None = Field(
+        None, description="Engine of the embedding model (default: the chat model's; the bundled demo uses hf).")
     max_embedding_request_bytes: int = Field(
         64_000_000, ge=1, description="Largest /v1/embeddings or rerank body (2,048 long Korean passages fit).")
     tool_call_parser: str = Field(
@@ -95,6 +97,9 @@ class ServerSettings(EngineSettings, BaseSettings):
     vector_store_ingest_concurrency: int = Field(
         1, ge=1, description="Documents this process turns into vector store chunks at once (text extraction, "
                              "chunking, embedding), off the request path.")
+    ingest_timeout_s: float = Field(
+        300, ge=0, description="Seconds one document's text extraction may take, in a child process that is killed "
+                               "beyond (the file fails with that reason); 0: extract in a thread of the server.")
     ingest_max_chars: int = Field(
         20_000_000, ge=1, description="Most characters of text taken from one document added to a vector store "
                                       "(the file fails beyond).")
@@ -146,9 +151,11 @@ class ServerSettings(EngineSettings, BaseSettings):
 
     def embedding_engine_settings(self) -> EngineSettings:
         """The embedding model's engine: the same kind as the chat model's, pooling, with default options."""
-        values = {k: getattr(self, k) for k in ("dtype", "trust_remote_code", "kv_cache_gib", "engine_core_priority",
-                                                "device") if k in self.model_fields_set}
-        return EngineSettings(**{**values, "engine": self.engine, "model": self.embedding_model, "runner": "pool"})
+        engine = self.embedding_engine or self.engine
+        names = ("dtype", "trust_remote_code", *(("kv_cache_gib", "engine_core_priority") if engine == "vllm"
+                                                 else ("device",)))
+        values = {k: getattr(self, k) for k in names if k in self.model_fields_set}
+        return EngineSettings(**{**values, "engine": engine, "model": self.embedding_model, "runner": "pool"})
 
     def summary(self) -> dict[str, Any]:
         """The resolved settings for the start-up log (the database password hidden)."""

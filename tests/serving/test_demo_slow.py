@@ -86,6 +86,7 @@ def test_serve_without_a_model_chats_in_korean_with_the_adapter(converted: Path,
 
     import openai
 
+    from serving.demo_embedder import DEMO_EMBED_NAME
     from serving.engines import vllm_available
     from tests.support import start_server
 
@@ -98,7 +99,12 @@ def test_serve_without_a_model_chats_in_korean_with_the_adapter(converted: Path,
     try:
         client = openai.OpenAI(base_url=server.api, api_key="unused")
         models = {m.id: m for m in client.models.list().data}
-        assert set(models) == {demo_model.DEMO_BASE_NAME, demo_model.DEMO_MODEL_NAME}
+        assert set(models) == {demo_model.DEMO_BASE_NAME, demo_model.DEMO_MODEL_NAME, DEMO_EMBED_NAME}
+        # the bundled Korean embedding model, beside the chat model: related sentences score higher
+        vectors = [d.embedding for d in client.embeddings.create(
+            model=DEMO_EMBED_NAME, input=["서울은 대한민국의 수도입니다", "수도 서울", "김치찌개 만드는 법"]).data]
+        close, far = (sum(a * b for a, b in zip(vectors[0], v, strict=True)) for v in vectors[1:])
+        assert len(vectors[0]) == 640 and close > far
         reply = client.chat.completions.create(
             model=demo_model.DEMO_MODEL_NAME, messages=[{"role": "user", "content": "주말에 뭐 하면 좋을까?"}],
             max_tokens=32, temperature=0,
