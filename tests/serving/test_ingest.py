@@ -244,3 +244,14 @@ def test_fuzzed_documents_give_text_or_a_reason(tmp_path: Path) -> None:
                 outcomes["reason"] += 1
             assert time.monotonic() - start < 10, (kind, attempt)
     assert outcomes["reason"] > 20 and sum(outcomes.values()) == 25 * len(seeds)
+
+
+def test_extraction_in_a_child_process(tmp_path: Path) -> None:
+    from serving.retrieval.ingest_process import extract_isolated
+
+    path = write(tmp_path, "a.md", REGULATION.encode())
+    assert extract_isolated(path, "a.md", IngestLimits(), 60) == extract_text(path, "a.md")
+    with pytest.raises(IngestError, match="not a PDF"):
+        extract_isolated(write(tmp_path, "b.pdf", b"nope"), "b.pdf", IngestLimits(), 60)
+    with pytest.raises(IngestError, match="longer than"):  # the child cannot even start in a millisecond
+        extract_isolated(path, "a.md", IngestLimits(), 0.001)
