@@ -123,7 +123,7 @@ def main() -> None:
     args = parser.parse_args()
     cfg = FuzzConfig(max_examples=args.max_examples, max_time_s=args.max_time)
 
-    from serving.auth import KeyStore
+    from serving.security.auth import KeyStore
 
     load_start = [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix="nexus-k-fuzz-") as tmp_name:

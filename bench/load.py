@@ -181,9 +181,9 @@ def middleware_overhead(cfg: LoadConfig, tmp: Path) -> dict:
     mode; the hash-chained audit row of every request committed before its answer goes out."""
     from fastapi import FastAPI
 
-    from serving.auth import KeyStore
     from serving.config import ServerSettings
-    from serving.security import install_security
+    from serving.security.auth import KeyStore
+    from serving.security.install import install_security
     from serving.usage import usage_of
 
     def make(secure: bool) -> FastAPI:
@@ -252,7 +252,7 @@ def serve_without_security(model: str, port: int, max_model_len: int) -> None:
     from serving.app import build_app
     from serving.config import ServerSettings
     from serving.drain import run_server
-    from serving.middleware import SecurityMiddleware
+    from serving.security.middleware import SecurityMiddleware
 
     settings = ServerSettings(model=model, engine="hf", port=port, served_model_name="tiny-ko",
                               max_model_len=max_model_len)
@@ -288,8 +288,8 @@ def audit_and_credits(database_url: str, org: str, sent: int) -> dict:
     """Whether every chat request sent left one audit row and the credits add up exactly."""
     from sqlalchemy import func, select
 
-    from serving.auth import KeyStore
-    from serving.db import AuditRecord, get_sessionmaker
+    from serving.security.auth import KeyStore
+    from serving.storage.db import AuditRecord, get_sessionmaker
 
     with get_sessionmaker(database_url)() as s:
         chat = AuditRecord.path == "/v1/chat/completions"
@@ -307,7 +307,7 @@ def audit_and_credits(database_url: str, org: str, sent: int) -> dict:
 
 def run_arm(tmp: Path, cfg: LoadConfig, secured: bool) -> dict:
     """One arm: a fresh server, the clients, the checks, a SIGTERM."""
-    from serving.auth import KeyStore
+    from serving.security.auth import KeyStore
 
     load_start = os.getloadavg()[0]
     server = start_server(tmp, cfg.max_model_len, secured=secured)

@@ -37,9 +37,9 @@ def _root(
 def _register() -> None:
     from evals.cli import app as eval_app
     from quantum_kernels.cli import app as quantum_app
-    from serving.audit_cli import app as audit_app
     from serving.batch_cli import app as batch_app
     from serving.cli import SERVE_CONTEXT, keys_app, model_demo, serve
+    from serving.security.audit_cli import app as audit_app
     from tokenizer.cli import app as tokenizer_app
     from training.cli import finetune, model_tiny, train_app
 

@@ -166,7 +166,7 @@ def build_app(settings: ServerSettings, engine: Engine | None = None, embedder: 
     app.include_router(openai.unknown_paths)  # after every real route, before the chat page's files
     app.add_middleware(RequestMetricsMiddleware, state_holder=app)
 
-    from serving.security import install_security
+    from serving.security.install import install_security
 
     install_security(app, settings)
     if settings.web_ui and (settings.web_dir / "index.html").is_file():

@@ -93,7 +93,7 @@ async def run_lines(settings: Any, endpoint: str, lines: Iterator[tuple[int, str
     from serving.app import build_app
     from serving.batch_runner import line_outcome, output_line, send_line
     from serving.engines import load_engine
-    from serving.internal import InternalCall
+    from serving.security.internal import InternalCall
     from serving.storage.batches import BatchLine
 
     engine = await load_engine(settings.engine_settings())

@@ -2,7 +2,7 @@
 their output files, off the request path.
 
 Each line is a request through the same ASGI app as the online route (``httpx.ASGITransport``), run as the
-batch's organisation (:mod:`serving.internal`), so validation, credits, the PII guard and the audit row are
+batch's organisation (:mod:`serving.security.internal`), so validation, credits, the PII guard and the audit row are
 those of an online request, marked with the batch id. At most ``batch_concurrency`` lines of this process are
 in flight, which keeps interactive requests fast. Lines are claimed in the database, results committed as
 each finishes, and claims renewed while they run: after a kill -9 the lines of the dead process go stale and
@@ -27,12 +27,12 @@ import httpx
 from anyio import to_thread
 from fastapi import FastAPI
 
-from serving.auth import Principal
 from serving.batch_validate import validate_file
 from serving.config import ServerSettings
-from serving.db import Organisation, get_sessionmaker
-from serving.internal import INTERNAL_CALL, InternalCall
+from serving.security.auth import Principal
+from serving.security.internal import INTERNAL_CALL, InternalCall
 from serving.storage.batches import BatchLine, BatchRecord, batch_store
+from serving.storage.db import Organisation, get_sessionmaker
 from serving.storage.files import file_store
 
 log = logging.getLogger(__name__)

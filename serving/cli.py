@@ -13,7 +13,7 @@ import typer
 import yaml
 
 from nexus_k.core.errors import UserError
-from serving.keys_cli import app as keys_app
+from serving.security.keys_cli import app as keys_app
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,6 @@ from serving.errors import APIError
 from serving.generation import SequenceJob, SequenceResult, run_jobs, stream_jobs
 from serving.handlers.logprobs import chat_logprobs
 from serving.handlers.sse import DONE, sse
-from serving.pii_guard import ReplyGuard, guard_chat_messages, guard_reply, refuse_answer_logprobs
 from serving.protocol import (
     ChatChoice,
     ChatCompletion,
@@ -37,6 +36,7 @@ from serving.protocol import (
     random_id,
 )
 from serving.sampling import check_token_ids, resolve_max_tokens, to_sampling_settings
+from serving.security.pii_guard import ReplyGuard, guard_chat_messages, guard_reply, refuse_answer_logprobs
 from serving.state import ServerState
 from serving.usage import UsageRecord
 

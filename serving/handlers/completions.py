@@ -9,9 +9,9 @@ from serving.errors import APIError
 from serving.generation import SequenceJob, SequenceResult, run_jobs, stream_jobs
 from serving.handlers.logprobs import completion_logprobs
 from serving.handlers.sse import DONE, sse
-from serving.pii_guard import ReplyGuard, guard_completion_prompt, guard_reply, refuse_answer_logprobs
 from serving.protocol import Completion, CompletionChoice, CompletionRequest, Usage, random_id
 from serving.sampling import check_token_ids, resolve_max_tokens, to_sampling_settings
+from serving.security.pii_guard import ReplyGuard, guard_completion_prompt, guard_reply, refuse_answer_logprobs
 from serving.state import ServerState
 from serving.usage import UsageRecord
 

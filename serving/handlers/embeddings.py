@@ -10,7 +10,6 @@ import numpy as np
 
 from serving.engines.base import Engine
 from serving.errors import APIError
-from serving.pii_guard import guard_completion_prompt, guard_prompt_texts
 from serving.protocol.common import random_id
 from serving.protocol.embeddings import (
     Embedding,
@@ -24,6 +23,7 @@ from serving.protocol.embeddings import (
     RerankUsage,
 )
 from serving.sampling import check_token_ids
+from serving.security.pii_guard import guard_completion_prompt, guard_prompt_texts
 from serving.state import ServerState
 from serving.usage import UsageRecord
 

@@ -34,7 +34,6 @@ from serving.handlers.responses_input import (
     new_input_items,
     to_chat_request,
 )
-from serving.pii_guard import guard_reply, refuse_answer_logprobs
 from serving.protocol import ResponseToolCall
 from serving.protocol.responses import (
     CreateResponseRequest,
@@ -51,9 +50,10 @@ from serving.protocol.responses import (
     ResponseUsage,
     response_id,
 )
-from serving.responses_store import ResponseStore, response_store
 from serving.sampling import resolve_max_tokens, to_sampling_settings
+from serving.security.pii_guard import guard_reply, refuse_answer_logprobs
 from serving.state import ServerState
+from serving.storage.responses import ResponseStore, response_store
 from serving.usage import UsageRecord
 
 LOGPROBS = "message.output_text.logprobs"

@@ -9,8 +9,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from serving.handlers.responses import message_item, reasoning_item
-from serving.pii_guard import ReplyGuard
 from serving.protocol.responses import FunctionToolCall, OutputItem, OutputText, response_id
+from serving.security.pii_guard import ReplyGuard
 from serving.usage import UsageRecord
 
 

@@ -11,7 +11,6 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from serving.errors import APIError, validation_message
-from serving.pii_guard import guard_prompt_texts
 from serving.protocol import ChatCompletionRequest
 from serving.protocol.responses import (
     CreateResponseRequest,
@@ -26,6 +25,7 @@ from serving.protocol.responses import (
     ToolChoiceFunction,
     response_id,
 )
+from serving.security.pii_guard import guard_prompt_texts
 from serving.usage import UsageRecord
 
 

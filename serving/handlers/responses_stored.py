@@ -6,8 +6,8 @@ from __future__ import annotations
 from serving.errors import APIError
 from serving.handlers.responses import store_of
 from serving.protocol.responses import InputItemList
-from serving.responses_store import Stored
 from serving.state import ServerState
+from serving.storage.responses import Stored
 from serving.usage import UsageRecord
 
 

@@ -25,12 +25,12 @@ from serving.handlers.responses import (
     save,
 )
 from serving.handlers.responses_events import Events, Output, TextItem, call_events
-from serving.pii_guard import guard_reply
 from serving.protocol.responses import (
     CreateResponseRequest,
     FunctionToolCall,
     response_id,
 )
+from serving.security.pii_guard import guard_reply
 from serving.state import ServerState
 from serving.usage import UsageRecord
 

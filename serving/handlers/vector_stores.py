@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from anyio import to_thread
 
-from serving.db import utcnow
+from serving.storage.db import utcnow
 from serving.engines.base import Engine
 from serving.errors import APIError
 from serving.protocol.common import random_id

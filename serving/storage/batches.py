@@ -31,7 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, aliased, mapped_column
 
-from serving.db import Base, ensure_tables, get_sessionmaker
+from serving.storage.db import Base, ensure_tables, get_sessionmaker
 from serving.storage.files import FileRecord
 
 ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import BigInteger, DateTime, Index, Integer, String, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from serving.db import Base, ensure_tables, get_sessionmaker, utcnow
+from serving.storage.db import Base, ensure_tables, get_sessionmaker, utcnow
 
 
 class FileRecord(Base):

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, LargeBinary, String, Text, delete, func, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from serving.db import Base, ensure_tables, get_sessionmaker, utcnow
+from serving.storage.db import Base, ensure_tables, get_sessionmaker, utcnow
 
 FILE_STATUSES = ("in_progress", "completed", "cancelled", "failed")
 

@@ -8,8 +8,8 @@ import json
 import openai
 import pytest
 
-from serving.audit import AuditStore
-from serving.auth import KeyStore
+from serving.security.audit import AuditStore
+from serving.security.auth import KeyStore
 from tests.serving.inprocess import make_inprocess
 from tests.serving.scripted_engine import ScriptedEngine
 

@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 
 from nexus_k.cli import app
 from nexus_k.core.errors import UserError
-from serving.audit import AuditEntry, AuditStore
-from serving.audit_chain import verify_chain
-from serving.db import get_engine
-from serving.recorder import RecordWriter
+from serving.security.audit import AuditEntry, AuditStore
+from serving.security.audit_chain import verify_chain
+from serving.security.recorder import RecordWriter
+from serving.storage.db import get_engine
 from tests.serving.conftest_pg import pg_db_url, postgres_url  # noqa: F401  (fixtures)
 
 runner = CliRunner()

@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 
 from nexus_k.cli import app
 from nexus_k.core.errors import UserError
-from serving.audit import AuditEntry
-from serving.audit_chain import verify_chain
-from serving.db import get_engine, make_engine
-from serving.recorder import RecordWriter
+from serving.security.audit import AuditEntry
+from serving.security.audit_chain import verify_chain
+from serving.security.recorder import RecordWriter
+from serving.storage.db import get_engine, make_engine
 from tests.serving.conftest_pg import pg_db_url, postgres_url  # noqa: F401  (fixtures)
 
 runner = CliRunner()
@@ -55,7 +55,7 @@ FORGED_VALUES = "'2026-01-01 00:00:00', 'forged', 'POST', '/v1/chat/completions'
 def _copy_row(url: str, row_id: int) -> dict:
     from sqlalchemy import select
 
-    from serving.db import AuditRecord
+    from serving.storage.db import AuditRecord
 
     with get_engine(url).connect() as conn:
         query = select(AuditRecord.__table__).where(AuditRecord.id == row_id)
@@ -65,7 +65,7 @@ def _copy_row(url: str, row_id: int) -> dict:
 def _restore(url: str, row: dict) -> None:
     from sqlalchemy import insert
 
-    from serving.db import AuditRecord
+    from serving.storage.db import AuditRecord
 
     with get_engine(url).begin() as conn:
         conn.execute(insert(AuditRecord).values(**row))
@@ -101,7 +101,7 @@ def run_all_tamperings(url: str) -> None:
     _sql(url, "DELETE FROM audit_log WHERE id = 100")
 
     # A forger who knows the algorithm (not the checkpoint secret): a row between 2 and 3 with a valid digest.
-    from serving.audit_chain import row_digest
+    from serving.security.audit_chain import row_digest
 
     prev = _copy_row(url, 2)["digest"]
     forged = {**_copy_row(url, 2), "id": None, "request_id": "forged"}

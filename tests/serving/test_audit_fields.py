@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from serving.audit import AuditStore
-from serving.auth import KeyStore
-from serving.forwarded import TrustedProxies
+from serving.security.audit import AuditStore
+from serving.security.auth import KeyStore
+from serving.security.forwarded import TrustedProxies
 from tests.serving.conftest_pg import pg_db_url, postgres_url  # noqa: F401  (fixtures)
 from tests.serving.inprocess import scripted_app
 

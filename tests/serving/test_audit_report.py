@@ -11,11 +11,11 @@ from zoneinfo import ZoneInfo
 from typer.testing import CliRunner
 
 from nexus_k.cli import app
-from serving.audit import AuditEntry
-from serving.audit_admin import export
-from serving.audit_report import review
-from serving.db import get_engine
-from serving.recorder import RecordWriter
+from serving.security.audit import AuditEntry
+from serving.security.audit_admin import export
+from serving.security.audit_report import review
+from serving.security.recorder import RecordWriter
+from serving.storage.db import get_engine
 
 KST = ZoneInfo("Asia/Seoul")
 

@@ -14,8 +14,8 @@ import openai
 import pytest
 from sqlalchemy import select
 
-from serving.auth import KeyStore
-from serving.db import AuditRecord
+from serving.security.auth import KeyStore
+from serving.storage.db import AuditRecord
 from tests.serving.inprocess import MODEL, make_inprocess
 from tests.serving.scripted_engine import ScriptedEngine
 

@@ -14,8 +14,8 @@ import openai
 import pytest
 from sqlalchemy import func, select
 
-from serving.auth import KeyStore
 from serving.launcher import launch
+from serving.security.auth import KeyStore
 from serving.storage.batches import BatchLine, batch_store
 from tests.serving.conftest_pg import pg_db_url, postgres_url  # noqa: F401  (fixtures)
 from tests.support import free_port, wait_healthy

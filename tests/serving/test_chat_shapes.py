@@ -8,7 +8,7 @@ import json
 import openai
 import pytest
 
-from serving.audit import AuditStore
+from serving.security.audit import AuditStore
 from tests.serving.inprocess import make_inprocess
 from tests.serving.scripted_engine import ScriptedEngine
 

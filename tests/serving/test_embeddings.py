@@ -12,8 +12,8 @@ import numpy as np
 import openai
 import pytest
 
-from serving.audit import AuditStore
-from serving.auth import KeyStore
+from serving.security.audit import AuditStore
+from serving.security.auth import KeyStore
 from tests.serving.inprocess import EMBED_MODEL, MODEL, make_inprocess
 from tests.serving.scripted_engine import CharacterEmbedder
 

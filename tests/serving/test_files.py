@@ -9,7 +9,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from serving.auth import KeyStore
+from serving.security.auth import KeyStore
 from tests.serving.inprocess import make_inprocess
 
 BATCH_LINE = b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {}}\n'

@@ -17,8 +17,8 @@ import httpx
 import openai
 import pytest
 
-from serving.audit import AuditStore
-from serving.auth import KeyStore
+from serving.security.audit import AuditStore
+from serving.security.auth import KeyStore
 from tests.support import start_server
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from nexus_k.cli import app
 from nexus_k.core.errors import UserError
-from serving.auth import KeyStore, hash_key
+from serving.security.auth import KeyStore, hash_key
 
 runner = CliRunner()
 

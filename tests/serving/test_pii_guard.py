@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from nexus_k.cli import app as cli_app
-from serving.audit import AuditStore
-from serving.auth import KeyStore
+from serving.security.audit import AuditStore
+from serving.security.auth import KeyStore
 from tests.serving.conftest_pg import pg_db_url, postgres_url  # noqa: F401  (fixtures)
 from tests.serving.inprocess import scripted_app
 from tests.serving.scripted_engine import ScriptedEngine

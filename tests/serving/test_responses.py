@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
-from serving.audit import AuditStore
-from serving.auth import KeyStore
+from serving.security.audit import AuditStore
+from serving.security.auth import KeyStore
 from tests.serving.conftest_pg import pg_db_url, postgres_url  # noqa: F401  (fixtures)
 from tests.serving.inprocess import make_inprocess, scripted_app
 from tests.serving.scripted_engine import ScriptedEngine
@@ -266,8 +266,8 @@ def test_responses_past_retention_are_gone(inprocess) -> None:
 
     from sqlalchemy import update
 
-    from serving.db import StoredResponse, get_sessionmaker, utcnow
-    from serving.responses_store import ResponseStore
+    from serving.storage.db import StoredResponse, get_sessionmaker, utcnow
+    from serving.storage.responses import ResponseStore
 
     client = inprocess.openai()
     old, fresh = (client.responses.create(model="tiny-ko", input=text) for text in ("옛날", "오늘"))
@@ -604,7 +604,7 @@ def test_a_blank_reply_is_the_same_message_whole_and_streamed(tiny_tokenizer, tm
 
 
 def test_a_store_failure_ends_the_stream_with_response_failed(inprocess, monkeypatch) -> None:
-    from serving.responses_store import ResponseStore
+    from serving.storage.responses import ResponseStore
 
     def broken(*_args) -> None:
         raise RuntimeError("disk full")

@@ -12,12 +12,12 @@ import httpx
 import pytest
 from sqlalchemy import event, text
 
-from serving.auth import KeyCache, KeyStore
 from serving.config import ServerSettings
-from serving.db import get_engine
-from serving.leases import CreditLeases, RateSlots
-from serving.middleware import SecurityMiddleware
-from serving.quota import SETTLE, QuotaStore, settle_params
+from serving.security.auth import KeyCache, KeyStore
+from serving.security.leases import CreditLeases, RateSlots
+from serving.security.middleware import SecurityMiddleware
+from serving.security.quota import SETTLE, QuotaStore, settle_params
+from serving.storage.db import get_engine
 
 T0 = 1_800_000_000.0  # a minute boundary
 

@@ -13,9 +13,9 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from serving.audit import AuditStore
-from serving.auth import KeyStore
 from serving.drain import DrainingServer
+from serving.security.audit import AuditStore
+from serving.security.auth import KeyStore
 from tests.serving.inprocess import scripted_app
 from tests.serving.scripted_engine import ScriptedEngine
 from tests.support import free_port

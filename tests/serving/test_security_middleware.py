@@ -10,9 +10,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from serving.audit import AuditStore
-from serving.auth import KeyStore
 from serving.chat import render_prompt
+from serving.security.audit import AuditStore
+from serving.security.auth import KeyStore
 from tests.serving.inprocess import scripted_app
 from tests.serving.scripted_engine import ScriptedEngine, default_script
 

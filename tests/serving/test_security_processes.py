@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serving.audit import AuditStore
-from serving.auth import KeyStore
 from serving.launcher import launch
+from serving.security.audit import AuditStore
+from serving.security.auth import KeyStore
 from tests.serving.conftest_pg import pg_db_url, postgres_url  # noqa: F401  (fixtures)
 from tests.serving.test_security_middleware import MESSAGES, prompt_tokens
 from tests.serving.test_security_quota import check_concurrent_accounting
@@ -143,8 +143,8 @@ def check_kill_9(url: str, proc: subprocess.Popen, base: str) -> None:
     proc.wait(timeout=10)
     assert answered == 12
     assert len([r for r in AuditStore(url).recent(100) if r.org_name == "kill"]) == 12
-    from serving.audit_chain import verify_chain
-    from serving.db import get_engine
+    from serving.security.audit_chain import verify_chain
+    from serving.storage.db import get_engine
 
     report = verify_chain(get_engine(url))  # every replica's rows, then a killed one: still one unbroken chain
     assert report.ok and report.rows >= 12, report.problem

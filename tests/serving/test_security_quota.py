@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from serving.auth import KeyStore
-from serving.quota import QuotaStore, _retry_after
+from serving.security.auth import KeyStore
+from serving.security.quota import QuotaStore, _retry_after
 
 T0 = 1_800_000_000.0  # a minute boundary (divisible by 60)
 

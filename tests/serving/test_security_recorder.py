@@ -7,10 +7,10 @@ from pathlib import Path
 
 from sqlalchemy import event
 
-from serving.audit import AuditEntry, AuditStore
-from serving.auth import KeyStore
-from serving.quota import QuotaStore
-from serving.recorder import RecordWriter, Settlement
+from serving.security.audit import AuditEntry, AuditStore
+from serving.security.auth import KeyStore
+from serving.security.quota import QuotaStore
+from serving.security.recorder import RecordWriter, Settlement
 
 
 def _entry(i: int, **extra) -> AuditEntry:

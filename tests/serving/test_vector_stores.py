@@ -12,7 +12,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from serving.auth import KeyStore
+from serving.security.auth import KeyStore
 from tests.serving.inprocess import make_inprocess
 from tests.serving.scripted_engine import CharacterEmbedder
 from tests.serving.test_ingest import make_hwpx
@@ -238,6 +238,7 @@ def test_another_organisation_gets_404_on_every_route(server) -> None:
             pytest.fail(f"call {index} did not answer 404")
     assert theirs.vector_stores.list().data == []
     assert [s.id for s in mine.vector_stores.list()] == [store.id]
+    wait_store(mine, store.id)  # the batch re-added the file
     assert mine.vector_stores.search(store.id, query="병가").data[0].file_id == leave
 
 

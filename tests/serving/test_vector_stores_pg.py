@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from serving.auth import KeyStore
+from serving.security.auth import KeyStore
 from tests.serving.conftest_pg import pg_db_url, postgres_url  # noqa: F401  (fixtures)
 from tests.serving.inprocess import InProcessServer, scripted_app
 from tests.serving.scripted_engine import CharacterEmbedder, ScriptedEngine

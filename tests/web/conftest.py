@@ -119,7 +119,7 @@ class SecuredServer:
 @pytest.fixture(scope="session")
 def secured_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredServer]:
     """A server that requires API keys, with one normal, one rate-limited and one out-of-quota key."""
-    from serving.auth import KeyStore
+    from serving.security.auth import KeyStore
 
     workdir = tmp_path_factory.mktemp("web-secured")
     store = KeyStore(f"sqlite:///{workdir / 'nexus-k.db'}")

@@ -69,7 +69,7 @@ def test_missing_key_asks_for_one_then_works(open_page, secured_server):
 
 
 def test_revoked_key_on_send_asks_and_retries(open_page, secured_server):
-    from serving.auth import KeyStore, key_prefix
+    from serving.security.auth import KeyStore, key_prefix
 
     store = KeyStore(secured_server.web.database_url)
     doomed = store.create("폐지기관")

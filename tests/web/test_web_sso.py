@@ -18,7 +18,7 @@ pytestmark = pytest.mark.browser
 @pytest.fixture(scope="module")
 def sso_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
     """A server with keys whose loopback peer counts as a trusted proxy acting for organisation 기관."""
-    from serving.auth import KeyStore
+    from serving.security.auth import KeyStore
 
     workdir = tmp_path_factory.mktemp("web-sso")
     KeyStore(f"sqlite:///{workdir / 'nexus-k.db'}").create("기관")

@@ -18,8 +18,8 @@ from typing import Any
 from sqlalchemy import Engine, delete, func, select, update
 
 from nexus_k.core.errors import UserError
-from serving.audit_chain import append_rows, lock_chain, read_head, verify_chain
-from serving.db import AuditChainHead, AuditRecord, utcnow
+from serving.security.audit_chain import append_rows, lock_chain, read_head, verify_chain
+from serving.storage.db import AuditChainHead, AuditRecord, utcnow
 
 EXPORT_FORMATS = ("csv", "jsonl")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from serving.auth import Principal
+from serving.security.auth import Principal
 
 INTERNAL_CALL = "nexus_internal_call"
 """The key of an :class:`InternalCall` in the ASGI scope's ``state``."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from nexus_k.core.errors import UserError
-from serving.keys_cli import DatabaseOption
+from serving.security.keys_cli import DatabaseOption
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -25,7 +25,7 @@ def _settings(database_url: str | None):  # type: ignore[no-untyped-def]
 def _engine(database_url: str | None):  # type: ignore[no-untyped-def]
     from sqlalchemy.exc import SQLAlchemyError
 
-    from serving.db import get_engine
+    from serving.storage.db import get_engine
 
     url = _settings(database_url).database_url
     try:
@@ -48,7 +48,7 @@ def verify(
     database_url: str | None = DatabaseOption,
 ) -> None:
     """Recompute the hash chain; exit 1 naming the first altered, inserted or deleted row."""
-    from serving.audit_chain import check_checkpoint, verify_chain
+    from serving.security.audit_chain import check_checkpoint, verify_chain
 
     engine = _engine(database_url)
     report = verify_chain(engine)
@@ -77,7 +77,7 @@ def checkpoint(
     database_url: str | None = DatabaseOption,
 ) -> None:
     """Verify the chain, then print an HMAC-signed checkpoint of its head (keep it outside the database)."""
-    from serving.audit_chain import make_checkpoint, verify_chain
+    from serving.security.audit_chain import make_checkpoint, verify_chain
 
     secret = _secret(database_url)
     report = verify_chain(_engine(database_url))
@@ -105,7 +105,7 @@ def purge(
     database_url: str | None = DatabaseOption,
 ) -> None:
     """Delete old audit rows; refused inside the retention period (NEXUS_K_AUDIT_RETENTION_DAYS, default 730)."""
-    from serving.audit_admin import purge as purge_rows
+    from serving.security.audit_admin import purge as purge_rows
 
     settings = _settings(database_url)
     result = purge_rows(_engine(database_url), _day(before, "--before"), settings.audit_retention_days)
@@ -124,7 +124,7 @@ def export(
     database_url: str | None = DatabaseOption,
 ) -> None:
     """Write the audit rows of a period (every column, digests included) as CSV or JSON lines."""
-    from serving.audit_admin import export as export_rows
+    from serving.security.audit_admin import export as export_rows
 
     count = export_rows(_engine(database_url), _day(start, "--from"), _day(end, "--to"), fmt, out, org, user)
     typer.echo(f"wrote {count} audit rows to {out}")
@@ -140,7 +140,7 @@ def report(
     """The monthly access-record review as HTML: per organisation and user, refusals, PII, off-hours activity."""
     from zoneinfo import ZoneInfoNotFoundError
 
-    from serving.audit_report import render, review
+    from serving.security.audit_report import render, review
 
     try:
         data = review(_engine(database_url), month, zone)

@@ -8,9 +8,9 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from serving.config import ServerSettings
-from serving.db import get_engine
 from serving.drain import DrainMiddleware, DrainState
-from serving.middleware import SecurityMiddleware
+from serving.security.middleware import SecurityMiddleware
+from serving.storage.db import get_engine
 
 PAGE_PATHS = ("/", "/index.html", "/favicon.ico")
 

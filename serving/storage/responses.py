@@ -16,7 +16,7 @@ from typing import Any
 from anyio import to_thread
 from sqlalchemy import delete, select
 
-from serving.db import StoredResponse, get_sessionmaker, utcnow
+from serving.storage.db import StoredResponse, get_sessionmaker, utcnow
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ remaining >= r``); when it ends, the unused part goes back and the real usage is
 can therefore never be served more tokens than it has, however many requests run at once on however many
 replicas.
 
-The server itself takes rate slots in batches and credits in leases (``serving.leases``) through
+The server itself takes rate slots in batches and credits in leases (``serving.security.leases``) through
 :meth:`QuotaStore.take_rate_slots` and :meth:`QuotaStore.lease`, with the same conditional updates.
 """
 
@@ -26,7 +26,7 @@ from sqlalchemy import BigInteger, Update, bindparam, delete, func, select, upda
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from serving.db import Organisation, RateWindow, get_engine
+from serving.storage.db import Organisation, RateWindow, get_engine
 
 WINDOW_S = 60
 
@@ -52,7 +52,8 @@ class QuotaStore:
     def take_rate_slots(self, org_id: int, rpm: int, now: float | None = None,
                         batch_fraction: float = 0.0) -> tuple[RateDecision, int]:
         """Count requests against ``rpm`` in this clock minute: one, or with ``batch_fraction`` > 0 a batch of
-        ``max(1, batch_fraction x what still fits)`` that the calling process spends itself (``serving.leases``).
+        ``max(1, batch_fraction x what still fits)`` that the calling process spends itself
+        (``serving.security.leases``).
         Returns the decision and how many slots were counted (0 when refused). Counting slots ahead within the
         minute is as if those requests came now: the sliding estimate can only be higher, never exceeded."""
         now = time.time() if now is None else now
@@ -150,7 +151,8 @@ stays NULL)."""
 
 def settle_params(org_id: int, reserved: int, used: int, leased: bool = False) -> dict[str, int] | None:
     """:data:`SETTLE`'s parameters for one request; None when there is nothing to settle. ``leased``: the
-    reservation came out of a lease (``serving.leases``), which ``reserved`` (= used + what goes back) leaves."""
+    reservation came out of a lease (``serving.security.leases``), which ``reserved`` (= used + what goes back)
+    leaves."""
     if not reserved and not used:
         return None
     return {"org_id": org_id, "used": used, "back": reserved - used, "unlease": reserved if leased else 0}

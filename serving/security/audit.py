@@ -9,7 +9,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from serving.db import AuditRecord, get_engine, get_sessionmaker
+from serving.storage.db import AuditRecord, get_engine, get_sessionmaker
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ import time
 import weakref
 from collections.abc import Callable
 
-from serving.quota import WINDOW_S, QuotaStore, RateDecision
+from serving.security.quota import WINDOW_S, QuotaStore, RateDecision
 
 log = logging.getLogger(__name__)
 

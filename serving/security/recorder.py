@@ -4,7 +4,7 @@ Under load many requests end at once; committing each on its own thread made the
 (SQLite has one writer) and for the connection pool, and the wait showed up as first-token latency of the
 requests arriving behind them. One writer thread takes whatever has queued up and commits it in a single
 transaction; each request still waits until its own records are durable before its last byte goes out.
-The audit rows are hash-chained in that same transaction (``serving.audit_chain``): no extra round trip
+The audit rows are hash-chained in that same transaction (``serving.security.audit_chain``): no extra round trip
 per request, one lock per batch.
 """
 
@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
-from serving.audit import AuditEntry
-from serving.audit_chain import append_rows
-from serving.quota import SETTLE, settle_params
+from serving.security.audit import AuditEntry
+from serving.security.audit_chain import append_rows
+from serving.security.quota import SETTLE, settle_params
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class Settlement:
     reserved: int
     used: int
     leased: bool = False
-    """The reservation came out of this process's credit lease (``serving.leases``)."""
+    """The reservation came out of this process's credit lease (``serving.security.leases``)."""
 
 
 @dataclass

@@ -26,7 +26,7 @@ def _store(database_url: str | None):  # type: ignore[no-untyped-def]
     from sqlalchemy.exc import SQLAlchemyError
 
     from nexus_k.core.errors import UserError
-    from serving.auth import KeyStore
+    from serving.security.auth import KeyStore
 
     url = _url(database_url)
     try:
@@ -111,7 +111,7 @@ def audit(
     from rich.console import Console
     from rich.table import Table
 
-    from serving.audit import AuditStore
+    from serving.security.audit import AuditStore
 
     _store(database_url)
     table = Table("time (UTC)", "organisation", "key", "user", "client", "request", "model", "status", "prompt",
@@ -140,8 +140,8 @@ def _limits(rpm: int | None, token_quota: int | None, pii_guard: str | None) -> 
 
 def _record(database_url: str | None, action: str) -> None:
     """The administrative change, as a row of the hash-chained audit log (who changed what, when)."""
-    from serving.audit_admin import record_admin_action
-    from serving.db import get_engine
+    from serving.security.audit_admin import record_admin_action
+    from serving.storage.db import get_engine
 
     record_admin_action(get_engine(_url(database_url)), action)
 

@@ -32,7 +32,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from nexus_k.core.errors import UserError
-from serving.db import ApiKey, KeysVersion, Organisation, get_sessionmaker, utcnow
+from serving.storage.db import ApiKey, KeysVersion, Organisation, get_sessionmaker, utcnow
 
 KEY_SCHEME = "nxk-"
 """Every key starts with this, so secret scanners and people recognise one."""
@@ -67,7 +67,7 @@ class Principal:
     metered: bool
     """True when the organisation has a token budget."""
     pii_guard: str = "off"
-    """The organisation's live personal-data guard: ``off``, ``mask`` or ``block`` (``serving.pii_guard``)."""
+    """The organisation's live personal-data guard: ``off``, ``mask`` or ``block`` (``serving.security.pii_guard``)."""
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ class Organisation(Base):
     tokens_used: Mapped[int] = mapped_column(BigInteger, default=0)
     """Tokens (prompt + completion) settled so far."""
     tokens_leased: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    """Credits server processes took out of ``tokens_remaining`` in blocks (``serving.leases``) and have not
+    """Credits server processes took out of ``tokens_remaining`` in blocks (``serving.security.leases``) and have not
     yet spent or given back (None: 0). ``tokens_remaining + tokens_leased + tokens_used = token_quota``."""
     pii_guard: Mapped[str | None] = mapped_column(String(8), nullable=True)
     """Live personal-data guard on prompts and answers: ``off`` (None), ``mask`` or ``block``."""
@@ -134,7 +134,7 @@ class AuditRecord(Base):
     pii_counts: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     """Personal data found, per kind: by the PII guard, and by the redaction of ``audit_content``."""
     prev_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    """The digest of the row before this one in the hash chain (``serving.audit_chain``)."""
+    """The digest of the row before this one in the hash chain (``serving.security.audit_chain``)."""
     digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
     """SHA-256 over this row's content and ``prev_digest``: altering, inserting or deleting a row breaks it."""
 

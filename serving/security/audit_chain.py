@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, text
 
-from serving.db import AuditChainHead, AuditRecord, utcnow
+from serving.storage.db import AuditChainHead, AuditRecord, utcnow
 
 GENESIS = "0" * 64
 """The digest the first row of a fresh chain links to."""

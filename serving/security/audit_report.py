@@ -20,8 +20,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine, select
 
 from nexus_k.core.errors import UserError
-from serving.audit_chain import verify_chain
-from serving.db import AuditRecord
+from serving.security.audit_chain import verify_chain
+from serving.storage.db import AuditRecord
 
 WORK_START, WORK_END = 9, 18
 _DOWNLOAD = re.compile(r"^/v1/files/[^/]+/content$")

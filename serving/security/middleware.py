@@ -19,15 +19,15 @@ from urllib.parse import quote
 import anyio
 from anyio import to_thread
 
-from serving.audit import AuditEntry, AuditStore, redact_pair
-from serving.auth import KeyCache, KeyStore, Principal, bearer_token
 from serving.config import ServerSettings
 from serving.errors import APIError
-from serving.forwarded import MAX_USER_CHARS, Caller, TrustedProxies
-from serving.internal import INTERNAL_CALL, InternalCall
-from serving.leases import CreditLeases, RateSlots
-from serving.quota import QuotaStore, RateDecision
-from serving.recorder import RecordWriter, Settlement
+from serving.security.audit import AuditEntry, AuditStore, redact_pair
+from serving.security.auth import KeyCache, KeyStore, Principal, bearer_token
+from serving.security.forwarded import MAX_USER_CHARS, Caller, TrustedProxies
+from serving.security.internal import INTERNAL_CALL, InternalCall
+from serving.security.leases import CreditLeases, RateSlots
+from serving.security.quota import QuotaStore, RateDecision
+from serving.security.recorder import RecordWriter, Settlement
 from serving.usage import UsageRecord
 
 log = logging.getLogger(__name__)
@@ -208,7 +208,7 @@ class _Exchange:
         return await self.take_body()
 
     async def admit_internal(self, call: InternalCall) -> APIError | None:
-        """A request the server sends itself (a batch line, see ``serving.internal``): it runs as the batch's
+        """A request the server sends itself (a batch line, see ``serving.security.internal``): it runs as the batch's
         organisation without a key or a per-minute limit; credits, limits and audit as for any request."""
         self.principal = call.principal
         self.state["principal"] = call.principal
