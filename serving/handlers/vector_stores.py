@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 from anyio import to_thread
 
-from serving.storage.db import utcnow
 from serving.engines.base import Engine
 from serving.errors import APIError
 from serving.protocol.common import random_id
@@ -47,6 +46,7 @@ from serving.retrieval.chunking import AUTO_MAX_TOKENS, AUTO_OVERLAP_TOKENS, chu
 from serving.retrieval.ingest import IngestError, IngestLimits, extract_text
 from serving.retrieval.search import ChunkIndex, fuse, matches, search_terms
 from serving.state import ServerState
+from serving.storage.db import utcnow
 from serving.storage.files import file_store
 from serving.storage.vector_stores import (
     VectorStoreBatchRecord,
