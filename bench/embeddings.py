@@ -58,7 +58,7 @@ def boolq_task(data_dir: Path, questions: int | None, seed: int) -> dict:
 
 def retrieval_metrics(results: list, relevant: list) -> dict:
     """recall@1/5/10 and MRR (within the top 100)."""
-    from serving.retrieval import mrr, recall_at_k
+    from retrieval import mrr, recall_at_k
 
     out = {f"recall@{k}": round(recall_at_k(results, relevant, k), 4) for k in (1, 5, 10)}
     out["mrr"] = round(mrr(results, relevant), 4)
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> dict:
     """Every method on every task; returns the results document."""
     import torch
 
-    from serving.retrieval import BM25Index, DenseIndex, reciprocal_rank_fusion
+    from retrieval import BM25Index, DenseIndex, reciprocal_rank_fusion
     from training.embed import Embedder
     from training.embed_data import cosine_spearman, read_sts
 

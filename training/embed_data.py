@@ -131,7 +131,7 @@ def mine_hard_negatives(
 
 def bm25_ranker(queries: list[str], documents: list[str], k: int) -> list[list[int]]:
     """Best ``k`` document positions per query by Kiwi-morpheme BM25 (for ``mine_hard_negatives``)."""
-    from serving.retrieval import BM25Index
+    from retrieval import BM25Index
 
     index = BM25Index(documents)
     return [[h.index for h in hits] for hits in index.search(queries, k)]
@@ -141,7 +141,7 @@ def embedding_ranker(encode: Callable[[list[str]], np.ndarray]) -> Ranker:
     """A ranker for ``mine_hard_negatives`` from an ``encode(texts) -> vectors`` function (cosine)."""
 
     def rank(queries: list[str], documents: list[str], k: int) -> list[list[int]]:
-        from serving.retrieval import DenseIndex
+        from retrieval import DenseIndex
 
         index = DenseIndex(encode(documents))
         return [[h.index for h in hits] for hits in index.search(encode(queries), k)]

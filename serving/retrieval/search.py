@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from serving.retrieval.bm25 import BM25Index
-from serving.retrieval.dense import DenseIndex
-from serving.retrieval.fusion import reciprocal_rank_fusion
-from serving.retrieval.hits import Hit
-from serving.retrieval.korean import KoreanMorphemes
+from retrieval.bm25 import BM25Index
+from retrieval.dense import DenseIndex
+from retrieval.fusion import reciprocal_rank_fusion
+from retrieval.hits import Hit
+from retrieval.korean import KoreanMorphemes
 
 RRF_K = 60
 

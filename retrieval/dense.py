@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from serving.retrieval.bm25 import _top_k
-from serving.retrieval.hits import Hit
+from retrieval.bm25 import _top_k
+from retrieval.hits import Hit
 
 
 def normalize_rows(vectors: np.ndarray, dims: int | None = None) -> np.ndarray:

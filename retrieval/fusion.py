@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from serving.retrieval.hits import Hit
+from retrieval.hits import Hit
 
 
 def reciprocal_rank_fusion(rankings: Sequence[Sequence[Hit]], k: int = 60, top: int | None = None) -> list[Hit]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-from serving.retrieval.hits import Hit
+from retrieval.hits import Hit
 
 
 def recall_at_k(results: Sequence[Sequence[Hit]], relevant: Sequence[Collection[int]], k: int) -> float:

@@ -7,8 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from serving.retrieval import BM25Index, DenseIndex, Hit, KoreanMorphemes, mrr, recall_at_k, reciprocal_rank_fusion
-from serving.retrieval.dense import rank_candidates
+from retrieval import BM25Index, DenseIndex, Hit, KoreanMorphemes, mrr, recall_at_k, reciprocal_rank_fusion
+from retrieval.dense import rank_candidates
 
 DOCS = [
     "서울은 대한민국의 수도이며 인구가 가장 많은 도시이다.",

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from serving.retrieval.hits import Hit
-from serving.retrieval.korean import KoreanMorphemes
+from retrieval.hits import Hit
+from retrieval.korean import KoreanMorphemes
 
 
 class BM25Index:
