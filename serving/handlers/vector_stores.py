@@ -1,7 +1,8 @@
 """``/v1/vector_stores``: stores, their files and file batches, ingestion off the request path, and search.
 
 Adding a file records it ``in_progress`` and starts an asyncio task (at most ``vector_store_ingest_concurrency``
-run at once per process) that extracts the text in a worker thread (``serving.retrieval.ingest``), chunks it by
+run at once per process) that extracts the text in a child process with a time limit (``ingest_timeout_s``;
+``serving.retrieval.ingest_process``), chunks it by
 tokens of the embedding model's tokenizer (the chat model's when none is served), stores each chunk's Kiwi terms
 and, when an embedding model is served, its vector; then ``completed``, or ``failed`` with ``last_error``.
 Ingestion is not charged to the organisation's credits (search queries are). A file left ``in_progress`` by a
@@ -44,6 +45,7 @@ from serving.protocol.vector_stores import (
 )
 from serving.retrieval.chunking import AUTO_MAX_TOKENS, AUTO_OVERLAP_TOKENS, chunk_text
 from serving.retrieval.ingest import IngestError, IngestLimits, extract_text
+from serving.retrieval.ingest_process import extract_isolated
 from serving.retrieval.search import ChunkIndex, fuse, matches, search_terms
 from serving.state import ServerState
 from serving.storage.db import utcnow
@@ -272,7 +274,12 @@ async def ingest(state: ServerState, row: VectorStoreFileRecord, owner: int | No
             upload = await to_thread.run_sync(uploads.get, row.file_id, owner)
             if upload is None:
                 raise IngestError("the file was deleted before it could be read")
-            text = await to_thread.run_sync(extract_text, uploads.path(upload), upload.filename, limits_of(state))
+            timeout = state.settings.ingest_timeout_s
+            if timeout > 0:
+                text = await to_thread.run_sync(extract_isolated, uploads.path(upload), upload.filename,
+                                                limits_of(state), timeout)
+            else:
+                text = await to_thread.run_sync(extract_text, uploads.path(upload), upload.filename, limits_of(state))
             engine = embedder_of(state)
             tokenizer = engine.tokenizer if engine is not None else state.tokenizer
             static = row.chunking["static"]
