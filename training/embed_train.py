@@ -79,20 +79,9 @@ def contrastive_step_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]
 
 
 def _attach_lora(body: torch.nn.Module, cfg: EmbedConfig) -> tuple[torch.nn.Module, list[str]]:
-    from peft import LoraConfig, get_peft_model
+    from training.finetune import attach_lora
 
-    from training.finetune import detect_target_modules
-
-    targets = cfg.target_modules or detect_target_modules(body)
-    lora = LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha or 2 * cfg.lora_r,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=targets,
-        bias="none",
-        task_type="FEATURE_EXTRACTION",
-    )
-    return get_peft_model(body, lora), targets
+    return attach_lora(body, cfg, "FEATURE_EXTRACTION")
 
 
 def plot_embed_curve(history: list[dict[str, float]], sts: dict[str, float], path: Path, title: str) -> None:

@@ -95,6 +95,17 @@ def detect_target_modules(model: Any) -> list[str]:
     return others
 
 
+def attach_lora(model: Any, cfg: Any, task_type: str) -> tuple[Any, list[str]]:
+    """``model`` wrapped with fresh LoRA adapters from ``cfg``'s ``lora_r``/``lora_alpha``/``lora_dropout``/
+    ``target_modules`` (detected when unset); returns it and the adapted module names."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = cfg.target_modules or detect_target_modules(model)
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha or 2 * cfg.lora_r, lora_dropout=cfg.lora_dropout,
+                      target_modules=targets, bias="none", task_type=task_type)
+    return get_peft_model(model, lora), targets
+
+
 def prepare_data(
     cfg: FinetuneConfig, tokenizer: Any, conversations: list | None = None
 ) -> tuple[list, list, ChatDataStats]:
@@ -133,20 +144,8 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         stats.redactions,
     )
 
-    from peft import LoraConfig, get_peft_model
-
     torch.manual_seed(cfg.seed)
-    base_model = load_causal_lm(cfg.base)
-    targets = cfg.target_modules or detect_target_modules(base_model)
-    lora = LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha or 2 * cfg.lora_r,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=targets,
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-    model = get_peft_model(base_model, lora)
+    model, targets = attach_lora(load_causal_lm(cfg.base), cfg, "CAUSAL_LM")
     trainable, total = count_parameters(model, trainable_only=True), count_parameters(model)
     log.info("LoRA r=%d on %s: %.2fM trainable of %.1fM", cfg.lora_r, targets, trainable / 1e6, total / 1e6)
 
@@ -182,7 +181,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     data_stats = {"training_conversations": len(train_items), "heldout_conversations": len(held_items), **asdict(stats)}
     settings = {
         "lora_r": cfg.lora_r,
-        "lora_alpha": lora.lora_alpha,
+        "lora_alpha": cfg.lora_alpha or 2 * cfg.lora_r,
         "target_modules": ",".join(targets),
         "trainable_parameters": trainable,
         "total_parameters": total,
