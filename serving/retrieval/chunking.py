@@ -1,7 +1,8 @@
 """Korean-aware chunking of extracted text, sized in tokens of the embedding model's tokenizer.
 
 The text (one paragraph, heading or table row per line) becomes units: headings (``# ...``, 제N편/장/절/관/조,
-``1.``, ``가.``, ``(1)``, ``①`` lines that are short and not a sentence), table rows (kept whole), and the
+``1.``, ``가.``, ``(1)``, ``①`` lines that are short and not a sentence), tables (whole when they take at most
+three quarters of a chunk, else row by row), and the
 sentences of other lines (Kiwi's ``split_into_sents``; a bare item marker such as ``1.`` stays with its
 sentence). Units are packed greedily into chunks of at most ``max_tokens`` tokens:
 
@@ -81,6 +82,8 @@ class Unit:
     """The headings above this unit (outermost first)."""
     article: bool = False
     """Whether the unit opens an article or a higher division (제N조 ...), heading or not."""
+    table: bool = False
+    """Whether the unit is a table row (or, after :func:`whole_tables`, a whole table)."""
     tokens: int = 0
 
 
@@ -135,11 +138,36 @@ def units_of(text: str) -> list[Unit]:
             # "제5조(연차휴가) 직원은 ..." is both the article's heading and its first sentence.
             path = [(lvl, txt) for lvl, txt in path if lvl < opens]
         context = tuple(t for _, t in path)
-        pieces = [line] if " | " in line else sentences(line)
+        table = " | " in line
+        pieces = [line] if table else sentences(line)
         for index, piece in enumerate(pieces):
-            units.append(Unit(piece, line_end=index == len(pieces) - 1, path=context,
+            units.append(Unit(piece, line_end=index == len(pieces) - 1, path=context, table=table,
                               article=index == 0 and opens is not None and opens <= ARTICLE_LEVEL))
     return units
+
+
+def whole_tables(units: list[Unit], limit: int) -> list[Unit]:
+    """Consecutive table rows merged into one unit when the table takes at most ``limit`` tokens (then no chunk
+    boundary falls inside it); larger tables stay row by row."""
+    out: list[Unit] = []
+    rows: list[Unit] = []
+
+    def flush() -> None:
+        if len(rows) > 1 and sum(r.tokens for r in rows) <= limit:
+            out.append(Unit("\n".join(r.text for r in rows), path=rows[0].path, table=True,
+                            tokens=sum(r.tokens for r in rows)))
+        else:
+            out.extend(rows)
+        rows.clear()
+
+    for unit in units:
+        if unit.table:
+            rows.append(unit)
+            continue
+        flush()
+        out.append(unit)
+    flush()
+    return out
 
 
 @dataclass
@@ -185,6 +213,7 @@ class Chunker:
             unit.tokens = count
             if unit.heading is not None:
                 self._heading_tokens[unit.text] = count
+        units = whole_tables(units, self.max_tokens * 3 // 4)
         out: list[str] = []
         current = self._start(units[0]) if units else _Chunk()
         for unit in units:

@@ -255,3 +255,14 @@ def test_extraction_in_a_child_process(tmp_path: Path) -> None:
         extract_isolated(write(tmp_path, "b.pdf", b"nope"), "b.pdf", IngestLimits(), 60)
     with pytest.raises(IngestError, match="longer than"):  # the child cannot even start in a millisecond
         extract_isolated(path, "a.md", IngestLimits(), 0.001)
+
+
+def test_tables_stay_whole_where_they_fit(tiny_tokenizer) -> None:
+    intro = " ".join(f"{n}번 설명 문장이다." for n in range(1, 12))
+    table = "\n".join(f"항목{n} | {n * 10}일 | 비고{n}" for n in range(1, 6))
+    chunks = chunk_text(f"# 휴가표\n{intro}\n{table}\n끝맺는 문장이다.", tiny_tokenizer, max_tokens=150,
+                        overlap_tokens=0)
+    holding = [c for c in chunks if "항목1 |" in c]
+    assert len(holding) == 1 and all(f"항목{n} |" in holding[0] for n in range(1, 6))
+    huge = "\n".join(f"항목{n} | {n * 10}일 | 비고{n}" for n in range(1, 80))
+    assert len(chunk_text(huge, tiny_tokenizer, max_tokens=150, overlap_tokens=0)) > 1  # too big: row by row
