@@ -139,3 +139,23 @@ def test_audio_and_web_search_are_refused_clearly(inprocess) -> None:
                                        audio={"voice": "alloy", "format": "wav"})
     with pytest.raises(openai.BadRequestError, match="does not search the web"):
         client.chat.completions.create(model="tiny-ko", messages=HELLO, web_search_options={})
+
+
+@pytest.mark.parametrize("responses_api", [False, True], ids=["chat", "responses"])
+def test_langchain_with_structured_output(tiny_tokenizer, tmp_path, responses_api) -> None:
+    langchain_openai = pytest.importorskip("langchain_openai")
+    from pydantic import BaseModel
+
+    class Weather(BaseModel):
+        city: str
+        sunny: bool
+
+    engine = ScriptedEngine(tiny_tokenizer, script=lambda *_: '{"city": "서울", "sunny": true}')
+    server = make_inprocess(tiny_tokenizer, tmp_path, engine)
+    llm = langchain_openai.ChatOpenAI(model="tiny-ko", base_url="http://testserver/v1", api_key="x",
+                                      http_client=server.http, max_retries=0, use_responses_api=responses_api)
+    plain = llm.invoke("안녕하세요")
+    assert plain.content if not responses_api else plain.text
+    answer = llm.with_structured_output(Weather).invoke("서울 날씨 알려줘")
+    assert answer == Weather(city="서울", sunny=True)
+    assert engine.calls[-1].settings.structured is not None  # enforced by the grammar, not trusted
