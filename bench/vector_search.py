@@ -35,7 +35,8 @@ def fill(url: str, chunks: int, files: int, dims: int, seed: int) -> str:
     record = store.create(None, f"bench-{chunks}", None, None, {}, None)
     store.add_files(record, [(f"file-{i}", f"f{i}.md", {"year": 2000 + i % 25}, {}) for i in range(files)])
     rng = random.Random(seed)
-    vocab = ["병가", "휴가", "출장", "숙박비", "개인정보", "문서", "보관", "연차", "승인"] + [f"어휘{i}" for i in range(20_000)]
+    vocab = ["병가", "휴가", "출장", "숙박비", "개인정보", "문서", "보관", "연차", "승인"]
+    vocab += [f"어휘{i}" for i in range(20_000)]
     vectors = np.random.default_rng(seed).standard_normal((chunks, dims)).astype("<f4")
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     with store.sessions.begin() as s:
