@@ -367,7 +367,7 @@ class Snapshot:
     texts: list[str]
 
 
-_SNAPSHOTS: OrderedDict[tuple[str, str], tuple[tuple[int, int], Snapshot]] = OrderedDict()
+_SNAPSHOTS: OrderedDict[tuple[str, str], tuple[int, Snapshot]] = OrderedDict()
 _SNAPSHOT_LOCK = threading.Lock()
 SNAPSHOTS_KEPT = 16
 """Stores whose search index a process keeps in memory (least recently searched dropped first)."""

@@ -40,6 +40,8 @@ class VectorStoreRecord(Base):
     meta: Mapped[dict] = mapped_column(JSON, default=dict)
     chunking: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     """The store's default chunking strategy (``{"type": "static", "static": {...}}``)."""
+    revision: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """Bumped whenever chunks are added or removed: search caches a store's index per revision."""
 
 
 class VectorStoreFileRecord(Base):
@@ -95,6 +97,12 @@ class ChunkRecord(Base):
 def new_id(prefix: str) -> str:
     """``vs_<hex>`` / ``vsfb_<hex>``, OpenAI's id style."""
     return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def _bump(session: Any, store_id: str) -> None:
+    """The store's chunks changed (in ``session``'s transaction)."""
+    session.execute(VectorStoreRecord.__table__.update().where(VectorStoreRecord.id == store_id)
+                    .values(revision=func.coalesce(VectorStoreRecord.revision, 0) + 1))
 
 
 def _owned(query: Any, column: Any, org_id: int | None) -> Any:
@@ -194,6 +202,7 @@ class VectorStoreStore:
                                             created_at=utcnow(), batch_id=batch_id)
                 s.add(row)
                 rows.append(row)
+            _bump(s, store.id)
         return rows
 
     def pending_files(self) -> list[VectorStoreFileRecord]:
@@ -237,6 +246,7 @@ class VectorStoreStore:
             s.execute(delete(ChunkRecord).where(ChunkRecord.store_id == row.store_id,
                                                 ChunkRecord.file_id == row.file_id))
             s.execute(delete(VectorStoreFileRecord).where(VectorStoreFileRecord.seq == row.seq))
+            _bump(s, row.store_id)
 
     def finish_file(self, row: VectorStoreFileRecord, chunks: list[tuple[str, str, bytes | None]]) -> bool:
         """Store the chunks (text, terms, vector) and mark the file completed, in one transaction; False when
@@ -252,6 +262,7 @@ class VectorStoreStore:
             used = sum(len(text.encode()) + len(vector or b"") for text, _, vector in chunks)
             s.execute(VectorStoreFileRecord.__table__.update().where(VectorStoreFileRecord.seq == row.seq)
                       .values(status="completed", usage_bytes=used, last_error=None))
+            _bump(s, row.store_id)
         return True
 
     def fail_file(self, row: VectorStoreFileRecord, code: str, message: str) -> None:
@@ -288,12 +299,11 @@ class VectorStoreStore:
 
     # -------------------------------------------------------------------------------------- search
 
-    def revision(self, store_id: str) -> tuple[int, int]:
-        """(number of chunks, highest chunk id) of a store: changes whenever a file's chunks are added or removed."""
+    def revision(self, store_id: str) -> int:
+        """The store's revision: it moves whenever a file's chunks are added or removed."""
         with self.sessions() as s:
-            count, top = s.execute(select(func.count(), func.coalesce(func.max(ChunkRecord.id), 0))
-                                   .where(ChunkRecord.store_id == store_id)).one()
-        return int(count), int(top)
+            return int(s.scalar(select(func.coalesce(VectorStoreRecord.revision, 0))
+                                .where(VectorStoreRecord.id == store_id)) or 0)
 
     def chunks(self, store_id: str) -> list[tuple[str, str, str, bytes | None]]:
         """(file id, text, terms, vector) of every chunk of a store, in insertion order."""
