@@ -44,7 +44,8 @@ from serving.protocol.vector_stores import (
     VectorStoreFile,
 )
 from serving.retrieval.chunking import AUTO_MAX_TOKENS, AUTO_OVERLAP_TOKENS, chunk_text
-from serving.retrieval.ingest import IngestError, IngestLimits, extract_text
+from serving.retrieval.ingest import extract_text
+from serving.retrieval.ingest_base import IngestError, IngestLimits
 from serving.retrieval.ingest_process import extract_isolated
 from serving.retrieval.search import ChunkIndex, fuse, matches, search_terms
 from serving.state import ServerState

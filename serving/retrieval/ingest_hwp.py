@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from xml.etree import ElementTree
 
-from serving.retrieval.ingest import OLE_MAGIC, IngestError, IngestLimits, _Text, open_zip
+from serving.retrieval.ingest_base import OLE_MAGIC, IngestError, IngestLimits, _Text, open_zip
 
 HWPTAG_BEGIN = 0x10
 HWPTAG_PARA_TEXT = HWPTAG_BEGIN + 51

@@ -11,7 +11,8 @@ import multiprocessing
 from pathlib import Path
 from typing import Any
 
-from serving.retrieval.ingest import IngestError, IngestLimits, extract_text
+from serving.retrieval.ingest import extract_text
+from serving.retrieval.ingest_base import IngestError, IngestLimits
 
 
 def _child(conn: Any, path: str, filename: str, limits: IngestLimits) -> None:

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from serving.retrieval.chunking import chunk_text, heading_level, units_of
-from serving.retrieval.ingest import IngestError, IngestLimits, _Text, extract_text
+from serving.retrieval.ingest import extract_text
+from serving.retrieval.ingest_base import IngestError, IngestLimits, _Text
 from serving.retrieval.ingest_hwp import HWPTAG_PARA_TEXT, para_text, records, section_text
 
 REGULATION = """# 복무 규정
