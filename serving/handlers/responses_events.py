@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel
 
 from serving.handlers.responses import message_item, reasoning_item
+from serving.handlers.sse import event_json
 from serving.protocol.responses import FunctionToolCall, OutputItem, OutputText, response_id
 from serving.security.pii_guard import ReplyGuard
 from serving.usage import UsageRecord
@@ -27,7 +27,7 @@ class Events:
     def __call__(self, kind: str, **fields: Any) -> str:
         payload = {"type": kind, "sequence_number": self.sequence, **{k: _dump(v) for k, v in fields.items()}}
         self.sequence += 1
-        return f"event: {kind}\ndata: {json.dumps(payload, ensure_ascii=False)}\n\n"
+        return f"event: {kind}\ndata: {event_json(payload)}\n\n"
 
 
 class Output:

@@ -613,3 +613,21 @@ def test_a_store_failure_ends_the_stream_with_response_failed(inprocess, monkeyp
     events = list(inprocess.openai().responses.create(model="tiny-ko", input="안녕", stream=True))
     assert events[-1].type == "response.failed" and events[-1].response.error.code == "server_error"
     assert events[-1].response.output_text == REPLY  # what was streamed is still there
+
+
+@pytest.mark.parametrize(("path", "body", "text_of"), [
+    ("/v1/responses", {"input": "안녕"},
+     lambda e: e.get("delta", "") if e.get("type") == "response.output_text.delta" else ""),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "안녕"}]},
+     lambda e: (e["choices"][0]["delta"].get("content") or "") if e.get("choices") else ""),
+])
+def test_line_separators_in_the_text_do_not_split_a_streamed_event(tiny_tokenizer, tmp_path, path, body,
+                                                                    text_of) -> None:
+    """U+2028, U+2029 and U+0085 are line ends to ``str.splitlines`` (httpx's ``aiter_lines``): a model's
+    text that holds them must still stream as whole events."""
+    reply = "첫 줄\u2028둘째 줄\u2029셋째\x85끝"
+    server = make_inprocess(tiny_tokenizer, tmp_path, ScriptedEngine(tiny_tokenizer, script=lambda *a: reply))
+    with server.http.stream("POST", path, json={"model": "tiny-ko", "stream": True, **body}) as stream:
+        lines = [line for line in stream.iter_lines() if line.startswith("data: ") and line != "data: [DONE]"]
+    events = [json.loads(line[len("data: "):]) for line in lines]
+    assert "".join(text_of(e) for e in events) == reply
