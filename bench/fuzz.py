@@ -1,12 +1,16 @@
 """Schemathesis over the real server's ``/openapi.json``: no 5xx, no response that breaks the schema.
 
-``python -m bench.fuzz`` starts ``nexus-k serve --engine hf`` on the tiny model (offline) with an API key
-and fetches the server's OpenAPI schema with it. Then three ``schemathesis run`` passes (examples,
-coverage and fuzzing phases, bounded examples per operation, a time budget each):
+``python -m bench.fuzz`` starts ``nexus-k serve --engine hf`` on the tiny model (offline; the same model also
+served as the embedding model ``tiny-embed``, so that ``/v1/embeddings`` and ``/v1/rerank`` reach a pooling
+engine) with an API key and fetches the server's OpenAPI schema with it. Every route in the schema is
+fuzzed: chat, completions, the Responses API, embeddings and rerank, files, batches and vector stores.
+Then three ``schemathesis run`` passes (examples, coverage and fuzzing phases, bounded examples per
+operation, a time budget each):
 
 * ``keyed``: the schema as served, with the key;
-* ``keyed_model_pinned``: the same, but the request bodies' ``model`` fixed to the served name, so that
-  generated cases get past the model lookup and reach the chat template and the engine;
+* ``keyed_model_pinned``: the same, but the request bodies' ``model`` fixed to the served names (the
+  embedding model's for embeddings and rerank), so that generated cases get past the model lookup and
+  reach the chat template and the engines;
 * ``without_key``: the schema as served, no key: every operation but ``/health`` must answer 401 and
   none may fail with a 5xx.
 
@@ -90,7 +94,11 @@ def server_tracebacks(log_lines: list[str], keep: int = 5) -> list[dict]:
     return sorted(seen.values(), key=lambda e: -e["count"])[:keep]
 
 
-def fetch_schemas(base: str, key: str, served: str, out: Path) -> tuple[Path, Path]:
+POOLING_REQUESTS = ("EmbeddingRequest", "RerankRequest")
+"""Request bodies whose ``model`` is the embedding model's name."""
+
+
+def fetch_schemas(base: str, key: str, served: str, out: Path, served_embedding: str) -> tuple[Path, Path]:
     """The server's OpenAPI schema as served, and a copy whose request ``model`` fields are pinned."""
     import httpx
 
@@ -99,7 +107,8 @@ def fetch_schemas(base: str, key: str, served: str, out: Path) -> tuple[Path, Pa
     served_path.write_text(json.dumps(schema))
     for name, component in schema.get("components", {}).get("schemas", {}).items():
         if name.endswith("Request") and "model" in component.get("properties", {}):
-            component["properties"]["model"] = {"type": "string", "enum": [served]}
+            name = served_embedding if name in POOLING_REQUESTS else served
+            component["properties"]["model"] = {"type": "string", "enum": [name]}
     pinned_path = out / "openapi-model-pinned.json"
     pinned_path.write_text(json.dumps(schema))
     return served_path, pinned_path
@@ -128,10 +137,12 @@ def main() -> None:
     load_start = [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix="nexus-k-fuzz-") as tmp_name:
         tmp = Path(tmp_name)
-        server = start_server(tmp, cfg.max_model_len)
+        embedding = {"NEXUS_K_EMBEDDING_MODEL": str(tmp / "tiny-model"),
+                     "NEXUS_K_SERVED_EMBEDDING_MODEL_NAME": "tiny-embed"}
+        server = start_server(tmp, cfg.max_model_len, env_extra=embedding)
         try:
             key = KeyStore(server.database_url).create("fuzz", rpm=10**6, token_quota=10**12)
-            served, pinned = fetch_schemas(server.base, key, "tiny-ko", tmp)
+            served, pinned = fetch_schemas(server.base, key, "tiny-ko", tmp, "tiny-embed")
             runs = {
                 "keyed": run_schemathesis(server.base, served, cfg, tmp / "keyed.json", key, cfg.max_time_s),
                 "keyed_model_pinned": run_schemathesis(server.base, pinned, cfg, tmp / "pinned.json", key,

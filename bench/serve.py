@@ -10,6 +10,8 @@ same load, alternated within each start (chat first on odd repeats, Responses fi
 report adds Responses / chat ratios per server and ours / vLLM's ``/v1/responses``:
 
     python -m bench.serve --apis chat responses --skip nexus-k-hf --out bench/results/serve_responses.json
+    python -m bench.serve --apis chat responses --skip nexus-k-hf vllm-openai --repeats 2 --rounds 3 \
+        --out bench/results/serve_responses_ours.json   # more turns of our two APIs, less noise
 
 Each contender gets a one-request warm-up, and the vLLM ones an untimed round at each concurrency (one-off
 costs of a first batch of that size stay out of the timing); then ``concurrency`` clients each send
@@ -180,16 +182,17 @@ def median_row(rows: list[dict]) -> dict:
     return out
 
 
-def contender_rows(kind: str, base: str, args: argparse.Namespace, repeat: int) -> dict[str, list[dict]]:
-    """One server's measurements: for each API, a row per concurrency (APIs alternated at each concurrency,
-    their order flipped on every other repeat)."""
+def contender_rows(kind: str, base: str, args: argparse.Namespace, repeat: int) -> list[dict[str, list[dict]]]:
+    """One server's measurements, a dict per round: for each API, a row per concurrency. At each
+    concurrency the APIs take turns, in an order that flips every round and every other repeat (A B, B A)."""
     per_client = args.hf_requests_per_client if kind == "nexus-k-hf" else args.requests_per_client
-    apis = args.apis if repeat % 2 == 0 else list(reversed(args.apis))
-    rows: dict[str, list[dict]] = {api: [] for api in args.apis}
+    rounds: list[dict[str, list[dict]]] = [{api: [] for api in args.apis} for _ in range(args.rounds)]
     for c in args.concurrency:
-        for api in apis:
-            rows[api].append(asyncio.run(load(base, c, per_client, warm_round=kind != "nexus-k-hf", api=api)))
-    return rows
+        for r, rows in enumerate(rounds):
+            apis = args.apis if (repeat + r) % 2 == 0 else list(reversed(args.apis))
+            for api in apis:
+                rows[api].append(asyncio.run(load(base, c, per_client, warm_round=kind != "nexus-k-hf", api=api)))
+    return rounds
 
 
 def ratio_table(results: dict[str, list[dict]], concurrency: list[int]) -> dict[str, float]:
@@ -227,6 +230,9 @@ def main() -> None:
                              "median of each metric is reported.")
     parser.add_argument("--apis", nargs="+", choices=sorted(APIS), default=["chat"],
                         help="APIs to load each server with (alternated on the same server)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="Measurements of every API at each concurrency per server start (with --apis: "
+                             "turns taken A B, B A, ...); each counts as a repeat in the medians.")
     parser.add_argument("--skip", nargs="*", default=[], help="contenders to leave out")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "serve.json")
     args = parser.parse_args()
@@ -243,13 +249,14 @@ def main() -> None:
             continue
         server = start(kind, model, work / f"{kind}.log")
         try:
-            rows = contender_rows(kind, server.base_url, args, repeat)
+            rounds = contender_rows(kind, server.base_url, args, repeat)
         finally:
             server.stop(timeout=120)
-        for api, api_rows in rows.items():
-            name = f"{kind}/{api}" if COMPARING_APIS else kind
-            runs.setdefault(name, []).append(api_rows)
-        print(kind, json.dumps(rows, indent=1), flush=True)
+        for rows in rounds:
+            for api, api_rows in rows.items():
+                name = f"{kind}/{api}" if COMPARING_APIS else kind
+                runs.setdefault(name, []).append(api_rows)
+        print(kind, json.dumps(rounds, indent=1), flush=True)
     results = {name: [median_row([rep[i] for rep in reps]) for i in range(len(args.concurrency))]
                for name, reps in runs.items()}
 
@@ -260,7 +267,7 @@ def main() -> None:
               platform.machine(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
               "load_avg_end": [round(x, 2) for x in os.getloadavg()], "apis": args.apis,
               "requests_per_client": args.requests_per_client, "hf_requests_per_client": args.hf_requests_per_client,
-              "repeats": args.repeats, "results": results, "runs": runs}
+              "repeats": args.repeats, "rounds": args.rounds, "results": results, "runs": runs}
     report["ratios"] = ratios = ratio_table(results, args.concurrency)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
