@@ -178,12 +178,15 @@ async def run_load(base: str, key: str | None, pid: int, cfg: LoadConfig) -> dic
 def middleware_overhead(cfg: LoadConfig, tmp: Path) -> dict:
     """Requests/s of a trivial route in-process, with and without the security middleware: one key with a rate
     limit, credits (the route reserves and uses tokens through the usage record) and the PII guard in ``mask``
-    mode; the hash-chained audit row of every request committed before its answer goes out."""
+    mode (the route passes the prompt and its answer through the guard, as the real handlers do; without the
+    layer the guard is off and passes them through); the hash-chained audit row of every request committed
+    before its answer goes out."""
     from fastapi import FastAPI
 
     from serving.config import ServerSettings
     from serving.security.auth import KeyStore
     from serving.security.install import install_security
+    from serving.security.pii_guard import guard_prompt_texts, guard_reply
     from serving.usage import usage_of
 
     def make(secure: bool) -> FastAPI:
@@ -192,10 +195,13 @@ def middleware_overhead(cfg: LoadConfig, tmp: Path) -> dict:
         @app.post("/v1/chat/completions")
         async def chat(request: Request) -> dict:
             usage = usage_of(request.state)
+            body = await request.json()
             usage.start("chat.completions", "bench", None)
+            guard_prompt_texts([m["content"] for m in body["messages"]], usage, "messages")
             await usage.reserve(12)  # a no-op without the security layer
             usage.prompt_tokens, usage.completion_tokens = 4, 8
-            return {"choices": []}
+            answer = guard_reply("안녕하세요. 무엇을 도와드릴까요?", usage)
+            return {"choices": [{"index": 0, "message": {"role": "assistant", "content": answer}}]}
 
         if secure:
             install_security(app, ServerSettings(database_url=f"sqlite:///{tmp / 'overhead.db'}"))
@@ -204,25 +210,32 @@ def middleware_overhead(cfg: LoadConfig, tmp: Path) -> dict:
     key = KeyStore(f"sqlite:///{tmp / 'overhead.db'}").create("bench", rpm=10**9, token_quota=10**15,
                                                               pii_guard="mask")
 
-    async def arm(app: FastAPI) -> float:
+    async def arm(app: FastAPI) -> tuple[float, float]:
+        """Requests/s over the arm, and the median time of one request in ms."""
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench",
                                      headers={"Authorization": f"Bearer {key}"}) as client:
             body = {"messages": [{"role": "user", "content": "안녕"}], "max_tokens": 8}
             await client.post("/v1/chat/completions", json=body)
+            times = []
             start = time.perf_counter()
             for _ in range(cfg.overhead_requests):
+                sent = time.perf_counter()
                 answer = await client.post("/v1/chat/completions", json=body)
+                times.append(time.perf_counter() - sent)
                 assert answer.status_code == 200, answer.text
-            return cfg.overhead_requests / (time.perf_counter() - start)
+            return cfg.overhead_requests / (time.perf_counter() - start), statistics.median(times) * 1000
 
     apps = make(False), make(True)
     rounds = [(asyncio.run(arm(apps[0])), asyncio.run(arm(apps[1]))) for _ in range(cfg.overhead_rounds)]
-    bare, secure = statistics.median(r[0] for r in rounds), statistics.median(r[1] for r in rounds)
-    return {"requests_per_arm": cfg.overhead_requests, "rounds": [[round(b, 1), round(s, 1)] for b, s in rounds],
+    bare, secure = statistics.median(r[0][0] for r in rounds), statistics.median(r[1][0] for r in rounds)
+    bare_ms, secure_ms = statistics.median(r[0][1] for r in rounds), statistics.median(r[1][1] for r in rounds)
+    return {"requests_per_arm": cfg.overhead_requests, "rounds": [[round(b[0], 1), round(s[0], 1)] for b, s in rounds],
             "bare_per_s": round(bare, 1), "secured_per_s": round(secure, 1),
             "secured_over_bare": round(secure / bare, 3),
-            "ms_added_per_request": round(1000 / secure - 1000 / bare, 3)}
+            "ms_added_per_request": round(1000 / secure - 1000 / bare, 3),
+            "median_request_ms": {"bare": round(bare_ms, 4), "secured": round(secure_ms, 4)},
+            "median_ms_added_per_request": round(secure_ms - bare_ms, 4)}
 
 
 @dataclass

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, text
+from sqlalchemy import Connection, DateTime, Dialect, Engine, func, insert, select, text
+from sqlalchemy.dialects import sqlite
 
 from serving.storage.db import AuditChainHead, AuditRecord, utcnow
 
@@ -32,6 +33,9 @@ CONTENT_COLUMNS: tuple[str, ...] = tuple(
 """What a row's digest covers: every column but its id and the chain's own two."""
 _SCALAR_DEFAULTS = {c.name: c.default.arg for c in AuditRecord.__table__.columns
                     if c.default is not None and c.default.is_scalar}
+_DATETIME_COLUMNS = tuple(name for name in CONTENT_COLUMNS
+                          if isinstance(AuditRecord.__table__.c[name].type, DateTime))
+"""The content columns that hold dates (the only values :func:`_plain` changes)."""
 
 
 def _plain(value: Any) -> Any:
@@ -45,7 +49,10 @@ def _plain(value: Any) -> Any:
 def canonical(row: Mapping[str, Any]) -> bytes:
     """The row's content as the bytes its digest covers (the same whether read back from SQLite or PostgreSQL)."""
     # Empty columns are left out, so that a nullable column added later leaves old rows' digests as they were.
-    data = {name: _plain(row[name]) for name in CONTENT_COLUMNS if row.get(name) is not None}
+    data = {name: value for name in CONTENT_COLUMNS if (value := row.get(name)) is not None}
+    for name in _DATETIME_COLUMNS:
+        if name in data:
+            data[name] = _plain(data[name])
     return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
 
 
@@ -98,15 +105,72 @@ def append_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
         last_id, prev = head
     now = utcnow()
     for given in rows:
-        values = {name: given.get(name) for name in CONTENT_COLUMNS}
-        values["created_at"] = values["created_at"] or now
-        for name, default in _SCALAR_DEFAULTS.items():  # what the database would fill in, so the digest covers it
-            if values[name] is None:
-                values[name] = default
-        digest = row_digest(prev, values)
-        result = conn.execute(_INSERT_ROW, {**values, "prev_digest": prev, "digest": digest})
-        prev, last_id = digest, result.inserted_primary_key[0]
+        values = chained_values(given, prev, now)
+        result = conn.execute(_INSERT_ROW, values)
+        prev, last_id = values["digest"], result.inserted_primary_key[0]
     conn.execute(_MOVE_HEAD, {"last_id": last_id, "last_digest": prev})
+
+
+def chained_values(given: Mapping[str, Any], prev: str, now: datetime) -> dict[str, Any]:
+    """The column values of the row ``given`` appended after the digest ``prev``: its content (``now`` as its
+    time unless it has one, the database's defaults filled in so that the digest covers them), ``prev_digest``
+    and its ``digest``."""
+    values = {name: given.get(name) for name in CONTENT_COLUMNS}
+    values["created_at"] = values["created_at"] or now
+    for name, default in _SCALAR_DEFAULTS.items():  # what the database would fill in, so the digest covers it
+        if values[name] is None:
+            values[name] = default
+    values["prev_digest"], values["digest"] = prev, row_digest(prev, values)
+    return values
+
+
+SQLITE_NAMED = sqlite.dialect(paramstyle="named")
+"""SQLite's SQL with ``:name`` parameters, which the ``sqlite3`` module takes with a dict."""
+
+
+class SqliteAppender:
+    """:func:`append_rows` for the recorder on SQLite, through the ``sqlite3`` cursor of the recorder's transaction:
+    the same statements (compiled once from the same table definitions), the same values in the same storage
+    form (each column's own SQLAlchemy bind processor: dates, JSON), the same digests; only SQLAlchemy's
+    per-statement bookkeeping is skipped (a batch of one row: about 45 µs against 160 µs through
+    ``append_rows``, measured in a loop on the development machine)."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        table = AuditRecord.__table__
+        columns = [*CONTENT_COLUMNS, "prev_digest", "digest"]
+        self.insert_sql = str(_INSERT_ROW.compile(dialect=SQLITE_NAMED, column_keys=columns))
+        head_columns = ["id", "last_id", "last_digest", "anchor_id", "anchor_digest"]
+        self.insert_head_sql = str(AuditChainHead.__table__.insert().compile(dialect=SQLITE_NAMED,
+                                                                           column_keys=head_columns))
+        self.processors = [(name, process, process(None)) for name in columns
+                           if (process := table.c[name].type.dialect_impl(dialect).bind_processor(dialect))]
+        """Each column's bind processor, and what it makes of None (JSON columns store ``null``, as through
+        SQLAlchemy), computed once."""
+
+    def append(self, cursor: Any, rows: list[dict[str, Any]]) -> None:
+        """Insert ``rows`` at the end of the chain (``cursor``: a ``sqlite3`` cursor inside the transaction
+        that commits them; its first write takes SQLite's write lock, held to the commit)."""
+        if not rows:
+            return
+        head = cursor.execute(_LOCK_AND_READ_SQLITE.text).fetchone()
+        if head is None:
+            cursor.execute(_LOCK_SQLITE.text)  # as in append_rows: the write lock, whatever the UPDATE matched
+            before = cursor.execute(f"SELECT max(id) FROM {AuditRecord.__tablename__}").fetchone()[0] or 0
+            cursor.execute(self.insert_head_sql, {"id": 1, "last_id": before, "last_digest": GENESIS,
+                                                  "anchor_id": before, "anchor_digest": GENESIS})
+            prev, last_id = GENESIS, before
+        else:
+            last_id, prev = head
+        now = utcnow()
+        for given in rows:
+            values = chained_values(given, prev, now)
+            prev = values["digest"]
+            for name, process, none_form in self.processors:
+                value = values[name]
+                values[name] = none_form if value is None else process(value)
+            cursor.execute(self.insert_sql, values)
+            last_id = cursor.lastrowid
+        cursor.execute(_MOVE_HEAD.text, {"last_id": last_id, "last_digest": prev})
 
 
 @dataclass

@@ -68,11 +68,19 @@ def _too_large(limit: int) -> APIError:
                     "request_too_large")
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", []):
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return None
+_READ_HEADERS = frozenset({b"x-request-id", b"authorization", b"content-length", b"x-forwarded-for",
+                           b"x-forwarded-user", b"x-forwarded-email"})
+"""The request headers the middleware reads (each request's headers are scanned once for them)."""
+
+
+def _read_headers(scope: Scope) -> dict[bytes, str]:
+    """The first value of each of :data:`_READ_HEADERS` that the request carries (names compared in lower case)."""
+    found: dict[bytes, str] = {}
+    for key, value in scope.get("headers", ()):
+        key = key.lower()
+        if key in _READ_HEADERS and key not in found:
+            found[key] = value.decode("latin-1")
+    return found
 
 
 class SecurityMiddleware:
@@ -92,6 +100,9 @@ class SecurityMiddleware:
         self.records = RecordWriter(self.audit.engine)
         self.page_paths = page_paths
         self.proxies = TrustedProxies(settings.trusted_proxies)
+        self.in_flight = 0
+        """Requests inside the middleware now (on the event loop's thread): a request alone may have its record
+        committed right on the loop (``RecordWriter.record``)."""
 
     def is_public(self, method: str, path: str) -> bool:
         """``/health`` and the chat page's static files need no key (the page asks the user for one)."""
@@ -106,7 +117,11 @@ class SecurityMiddleware:
         if scope["type"] != "http" or self.is_public(scope["method"], scope["path"]):
             await self.app(scope, receive, send)
             return
-        await _Exchange(self, scope, receive, send).run()
+        self.in_flight += 1
+        try:
+            await _Exchange(self, scope, receive, send).run()
+        finally:
+            self.in_flight -= 1
 
 
 class _Exchange:
@@ -115,7 +130,8 @@ class _Exchange:
     def __init__(self, mw: SecurityMiddleware, scope: Scope, receive: Receive, send: Send) -> None:
         self.mw, self.scope, self.receive, self.send = mw, scope, receive, send
         self.started = time.perf_counter()
-        given = _header(scope, b"x-request-id")
+        self.headers = headers = _read_headers(scope)
+        given = headers.get(b"x-request-id")
         self.request_id = given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
         self.state: dict[str, Any] = scope.setdefault("state", {})
         self.principal: Principal | None = None
@@ -132,8 +148,8 @@ class _Exchange:
         self.upload_bytes = 0
         peer = scope.get("client")
         self.caller: Caller = mw.proxies.caller(
-            peer[0] if peer else None, _header(scope, b"x-forwarded-for"), _header(scope, b"x-forwarded-user"),
-            _header(scope, b"x-forwarded-email"))
+            peer[0] if peer else None, headers.get(b"x-forwarded-for"), headers.get(b"x-forwarded-user"),
+            headers.get(b"x-forwarded-email"))
 
     async def run(self) -> None:
         refusal = await self.admit()
@@ -170,7 +186,7 @@ class _Exchange:
         internal = self.state.get(INTERNAL_CALL)
         if isinstance(internal, InternalCall):
             return await self.admit_internal(internal)
-        token = bearer_token(_header(self.scope, b"authorization"))
+        token = bearer_token(self.headers.get(b"authorization"))
         keys = self.mw.keys
         if token is not None:
             self.principal = keys.cached_key(token) or await to_thread.run_sync(keys.authenticate, token)
@@ -231,7 +247,7 @@ class _Exchange:
         """Read and check the body; a file upload instead streams through, counted (413 past ``max_file_bytes``)."""
         if self.scope["method"] == "POST" and self.scope["path"] == "/v1/files":
             limit = self.mw.settings.max_file_bytes
-            length = _header(self.scope, b"content-length")
+            length = self.headers.get(b"content-length")
             if length is not None and length.isdigit() and int(length) > limit:
                 return _too_large(limit)
             self.upload_limit = limit
@@ -240,10 +256,9 @@ class _Exchange:
 
     async def read_body(self, limit: int) -> APIError | None:
         """Take the whole body (at most ``limit`` bytes) and check it is sane UTF-8 JSON of bounded depth."""
-        too_big = _too_large(limit)
-        length = _header(self.scope, b"content-length")
+        length = self.headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
-            return too_big
+            return _too_large(limit)
         parts: list[bytes] = []
         size = 0
         while True:
@@ -254,7 +269,7 @@ class _Exchange:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                return too_big
+                return _too_large(limit)
             parts.append(chunk)
             if not message.get("more_body", False):
                 break
@@ -384,6 +399,6 @@ class _Exchange:
                 # The guard saw the raw prompt and answer, the redaction what is stored (the answer raw, the
                 # prompt already masked): the larger count per kind is the number found, without double counting.
                 entry.pii_counts = {k: max(n, guard_counts.get(k, 0)) for k, n in counts.items()}
-            await self.mw.records.record(entry, settlement)
+            await self.mw.records.record(entry, settlement, alone=self.mw.in_flight == 1)
         except Exception:
             log.exception("could not settle or audit request %s", self.request_id)
