@@ -67,6 +67,9 @@ def run_schemathesis(base: str, schema: Path, cfg: FuzzConfig, report: Path, key
                           env={**os.environ, "SCHEMATHESIS_HOOKS": ""})
     summary: dict = {"exit_status": done.returncode, "elapsed_s": round(time.monotonic() - started, 1),
                      "output_tail": done.stdout[-4000:].splitlines()[-30:]}
+    errors = re.search(r"^=+ ERRORS =+$(.*?)^=+ ", done.stdout, re.S | re.M)
+    if errors:  # schemathesis' own errors (a case it could not generate or send), which the tail leaves out
+        summary["errors_section"] = errors.group(1).strip()[:6000].splitlines()
     generated = re.search(r"(\d+) generated", done.stdout)
     summary["cases_generated"] = int(generated.group(1)) if generated else None
     if report.is_file():

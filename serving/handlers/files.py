@@ -7,6 +7,7 @@ from typing import IO, Any
 
 from anyio import to_thread
 from fastapi import Request
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from serving.errors import APIError
@@ -36,6 +37,10 @@ def not_found(file_id: str) -> APIError:
     return APIError(f"No such File object: {file_id}", 404, "invalid_request_error", "id", "file_not_found")
 
 
+def _malformed(err: FormParserError) -> APIError:
+    return APIError(f"The upload is not valid multipart/form-data: {err}", 400, code="invalid_multipart")
+
+
 class UploadParser:
     """A multipart/form-data body fed chunk by chunk: the ``file`` part goes to ``out``, fields to memory."""
 
@@ -58,12 +63,18 @@ class UploadParser:
         self.parser = MultipartParser(boundary, callbacks)
 
     def write(self, chunk: bytes) -> None:
-        """Parse the next piece of the body."""
-        self.parser.write(chunk)
+        """Parse the next piece of the body (a malformed one is a 400)."""
+        try:
+            self.parser.write(chunk)
+        except FormParserError as err:
+            raise _malformed(err) from None
 
     def finish(self) -> None:
         """The body has ended."""
-        self.parser.finalize()
+        try:
+            self.parser.finalize()
+        except FormParserError as err:
+            raise _malformed(err) from None
 
     def _part_begin(self) -> None:
         self._disposition, self._field, self._name = b"", None, ""

@@ -97,9 +97,16 @@ async def retrieve_model(model_id: str, state: StateDep) -> Model:
     return next(m for m in state.model_list().data if m.id == wanted)
 
 
+def sse_response_doc(description: str, named_events: bool = False) -> dict:
+    """The OpenAPI description of a 200 that is JSON, or with ``"stream": true`` Server-Sent Events: the schema
+    of one event, its JSON as ``data`` (and, for ``named_events``, its type as the ``event`` name)."""
+    event = {"type": "object", "properties": {"event": {"type": "string"}, "data": {"type": "string"}},
+             "required": ["event", "data"] if named_events else ["data"]}
+    return {200: {"content": {"text/event-stream": {"schema": event}}, "description": description}}
+
+
 # With "stream": true the answer is Server-Sent Events (chunks, then `data: [DONE]`): documented in the schema.
-STREAM_RESPONSE = {200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
-                         "description": "The completion, or with `stream: true` a stream of Server-Sent Events."}}
+STREAM_RESPONSE = sse_response_doc("The completion, or with `stream: true` a stream of Server-Sent Events.")
 
 
 @router.post("/v1/chat/completions", response_model=ChatCompletion, responses=STREAM_RESPONSE)

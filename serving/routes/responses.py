@@ -14,7 +14,7 @@ from serving.handlers.responses import create_response
 from serving.handlers.responses_stored import delete_response, input_item_page, stored
 from serving.handlers.responses_stream import is_final_event, stream_response
 from serving.protocol.responses import CreateResponseRequest, DeletedResponse, InputItemList, Response
-from serving.routes.openai import StateDep, UsageDep, event_stream, until_disconnected
+from serving.routes.openai import StateDep, UsageDep, event_stream, sse_response_doc, until_disconnected
 
 router = APIRouter()
 
@@ -28,10 +28,8 @@ def get_owner(request: Request) -> int | None:
 OwnerDep = Annotated[int | None, Depends(get_owner)]
 
 # Each Server-Sent Event: its type as the `event` name, the event's JSON as `data` (no `[DONE]` at the end).
-SSE_EVENT = {"type": "object", "properties": {"event": {"type": "string"}, "data": {"type": "string"}},
-             "required": ["event", "data"]}
-STREAM_RESPONSE = {200: {"content": {"text/event-stream": {"schema": SSE_EVENT}},
-                         "description": "The response, or with `stream: true` Server-Sent Events named by type."}}
+STREAM_RESPONSE = sse_response_doc("The response, or with `stream: true` Server-Sent Events named by type.",
+                                   named_events=True)
 
 
 @router.post("/v1/responses", response_model=Response, responses=STREAM_RESPONSE)

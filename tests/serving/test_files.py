@@ -60,6 +60,18 @@ def test_bad_purpose_and_missing_file(server) -> None:
     assert server.http.post("/v1/files", json={"purpose": "batch"}).status_code == 400
 
 
+def test_a_malformed_multipart_body_is_a_400_and_leaves_nothing(server, tmp_path: Path) -> None:
+    # Found by fuzzing (it was a 500): a part that ends right after the boundary line, without headers.
+    boundary = "bdd09cf130b37e29a4faa70412841b0d"
+    answer = server.http.post("/v1/files", content=f"--{boundary}\r\n--{boundary}--\r\n".encode(),
+                              headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert (error["type"], error["code"]) == ("invalid_request_error", "invalid_multipart")
+    assert "multipart/form-data" in error["message"]
+    assert not [p for p in (tmp_path / "data").rglob("*") if p.is_file()]
+
+
 def test_upload_over_the_limit_is_413_and_leaves_nothing(server, tmp_path: Path) -> None:
     client = server.openai()
     with pytest.raises(openai.APIStatusError) as err:
