@@ -6,8 +6,9 @@ and streams the client hangs up on after the first chunk):
 
 * ``off``: the same app and uvicorn drain as ``nexus-k serve``, with the security middleware taken out
   (no keys, rate limits, credits or audit);
-* ``on``: ``nexus-k serve`` itself with one API key that has a rate limit and credits, so every request
-  pays for the key lookup, the rate-window update, the credit reservation and settlement and the audit row.
+* ``on``: ``nexus-k serve`` itself with one API key that has a rate limit, credits and the PII guard in
+  ``mask`` mode, so every request pays for the key lookup, the rate-window update, the credit reservation and
+  settlement, the guard's scan of its prompt and answer (streams included) and the hash-chained audit row.
 
 Per arm: completed requests/s, latency p50/p95/p99, HTTP statuses (no 5xx allowed), engine requests left
 over (``nexus_k_engine_unfinished_requests``), server memory, and how it stops on SIGTERM. For ``on`` also:
@@ -326,7 +327,8 @@ def run_arm(tmp: Path, cfg: LoadConfig, secured: bool) -> dict:
     server = start_server(tmp, cfg.max_model_len, secured=secured)
     org = "부하시험"
     try:
-        key = KeyStore(server.database_url).create(org, rpm=10**6, token_quota=10**12) if secured else None
+        key = (KeyStore(server.database_url).create(org, rpm=10**6, token_quota=10**12, pii_guard="mask")
+               if secured else None)
         result = asyncio.run(run_load(server.base, key, server.process.pid, cfg))
     finally:
         result_stop = server.stop()
