@@ -117,6 +117,16 @@ def fetch_schemas(base: str, key: str, served: str, out: Path, served_embedding:
     return served_path, pinned_path
 
 
+def passed(run: dict) -> bool:
+    """No check failed in this run. Schemathesis also exits non-zero on its own errors (a case it could not
+    generate: a Hypothesis internal error, for example); those are kept in ``tool_errors`` and do not count
+    against the server, whose failures are what the report's ``failures`` lists."""
+    failures = (run.get("report") or {}).get("failures")
+    if failures is None:  # no report written: only the exit status can tell
+        return run["exit_status"] == 0
+    return not failures and (run["exit_status"] == 0 or "errors_section" in run)
+
+
 def _summarise(report: dict) -> dict:
     """The parts of schemathesis' JSON report worth keeping."""
     keep = {}
@@ -162,7 +172,9 @@ def main() -> None:
     report = {"config": asdict(cfg), "runs": runs, "server_tracebacks": tracebacks, "distinct_tracebacks": distinct,
               "server_5xx_in_access_log": five_xx, "server_stop": stop,
               "load_avg": {"start": load_start, "end": [round(x, 2) for x in os.getloadavg()]},
-              "checks_pass": all(r["exit_status"] == 0 for r in runs.values()) and tracebacks == 0}
+              "server_failures": {name: (r.get("report") or {}).get("failures") for name, r in runs.items()},
+              "tool_errors": {name: r["errors_section"] for name, r in runs.items() if "errors_section" in r},
+              "checks_pass": all(passed(r) for r in runs.values()) and tracebacks == 0 and five_xx == 0}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(json.dumps(report, indent=2, ensure_ascii=False))
