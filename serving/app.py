@@ -95,25 +95,29 @@ class RequestMetricsMiddleware:
                 nexus.metrics.count_tokens(usage.prompt_tokens, usage.completion_tokens)
 
 
-def _attach(app: FastAPI, settings: ServerSettings, engine: Engine, embedder: Engine | None) -> None:
+def _attach(app: FastAPI, settings: ServerSettings, engine: Engine, embedder: Engine | None,
+            reranker: Engine | None = None) -> None:
     name = settings.served_model_name or settings.model or engine.model_path
-    embedding_name = None
+    embedding_name = rerank_name = None
     if embedder is not None:
         embedding_name = settings.served_embedding_model_name or settings.embedding_model or embedder.model_path
+    if reranker is not None:
+        rerank_name = settings.served_rerank_model_name or settings.rerank_model or reranker.model_path
 
     def unfinished() -> int:
-        return engine.num_unfinished_requests() + (embedder.num_unfinished_requests() if embedder else 0)
+        return sum(e.num_unfinished_requests() for e in (engine, embedder, reranker) if e is not None)
 
     parsers = None
     if engine.runner == "generate":
         parsers = load_parsers(engine.tokenizer, settings.tool_call_parser, settings.reasoning_parser)
     app.state.nexus = ServerState(settings, engine, name, ServerMetrics(unfinished), embedder, embedding_name,
-                                  parsers)
+                                  parsers, reranker, rerank_name)
 
 
-def build_app(settings: ServerSettings, engine: Engine | None = None, embedder: Engine | None = None) -> FastAPI:
-    """The server app. With ``engine`` (and ``embedder``) the caller owns them; without, the app starts them
-    from ``settings``."""
+def build_app(settings: ServerSettings, engine: Engine | None = None, embedder: Engine | None = None,
+              reranker: Engine | None = None) -> FastAPI:
+    """The server app. With ``engine`` (and ``embedder``, ``reranker``) the caller owns them; without, the app
+    starts them from ``settings``."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -131,11 +135,13 @@ def build_app(settings: ServerSettings, engine: Engine | None = None, embedder: 
         if settings.model is None:
             raise EngineError("no model given")
         own = await load_engine(settings.engine_settings())
-        own_embedder = None
+        own_embedder = own_reranker = None
         try:
             if settings.embedding_model is not None:
                 own_embedder = await load_engine(settings.embedding_engine_settings())
-            _attach(app, settings, own, own_embedder)
+            if settings.rerank_model is not None:
+                own_reranker = await load_engine(settings.rerank_engine_settings())
+            _attach(app, settings, own, own_embedder, own_reranker)
             # Everything loaded so far (modules, tokenizer, engine client) lives as long as the server: keep it
             # out of the garbage collector's full passes, which otherwise stall streams while they walk it.
             gc.collect()
@@ -143,13 +149,14 @@ def build_app(settings: ServerSettings, engine: Engine | None = None, embedder: 
             yield
         finally:
             await own.shutdown()
-            if own_embedder is not None:
-                await own_embedder.shutdown()
+            for side in (own_embedder, own_reranker):
+                if side is not None:
+                    await side.shutdown()
 
     app = FastAPI(title="Nexus-K", version=__version__, lifespan=lifespan,
                   description="OpenAI-compatible API for Korean LLMs served on your own machines.")
     if engine is not None:
-        _attach(app, settings, engine, embedder)
+        _attach(app, settings, engine, embedder, reranker)
     _install_error_handlers(app)
 
     from serving.routes import batches, embeddings, files, identity, openai, ops, quantum, responses, vector_stores

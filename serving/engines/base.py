@@ -103,6 +103,15 @@ class GenerationDelta:
     """Only on the first delta, when asked for: one entry per prompt token, the first None."""
 
 
+@dataclass
+class PairPrompt:
+    """One (query, document) pair as a cross-encoder reads it: the tokenizer's pair encoding."""
+
+    token_ids: list[int]
+    token_type_ids: list[int] | None = None
+    """Segment ids (0 for the query, 1 for the document) where the tokenizer gives them (BERT-style models)."""
+
+
 @runtime_checkable
 class Engine(Protocol):
     """An inference engine: token ids in, streamed token ids (and their text) out."""
@@ -116,7 +125,8 @@ class Engine(Protocol):
     max_model_len: int
     """Longest prompt + completion, in tokens."""
     runner: str
-    """"generate" (text out) or "pool" (one vector per input out)."""
+    """"generate" (text out), "pool" (one vector per input out) or "score" (one relevance score per
+    (query, document) pair out: a cross-encoder, ``Scorer``)."""
 
     def lora_names(self) -> list[str]:
         """Names of the LoRA adapters this engine can apply."""
@@ -147,4 +157,14 @@ class Engine(Protocol):
 
     async def shutdown(self) -> None:
         """Release the engine's processes and memory."""
+        ...
+
+
+@runtime_checkable
+class Scorer(Engine, Protocol):
+    """A cross-encoder (``runner`` "score"): reads a query and a document together, one relevance score out."""
+
+    async def score(self, pairs: list[PairPrompt], request_id: str) -> list[float]:
+        """One relevance score per pair (the model's single logit through its activation, sigmoid by
+        default, as sentence-transformers' ``CrossEncoder``)."""
         ...

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -22,6 +23,29 @@ logger = logging.getLogger(__name__)
 
 BATCH_TOKENS = 16_384
 """Most padded tokens one forward pass holds (inputs are sorted by length and packed up to this)."""
+
+
+def length_batches(lengths: list[int], budget: int = BATCH_TOKENS) -> Iterator[list[int]]:
+    """Indices of the inputs, shortest first, packed into batches of at most ``budget`` padded tokens."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    start = 0
+    while start < len(order):
+        end = start + 1
+        while end < len(order) and lengths[order[end]] * (end - start + 1) <= budget:
+            end += 1
+        yield order[start:end]
+        start = end
+
+
+def right_padded(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows as one right-padded tensor of ids, and its attention mask."""
+    width = max(len(seq) for seq in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, seq in enumerate(rows):
+        ids[row, : len(seq)] = torch.tensor(seq)
+        mask[row, : len(seq)] = 1
+    return ids, mask
 
 
 class HFPoolingEngine:
@@ -94,31 +118,18 @@ class HFPoolingEngine:
     def _pool_all(self, prompts: list[list[int]]) -> list[list[float]]:
         from training.embed_pooling import pool
 
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         out: list[list[float] | None] = [None] * len(prompts)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         with self._lock, torch.inference_mode():
-            start = 0
-            while start < len(order):
-                width = len(prompts[order[start]])
-                end = start + 1
-                while end < len(order) and len(prompts[order[end]]) * (end - start + 1) <= BATCH_TOKENS:
-                    width = len(prompts[order[end]])
-                    end += 1
-                batch = [prompts[i] for i in order[start:end]]
-                ids = torch.full((len(batch), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, seq in enumerate(batch):
-                    ids[row, : len(seq)] = torch.tensor(seq)
-                    mask[row, : len(seq)] = 1
+            for indices in length_batches([len(ids) for ids in prompts]):
+                ids, mask = right_padded([prompts[i] for i in indices], pad)
                 mask = mask.to(self.device)
                 hidden = self.model(input_ids=ids.to(self.device), attention_mask=mask).last_hidden_state
                 vectors = pool(hidden.float(), mask, self.spec.pooling)
                 if self.spec.normalize:
                     vectors = torch.nn.functional.normalize(vectors, dim=-1)
-                for row, index in enumerate(order[start:end]):
+                for row, index in enumerate(indices):
                     out[index] = vectors[row].cpu().tolist()
-                start = end
         return out  # type: ignore[return-value]
 
     async def generate(self, prompt_ids: list[int], params: SamplingSettings, request_id: str,

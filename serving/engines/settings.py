@@ -24,8 +24,9 @@ class EngineSettings(BaseModel):
 
     engine: Literal["vllm", "hf"] = Field("vllm", description="Inference engine: vllm (default) or hf (transformers).")
     model: str | None = Field(None, description="HF folder or hub id; none serves the bundled Korean demo model.")
-    runner: Literal["generate", "pool"] = Field(
-        "generate", description="generate (a chat/completion model) or pool (an embedding model, served alone).")
+    runner: Literal["generate", "pool", "score"] = Field(
+        "generate", description="generate (a chat/completion model), pool (an embedding model, served alone) or "
+                                "score (a cross-encoder reranker, served alone).")
     max_model_len: int | None = Field(None, ge=1, description="Context length cap (prompt + completion tokens).")
     dtype: str = Field("auto", description="Weights dtype: auto, bfloat16, float16 or float32.")
     lora: dict[str, str] = Field(default_factory=dict, description="LoRA adapters: served name -> folder.")

@@ -11,6 +11,7 @@ from typing import Any
 from serving.engines.base import (
     EngineError,
     GenerationDelta,
+    PairPrompt,
     SamplingSettings,
     TokenLogprob,
     cannot_pool,
@@ -93,7 +94,7 @@ def engine_args(settings: EngineSettings) -> Any:
 
     check_engine_args(settings.engine_args)
     loras = settings.lora
-    if settings.runner == "pool":
+    if settings.runner in ("pool", "score"):  # vLLM picks embed or classify from the architecture
         pooling = {"enable_prefix_caching": False, "seed": 0, "disable_log_stats": True, **settings.engine_args,
                    "model": settings.model, "runner": "pooling", "dtype": settings.dtype,
                    "max_model_len": settings.max_model_len, "max_num_seqs": settings.max_num_seqs,
@@ -337,7 +338,7 @@ class VLLMPoolingEngine:
     @classmethod
     async def create(cls, settings: EngineSettings | str, **overrides: Any) -> VLLMPoolingEngine:
         """Start vLLM's pooling runner on ``settings.model``."""
-        settings = as_settings(settings, "vllm", {"runner": "pool", **overrides})
+        settings = as_settings(settings, "vllm", {"runner": cls.runner, **overrides})
         if not _has_cuda():
             _prepare_cpu_environment(settings.kv_cache_gib)
         from vllm.v1.engine.async_llm import AsyncLLM
@@ -402,3 +403,49 @@ class VLLMPoolingEngine:
         """Stop vLLM's engine core."""
         self._llm.shutdown()
 
+
+
+class VLLMScoringEngine(VLLMPoolingEngine):
+    """A cross-encoder on vLLM's pooling runner with its ``classify`` task (vLLM 0.32 folded the old ``score``
+    task into it): each pair's single logit through the model's activation (sigmoid for one label), the same
+    requests that vLLM's own ``/rerank`` sends, built from token ids here."""
+
+    runner = "score"
+
+    async def score(self, pairs: list[PairPrompt], request_id: str) -> list[float]:
+        """One relevance score per pair; vLLM batches them with everything else in flight."""
+        import asyncio
+
+        from vllm.inputs import TokensPrompt
+        from vllm.pooling_params import PoolingParams
+
+        for pair in pairs:
+            if len(pair.token_ids) > self.max_model_len:
+                raise EngineError(context_length_message(len(pair.token_ids), 0, self.max_model_len))
+
+        async def one(i: int, pair: PairPrompt) -> float:
+            params = PoolingParams(task="classify")
+            if pair.token_type_ids is not None:  # BERT-style segments, as vLLM's scoring front end passes them
+                second = next((k for k, t in enumerate(pair.token_type_ids) if t == 1), len(pair.token_type_ids))
+                params.extra_kwargs = {"compressed_token_type_ids": second}
+            rid = f"{request_id}-{i}"
+            self._running.add(rid)
+            try:
+                async for out in self._llm.encode(TokensPrompt(prompt_token_ids=pair.token_ids), params, rid):
+                    if out.finished:
+                        return float(out.outputs.data.float().reshape(-1)[0])
+            finally:
+                self._running.discard(rid)
+            raise EngineError("the engine returned no score")
+
+        return list(await asyncio.gather(*(one(i, pair) for i, pair in enumerate(pairs))))
+
+    async def pool(self, prompts: list[list[int]], request_id: str) -> list[list[float]]:
+        """A reranker gives no embeddings."""
+        raise EngineError(f"{self.model_path} is a reranker: it cannot produce embeddings")
+
+    async def generate(self, prompt_ids: list[int], params: SamplingSettings, request_id: str,
+                       lora_name: str | None = None) -> AsyncIterator[GenerationDelta]:
+        """A reranker does not generate."""
+        raise EngineError(f"{self.model_path} is a reranker: it cannot generate text")
+        yield  # pragma: no cover  (makes this an async generator)

@@ -1,4 +1,5 @@
-"""``POST /v1/embeddings`` and ``POST /v1/rerank``: inputs to token ids, the pooling engine, vectors back."""
+"""``POST /v1/embeddings`` and ``POST /v1/rerank``: inputs to token ids, the pooling engine, vectors back; a
+rerank naming a served cross-encoder scores each (query, document) pair with it instead."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.engines.base import Engine
+from serving.engines.base import Engine, PairPrompt, Scorer
 from serving.errors import APIError
 from serving.protocol.common import random_id
 from serving.protocol.embeddings import (
@@ -55,16 +56,16 @@ def _guarded_input(value: Any, usage: UsageRecord, engine: Engine) -> Any:
     return guarded
 
 
-def _fit(prompts: list[list[int]], limit: int, truncate: int | None) -> list[list[int]]:
+def _fit(prompts: list[list[int]], limit: int, truncate: int | None, param: str = "input") -> list[list[int]]:
     """Inputs within the model's context: cut to their last ``truncate`` tokens when asked, else a 400."""
     if truncate is not None:
         keep = min(truncate, limit)
         return [ids[-keep:] for ids in prompts]
     for index, ids in enumerate(prompts):
         if len(ids) > limit:
-            raise APIError(f"input[{index}] has {len(ids)} tokens, more than this model's limit of {limit}; "
-                           "shorten it or send truncate_prompt_tokens", param="input",
-                           code="context_length_exceeded")
+            hint = "shorten it" if param != "input" else "shorten it or send truncate_prompt_tokens"
+            raise APIError(f"{param}[{index}] has {len(ids)} tokens, more than this model's limit of {limit}; "
+                           + hint, param=param, code="context_length_exceeded")
     return prompts
 
 
@@ -88,10 +89,14 @@ def _encode(vector: np.ndarray, encoding: str) -> list[float] | str:
     return vector.tolist()
 
 
-async def _pool(engine: Engine, prompts: list[list[int]], usage: UsageRecord, prefix: str) -> list[list[float]]:
+async def _charge(prompts: list[list[int]], usage: UsageRecord) -> None:
     tokens = sum(len(ids) for ids in prompts)
     await usage.reserve(tokens)
     usage.prompt_tokens = tokens
+
+
+async def _pool(engine: Engine, prompts: list[list[int]], usage: UsageRecord, prefix: str) -> list[list[float]]:
+    await _charge(prompts, usage)
     return await engine.pool(prompts, random_id(prefix))
 
 
@@ -111,19 +116,39 @@ async def create_embeddings(state: ServerState, request: EmbeddingRequest, usage
                                                                                     total_tokens=tokens))
 
 
-async def create_rerank(state: ServerState, request: RerankRequest, usage: UsageRecord) -> RerankResponse:
-    """Order the documents by relevance to the query: cosine similarity of their embeddings."""
-    engine = state.resolve_embedder(request.model)
-    usage.start("rerank", request.model, None)
-    query, *texts = guard_prompt_texts([request.query, *request.texts()], usage, "documents")
-    usage.set_prompt(lambda: "\n".join([query, *texts]))
+async def _cosine_scores(engine: Engine, query: str, texts: list[str], usage: UsageRecord) -> list[float]:
+    """Cosine similarity of each document's embedding to the query's."""
     prompts = _fit([list(ids) for ids in engine.tokenizer([query, *texts]).input_ids],
                    engine.max_model_len, None)
     vectors = np.asarray(await _pool(engine, prompts, usage, "rerank"), dtype=np.float32)
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    scores = vectors[1:] @ vectors[0]
-    order = sorted(range(len(texts)), key=lambda i: -float(scores[i]))[: request.top_n or len(texts)]
-    results = [RerankResult(index=i, relevance_score=round(float(scores[i]), 6) if math.isfinite(scores[i]) else 0.0,
+    return [float(score) for score in vectors[1:] @ vectors[0]]
+
+
+async def _cross_encoder_scores(scorer: Scorer, query: str, texts: list[str], usage: UsageRecord) -> list[float]:
+    """The cross-encoder's relevance score of each (query, document) pair, tokenised as one pair input."""
+    encoded = scorer.tokenizer([query] * len(texts), texts)
+    ids = _fit([list(seq) for seq in encoded["input_ids"]], scorer.max_model_len, None, "documents")
+    types = encoded.get("token_type_ids")
+    pairs = [PairPrompt(seq, list(types[i]) if types is not None else None) for i, seq in enumerate(ids)]
+    await _charge(ids, usage)
+    return await scorer.score(pairs, random_id("rerank"))
+
+
+async def create_rerank(state: ServerState, request: RerankRequest, usage: UsageRecord) -> RerankResponse:
+    """Order the documents by relevance to the query: the named cross-encoder's scores, or the cosine
+    similarity of the named embedding model's vectors."""
+    scorer = state.resolve_reranker(request.model)
+    engine = scorer or state.resolve_embedder(request.model)
+    usage.start("rerank", request.model, None)
+    query, *texts = guard_prompt_texts([request.query, *request.texts()], usage, "documents")
+    usage.set_prompt(lambda: "\n".join([query, *texts]))
+    if scorer is not None:
+        scores = await _cross_encoder_scores(scorer, query, texts, usage)
+    else:
+        scores = await _cosine_scores(engine, query, texts, usage)
+    order = sorted(range(len(texts)), key=lambda i: -scores[i])[: request.top_n or len(texts)]
+    results = [RerankResult(index=i, relevance_score=round(scores[i], 6) if math.isfinite(scores[i]) else 0.0,
                             document=RerankDocument(text=texts[i]) if request.return_documents else None)
                for i in order]
     return RerankResponse(id=random_id("rerank"), model=request.model, results=results,

@@ -17,6 +17,7 @@ from tests.serving.scripted_engine import ScriptedEngine
 
 MODEL = "tiny-ko"
 EMBED_MODEL = "tiny-embed"
+RERANK_MODEL = "tiny-rerank"
 
 
 @dataclass
@@ -34,15 +35,18 @@ class InProcessServer:
 
 
 def scripted_app(tokenizer: Any, database_url: str, engine: ScriptedEngine | None = None,
-                 embedder: Any = None, **settings: Any) -> FastAPI:
+                 embedder: Any = None, reranker: Any = None, **settings: Any) -> FastAPI:
     """The real app (routes, handlers, security) on ``engine`` (a default scripted one), served as ``tiny-ko``,
-    with ``embedder`` (a pooling engine) as ``tiny-embed`` when given."""
+    with ``embedder`` (a pooling engine) as ``tiny-embed`` and ``reranker`` (a scoring engine) as
+    ``tiny-rerank`` when given."""
     engine = engine or ScriptedEngine(tokenizer, loras=["tiny-lora"])
     if embedder is not None:
         settings = {"embedding_model": embedder.model_path, "served_embedding_model_name": EMBED_MODEL, **settings}
+    if reranker is not None:
+        settings = {"rerank_model": reranker.model_path, "served_rerank_model_name": RERANK_MODEL, **settings}
     config = ServerSettings(model=engine.model_path, engine="hf", served_model_name=MODEL,
                             database_url=database_url, **settings)
-    return build_app(config, engine, embedder)
+    return build_app(config, engine, embedder, reranker)
 
 
 def scripted_app_from_env() -> FastAPI:
@@ -58,9 +62,9 @@ def scripted_app_from_env() -> FastAPI:
 
 
 def make_inprocess(tokenizer: Any, tmp_path: Path, engine: ScriptedEngine | None = None, embedder: Any = None,
-                   **settings: Any) -> InProcessServer:
+                   reranker: Any = None, **settings: Any) -> InProcessServer:
     """Build the app on ``engine`` (a default scripted one) with a fresh SQLite database under ``tmp_path``."""
     database_url = f"sqlite:///{tmp_path / 'server.db'}"
     engine = engine or ScriptedEngine(tokenizer, loras=["tiny-lora"])
-    app = scripted_app(tokenizer, database_url, engine, embedder, **settings)
+    app = scripted_app(tokenizer, database_url, engine, embedder, reranker, **settings)
     return InProcessServer(app, engine, TestClient(app), database_url)
