@@ -164,6 +164,7 @@ def prune_heads(config: PruneConfig, out_dir: str | Path) -> PruneReport:
     from quantum_kernels.structural import (
         attention_shape,
         budget_groups,
+        check_writable_budget,
         count_parameters,
         prune_attention_heads,
         zero_heads,
@@ -179,6 +180,8 @@ def prune_heads(config: PruneConfig, out_dir: str | Path) -> PruneReport:
     if any(not 0 <= layer < num_layers for layer in candidates):
         raise ValueError(f"--layers must be within 0..{num_layers - 1}")
     groups = budget_groups(shape, candidates, config.keep_per_layer)
+    if len(candidates) == num_layers:
+        check_writable_budget(model, config.keep_per_layer)  # before scoring, not after
     if config.solver == "qaoa" and max(len(v) for v, _ in groups) > config.qaoa_max_qubits:
         raise ValueError(f"a layer's {num_heads} heads exceed {config.qaoa_max_qubits} qubits; use --solver sa")
     flat = [layer * num_heads + h for layer in candidates for h in range(num_heads)]

@@ -142,11 +142,7 @@ def prune_attention_heads(model: torch.nn.Module, mask: np.ndarray) -> torch.nn.
                     state[key] = state[key][rows].clone()
         state[f"{name}.o_proj.weight"] = state[f"{name}.o_proj.weight"][:, q_rows].clone()
 
-    config = copy.deepcopy(model.config)
-    cfg = text_config(config)
-    cfg.num_attention_heads = len(kv_groups[0]) * per_group
-    cfg.num_key_value_heads = len(kv_groups[0])
-    cfg.head_dim = d
+    config = pruned_config(model.config, len(kv_groups[0]) * per_group, len(kv_groups[0]), d)
     smaller = type(model)(config).to(next(model.parameters()).dtype)
     missing, unexpected = smaller.load_state_dict(state, strict=False)
     # Only tied copies (lm_head = embeddings) may be absent from a state dict.
@@ -156,6 +152,65 @@ def prune_attention_heads(model: torch.nn.Module, mask: np.ndarray) -> torch.nn.
                          f"unexpected {sorted(unexpected)[:3]}")
     smaller.eval()
     return smaller
+
+
+def pruned_config(config, num_heads: int, num_kv_heads: int, head_dim: int):
+    """A copy of ``config`` with the smaller head counts and ``head_dim`` written explicitly."""
+    config = copy.deepcopy(config)
+    cfg = text_config(config)
+    cfg.num_attention_heads = num_heads
+    cfg.num_key_value_heads = num_kv_heads
+    cfg.head_dim = head_dim
+    return config
+
+
+def config_problem(config) -> str | None:
+    """Why transformers would refuse to save or load ``config`` (its strict validators), or None.
+
+    transformers 5 validates configs on save and on load; Llama's and Gemma 3's validators demand that
+    ``hidden_size`` be a multiple of ``num_attention_heads`` even when ``head_dim`` is set explicitly (Gemma 3
+    270M itself has 4 heads of 256 on a 640-wide residual). vLLM reads configs through transformers, so
+    neither can load a checkpoint whose config fails here.
+    """
+    validate = getattr(config, "validate", None)
+    if validate is None:
+        return None
+    try:
+        validate()
+    except Exception as err:  # huggingface_hub raises StrictDataclassClassValidationError
+        return str(err.__cause__ or err)
+    return None
+
+
+def writable_budgets(model: torch.nn.Module) -> list[int]:
+    """Query heads per layer that a smaller checkpoint can keep: uniform across key-value groups and accepted
+    by the installed transformers' config validation (so transformers and vLLM load the result)."""
+    shape = attention_shape(model)
+    budgets = []
+    for keep in range(1, shape.num_heads + 1):
+        try:
+            budget_groups(shape, [0], keep)
+        except ValueError:
+            continue
+        kv = keep if shape.num_kv_heads == shape.num_heads else shape.num_kv_heads
+        if config_problem(pruned_config(model.config, keep, kv, shape.head_dim)) is None:
+            budgets.append(keep)
+    return budgets
+
+
+def check_writable_budget(model: torch.nn.Module, keep_per_layer: int) -> None:
+    """Raise ``ValueError`` (naming the budgets that work) unless ``keep_per_layer`` heads per layer can be
+    written as a checkpoint that transformers and vLLM load."""
+    shape = attention_shape(model)
+    budget_groups(shape, [0], keep_per_layer)
+    kv = keep_per_layer if shape.num_kv_heads == shape.num_heads else shape.num_kv_heads
+    problem = config_problem(pruned_config(model.config, keep_per_layer, kv, shape.head_dim))
+    if problem:
+        import transformers
+
+        raise ValueError(f"keeping {keep_per_layer} of {shape.num_heads} heads per layer gives a config that "
+                         f"transformers {transformers.__version__} refuses to save or load (so vLLM cannot serve "
+                         f"it): {problem}; budgets that can be written: {writable_budgets(model)}")
 
 
 def zero_heads(model: torch.nn.Module, mask: np.ndarray) -> None:
