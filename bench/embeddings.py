@@ -4,6 +4,8 @@ the untrained base, the bundled trained model, Kiwi-morpheme BM25 and BM25 + den
     python bench/embeddings.py                 # bounded default: a seeded subsample (see --help)
     python bench/embeddings.py --full          # every KorSTS test pair, all 5,774 KorQuAD questions x 964
                                                # contexts, all 1,404 BoolQ test questions x their passages
+    python bench/embeddings.py --speed         # throughput and peak memory: our server against
+                                               # sentence-transformers on the bundled model (embeddings_speed.py)
 
 Retrieval: each question is searched against all contexts of the (sub)set; the right context is the one it
 was written on (KorQuAD; evaluation only, its licence forbids derivatives) or its passage (BoolQ). Both
@@ -170,23 +172,45 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
+    speed = parser.add_argument_group("speed (--speed): server vs sentence-transformers, batch 64")
+    speed.add_argument("--speed", action="store_true", help="measure throughput and peak memory instead")
+    speed.add_argument("--speed-model", type=Path, default=None,
+                       help="embedding model folder (default: the bundled nexus-k-ko-embed, merged once)")
+    speed.add_argument("--speed-inputs", type=int, default=512, help="KorSTS test sentences per round")
+    speed.add_argument("--speed-batch", type=int, default=64, help="inputs per request / encode call")
+    speed.add_argument("--speed-rounds", type=int, default=3, help="rounds of server then sentence-transformers")
     parser.set_defaults(sts_sample="seeded")
     args = parser.parse_args(argv)
     args.matryoshka_dims = [int(d) for d in args.matryoshka_dims.split(",") if d]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     started = time.time()
-    results = run(args)
-    out = args.out or REPO / "bench" / "results" / ("embeddings_full.json" if args.full else "embeddings.json")
+    if args.speed:
+        from embeddings_speed import run_speed  # bench/ is on sys.path: this file runs as a script
+
+        if args.speed_model is None:
+            from serving.demo_embedder import prepare_demo_embedder
+
+            args.speed_model = prepare_demo_embedder()
+        results = run_speed(args.speed_model, Path(args.data_dir), args.speed_inputs, args.speed_batch,
+                            args.speed_rounds, args.threads, args.seed)
+        out = args.out or REPO / "bench" / "results" / "embeddings_speed.json"
+        command = "python bench/embeddings.py --speed"
+    else:
+        results = run(args)
+        out = args.out or REPO / "bench" / "results" / ("embeddings_full.json" if args.full else "embeddings.json")
+        command = "python bench/embeddings.py" + (" --full" if args.full else "")
     document = {
-        "command": "python bench/embeddings.py" + (" --full" if args.full else ""),
-        "settings": {k: v for k, v in vars(args).items() if k != "out"},
+        "command": command,
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
+                     if k in ("data_dir", "threads", "seed") or (k != "out" and k.startswith("speed") == args.speed)},
         "published_korsts_test_spearman": PUBLISHED_KORSTS,
         **results,
         "wall_seconds": round(time.time() - started, 1),
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "load": os.getloadavg()},
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
-    document = merge_previous(out, document)
+    if not args.speed:
+        document = merge_previous(out, document)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     log.info("wrote %s", out)
