@@ -27,8 +27,10 @@ IDENTITY = "torch.nn.modules.linear.Identity"
 
 
 def declared_activation(config: Any) -> str:
-    """"identity" when the checkpoint says its scores are raw logits, else "sigmoid"."""
-    declared = (getattr(config, "sentence_transformers", None) or {}).get("activation_fn")
+    """"identity" when the checkpoint says its scores are raw logits (in sentence-transformers' current or older
+    key, both of which vLLM reads too), else "sigmoid"."""
+    declared = ((getattr(config, "sentence_transformers", None) or {}).get("activation_fn")
+                or getattr(config, "sbert_ce_default_activation_function", None))
     return "identity" if declared == IDENTITY else "sigmoid"
 
 

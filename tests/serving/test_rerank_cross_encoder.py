@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -154,3 +155,19 @@ def test_rerank_settings_start_a_scoring_engine_beside_the_chat_model() -> None:
     engine = settings.rerank_engine_settings()
     assert (engine.model, engine.engine, engine.runner, engine.dtype) == ("rerank-dir", "hf", "score", "bfloat16")
     assert ServerSettings(model="chat", rerank_model="r", rerank_engine="hf").rerank_engine_settings().engine == "hf"
+
+
+def test_a_declared_identity_activation_gives_raw_logits(reranker_dir, tmp_path) -> None:
+    from serving.engines.base import PairPrompt
+    from serving.engines.hf_scoring import IDENTITY, HFScoringEngine
+
+    raw = tmp_path / "raw"
+    shutil.copytree(reranker_dir, raw)
+    config = json.loads((raw / "config.json").read_text())
+    config["sentence_transformers"] = {"activation_fn": IDENTITY}
+    (raw / "config.json").write_text(json.dumps(config))
+    engine = asyncio.run(HFScoringEngine.create(str(raw)))
+    pairs = [PairPrompt(list(ids)) for ids in engine.tokenizer([QUERY] * 2, DOCUMENTS[:2]).input_ids]
+    logits = asyncio.run(engine.score(pairs, "raw"))
+    expected = reference_scores(reranker_dir, QUERY, DOCUMENTS[:2])
+    assert logits == pytest.approx([math.log(p / (1 - p)) for p in expected], abs=1e-4)
