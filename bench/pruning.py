@@ -249,8 +249,10 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="more text and repeats, recover every mask")
     parser.add_argument("--models", default="gemma,100m", help="comma list of gemma, 100m")
     parser.add_argument("--gemma-dir", type=Path, help="Gemma 3 270M folder (default: the demo base)")
-    parser.add_argument("--budgets-gemma", default="3,2", help="query heads kept per layer (of 4)")
-    parser.add_argument("--budgets-100m", default="9,6", help="query heads kept per layer (of 12)")
+    parser.add_argument("--budgets-gemma", default="2,1",
+                        help="query heads kept per layer (of 4; 3 cannot be saved: 640 is no multiple of 3)")
+    parser.add_argument("--budgets-100m", default="8,6",
+                        help="query heads kept per layer (of 12; 9 cannot be saved: 768 is no multiple of 9)")
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--calib-seqs", type=int, default=4)
     parser.add_argument("--heldout-seqs", type=int, default=6)
