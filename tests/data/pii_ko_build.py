@@ -190,6 +190,24 @@ NEGATIVES = [
 ]
 
 
+# Added with the id-shape and right-context rules of the finder (appended, so the rows above stay as they were):
+# numbers written like waybills, reservation, business, year-serial and patent numbers with no label; 건 after a
+# number; a payment word before a label that says "receipt"; a status word in parentheses.
+MORE_NEGATIVES = [
+    "(주)한빛상사 {b1} 대표 {p}", "{b1} 명의로 세금계산서를 발행해 주세요.", "{t1} (배송중)",
+    "{r4} 번으로 적립해 주세요.", "{r1}번으로 예약 변경 부탁드려요.", "{r2}호 공문을 참고하세요.",
+    "{p1} 건 심사 결과 안내", "{o2} 건 환불 처리 부탁드립니다.", "회비 납부 영수증 {t2}", "관리비 고지서 번호 {t3}",
+    "{t2}번 건은 어떻게 됐나요?", "{t1}, {r1} 두 건 모두 확인 부탁드립니다.",
+]
+# Accounts in the waybill-like 4-4-4 shape (토스뱅크, 새마을금고) and others that only the words around them mark:
+# a payment before, a transfer verb or the holder's name after; and registration numbers next to 건.
+MORE_ACCOUNT_TEMPLATES = [
+    "{w} (예금주 {p})", "{w} ({p})", "보증금 반환은 {w} 으로 해 주세요.", "월세는 {v} 로 부탁해요.",
+    "{v}으로 보냈어요.", "{v} ({p}) 앞으로 부탁드립니다.",
+]
+MORE_RRN_TEMPLATES = ["{r} 건강보험 자격을 확인해 주세요.", "주민번호 {r} 건으로 문의드립니다."]
+
+
 def negative_values() -> dict[str, str]:
     y, m, d = R.randint(2015, 2026), R.randint(1, 12), R.randint(1, 28)
     return {
@@ -247,6 +265,18 @@ def build() -> list[dict]:
     for i in range(len(NEGATIVES) * 6):
         text = NEGATIVES[i % len(NEGATIVES)].format(**negative_values())
         rows.append({"text": text, "pii": [], "group": "negative"})
+    for i in range(len(MORE_NEGATIVES) * 6):
+        text = MORE_NEGATIVES[i % len(MORE_NEGATIVES)].format(**negative_values(), p=R.choice(PERSONS))
+        rows.append({"text": text, "pii": [], "group": "negative"})
+    for i in range(len(MORE_ACCOUNT_TEMPLATES) * 6):
+        template = MORE_ACCOUNT_TEMPLATES[i % len(MORE_ACCOUNT_TEMPLATES)]
+        value = f"{R.randint(1000, 9999)}-{digits(4)}-{digits(4)}" if "{w}" in template else account()[1]
+        text = template.format(w=value, v=value, p=R.choice(PERSONS))
+        rows.append({"text": text, "pii": [{"kind": "account", "value": value}], "group": "unlabelled"})
+    for i in range(len(MORE_RRN_TEMPLATES) * 6):
+        value = rrn()
+        text = MORE_RRN_TEMPLATES[i % len(MORE_RRN_TEMPLATES)].format(r=value)
+        rows.append({"text": text, "pii": [{"kind": "rrn", "value": value}], "group": "positive"})
     return rows
 
 

@@ -114,3 +114,68 @@ def test_stream_redactor_sends_plain_text_at_once() -> None:
     assert stream.feed("번호는 010-") == "번호는 "  # the number may still grow: held back
     assert stream.feed("1234-5678") == ""
     assert stream.feed("입니다") == "[PHONE]입니다"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "6945-2180-2256 조회해 주세요.",  # 4-4-4 waybill or membership number, nothing says account
+        "535-5728-4790 확인 부탁드립니다.",  # 3-4-4: a phone-like reservation number
+        "308-5668-4252번으로 예약 변경 부탁드려요.",
+        "(주)한빛상사 123-45-67890 대표 홍길동",  # business registration number without its label
+        "2024-123456호 공문을 참고하세요.",  # a year and a serial
+        "10-2024-1234567 건 심사 결과 안내",  # a patent application number
+        "6310-9256-6862 (배송중)",  # a status in parentheses is not the holder's name
+        "2303060594305 건 처리됐나요?",  # a bare number before 건 is the matter's id, not a registration number
+        "2504104558043763 건 처리됐나요?",  # ... nor a card (Luhn-valid)
+        "393265862882번 건은 어떻게 됐나요?",
+        "회비 납부 영수증 005288642048",  # a payment word, but the nearest label says receipt
+    ],
+)
+def test_id_shaped_and_matter_numbers_are_left_alone(text: str) -> None:
+    redacted, counts = redact(text)
+    assert redacted == text, redacted
+    assert sum(counts.values()) == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [
+        ("6945-2180-2256 (예금주 홍길동)", "6945-2180-2256"),  # 토스뱅크-like 4-4-4 with its holder
+        ("5727-1721-7369 (김민수)", "5727-1721-7369"),
+        ("18669764516239 (김민수)", "18669764516239"),
+        ("이번 달 회비는 077677318201 으로요.", "077677318201"),  # a payment before
+        ("보증금 반환은 9629-9563-2717 으로 해 주세요.", "9629-9563-2717"),
+        ("12345678901234으로 보냈어요.", "12345678901234"),  # past tense of the transfer verb
+        ("신한 535-5728-4790", "535-5728-4790"),  # any shape after a bank name
+        ("691-611784-70288 로 부탁드립니다", "691-611784-70288"),  # a bank's shape needs no cue
+    ],
+)
+def test_accounts_marked_by_the_words_around_them(text: str, number: str) -> None:
+    redacted, counts = redact(text)
+    assert counts["account"] == 1 and sum(counts.values()) == 1, (redacted, counts)
+    assert number not in redacted and "[ACCOUNT]" in redacted
+
+
+def test_matter_after_a_registration_number_needs_no_label_before() -> None:
+    assert redact("주민번호 6412232443023 건으로 문의드립니다.")[1]["rrn"] == 1  # the label wins over 건
+    assert redact("6102261201288 건강보험 자격을 확인해 주세요.")[1]["rrn"] == 1  # 건강 is not 건
+
+
+@pytest.mark.parametrize("cut_every", [1, 2, 3, 4, 5, 7])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "이체는 6945-2180-2256 (예금주 홍길동) 으로 부탁해요, 송장 6945-2180-2257 (배송중)",
+        "잔액은 12345678901234으로 보냈어요. 그리고 2303060594305 건 처리됐나요?",
+        "5727-1721-7369 (김민수)",
+        "18669764516239 로 입금",
+    ],
+)
+def test_stream_redactor_waits_for_the_words_after_a_number(text: str, cut_every: int) -> None:
+    stream = StreamRedactor()
+    out = "".join(stream.feed(text[i : i + cut_every]) for i in range(0, len(text), cut_every)) + stream.flush()
+    redacted, counts = redact(text)
+    assert out == redacted
+    assert stream.counts == counts
+    assert counts["account"] >= 1

@@ -22,7 +22,15 @@ def test_every_kind_meets_the_target_on_labelled_text() -> None:
         assert score["precision"] >= TARGET and score["recall"] >= TARGET, (kind, score)
 
 
-def test_recall_on_everything_meets_the_target() -> None:
+def test_every_kind_meets_the_target_on_everything() -> None:
+    """Unlabelled numbers included: waybill- and reservation-shaped ids, numbers before 건, accounts marked only
+    by the words around them."""
     scores = evaluate(load())["per_kind"]
     for kind, score in scores.items():
-        assert score["recall"] >= TARGET, (kind, score)
+        assert score["precision"] >= TARGET and score["recall"] >= TARGET, (kind, score)
+
+
+def test_the_set_holds_the_id_shaped_hard_negatives() -> None:
+    negatives = [row["text"] for row in load() if row["group"] == "negative"]
+    assert any("(배송중)" in text for text in negatives)
+    assert sum(" 건 " in text for text in negatives) >= 6
