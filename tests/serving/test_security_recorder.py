@@ -59,3 +59,41 @@ def test_a_bad_record_fails_alone(tmp_path: Path) -> None:
     outcomes = asyncio.run(main())
     assert isinstance(outcomes[0], Exception) and all(o is None for o in outcomes[1:])
     assert sorted(r.request_id for r in audit.recent(50)) == sorted(f"req-{i}" for i in range(1, 20))
+
+
+def test_a_request_alone_commits_on_the_loop_and_yields_to_a_held_write_lock(tmp_path: Path) -> None:
+    """``alone``: committed on the event loop's thread (the writer thread never starts); with SQLite's write
+    lock held elsewhere (another replica), the record goes to the writer thread, which waits for the lock. The
+    credits add up and the hash chain of rows from both paths verifies."""
+    import sqlite3
+
+    from serving.security.audit_chain import verify_chain
+
+    db = tmp_path / "sec.db"
+    url = f"sqlite:///{db}"
+    keys = KeyStore(url)
+    org_id = keys.authenticate(keys.create("기관", token_quota=1_000)).org_id
+    audit = AuditStore(url)
+    assert QuotaStore(url).reserve(org_id, 3 * 50)
+    writer = RecordWriter(audit.engine)
+    other_replica = sqlite3.connect(db, isolation_level=None)
+
+    async def main() -> None:
+        await writer.record(_entry(0), Settlement(org_id, 50, 7), alone=True)
+        await writer.record(_entry(1), Settlement(org_id, 50, 7), alone=True)
+        assert writer._thread is None  # both committed without the writer thread
+        other_replica.execute("BEGIN IMMEDIATE")  # the write lock, held by "another replica"
+        waiting = asyncio.ensure_future(writer.record(_entry(2), Settlement(org_id, 50, 7), alone=True))
+        await asyncio.sleep(0)  # runs record() up to its wait: the inline commit could not take the lock
+        assert writer._thread is not None and not waiting.done()
+        assert "req-2" not in {r.request_id for r in audit.recent(10)}
+        other_replica.execute("COMMIT")
+        await waiting
+
+    asyncio.run(main())
+    other_replica.close()
+    assert sorted(r.request_id for r in audit.recent(10)) == ["req-0", "req-1", "req-2"]
+    info = next(k for k in KeyStore(url).list())
+    assert (info.tokens_used, info.tokens_remaining) == (3 * 7, 1_000 - 3 * 7)
+    report = verify_chain(audit.engine)
+    assert report.ok and report.rows == 3, report.problem
