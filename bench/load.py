@@ -91,7 +91,7 @@ async def _one_request(client: httpx.AsyncClient, cfg: LoadConfig, rng: random.R
             async with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as r:
                 tally.statuses[r.status_code] += 1
                 if r.status_code != 200:
-                    tally.failures.append(f"abandon {r.status_code}")
+                    tally.failures.append(f"abandon {r.status_code}: {(await r.aread()).decode()[:300]}")
                     return
                 async for line in r.aiter_lines():
                     if line.startswith("data:"):
@@ -102,16 +102,18 @@ async def _one_request(client: httpx.AsyncClient, cfg: LoadConfig, rng: random.R
             async with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as r:
                 tally.statuses[r.status_code] += 1
                 lines = [line async for line in r.aiter_lines() if line]
+            text = " ".join(lines)
             good = r.status_code == 200 and lines and lines[-1] == "data: [DONE]" and '"error"' not in lines[-2]
         else:
             r = await client.post("/v1/chat/completions", json=body)
             tally.statuses[r.status_code] += 1
+            text = r.text
             good = r.status_code == 200 and r.json()["choices"][0]["message"]["role"] == "assistant"
         if good:
             tally.ok += 1
             tally.latencies_s.append(time.perf_counter() - start)
         else:
-            tally.failures.append(f"status {r.status_code}")
+            tally.failures.append(f"status {r.status_code}: {text[:300]}")
     except (httpx.HTTPError, ValueError, KeyError) as err:
         tally.failures.append(f"{type(err).__name__}: {err}")
 

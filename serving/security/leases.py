@@ -120,14 +120,20 @@ class CreditLeases:
                 return True
             self._held[org_id] = 0
             left = self._left.get(org_id)
-        need = tokens - have
-        lease = max(need, int(self.fraction * left)) if left else need
+            need = tokens - have
+            lease = max(need, int(self.fraction * left)) if left else need
+            if left:  # requests leasing at the same time size their leases from what this one leaves
+                self._left[org_id] = max(0, left - lease)
         remaining = self.quota.lease(org_id, lease)
         if remaining is None and lease > need:
             lease, remaining = need, self.quota.lease(org_id, need)
         with self._lock:
             if remaining is None:
-                self._held[org_id] = self._held.get(org_id, 0) + have
+                held = self._held.get(org_id, 0) + have
+                if held >= tokens:  # leases that other requests here took meanwhile cover it
+                    self._held[org_id] = held - tokens
+                    return True
+                self._held[org_id] = held
                 self._left[org_id] = self._extra[org_id] = 0
                 return False
             self._held[org_id] = self._held.get(org_id, 0) + have + lease - tokens

@@ -190,6 +190,47 @@ def test_credit_leases_never_overspend_and_come_back_when_idle(url: str) -> None
     assert quota.remaining(1) == 1000 - 10 * served  # idle for idle_s: every lease went back
 
 
+def test_concurrent_leases_in_one_process_never_refuse_while_credits_are_left(url: str) -> None:
+    """Found by the 64-client bench (429 insufficient_quota with 10^12 credits left): requests leasing at the
+    same moment each took a tenth of the same stale "left", so ten of them drained the organisation and the
+    next was refused. Here 16 threads lease at once (a barrier holds each at the database until all have
+    sized their lease)."""
+    import threading
+
+    store = KeyStore(url)
+    store.create("a", token_quota=1_000_000)
+    threads_n = 16
+    barrier = threading.Barrier(threads_n)
+
+    class AllAtOnce(QuotaStore):
+        holding = False
+
+        def lease(self, org_id: int, tokens: int) -> int | None:
+            if self.holding:  # the first round only: a retry after it goes straight to the database
+                barrier.wait(timeout=60)
+                self.holding = False
+            return super().lease(org_id, tokens)
+
+    quota = AllAtOnce(url)
+    leases = CreditLeases(quota, fraction=0.1, idle_s=0)
+    leases.begin(1)
+    assert leases.reserve(1, 100)  # the first lease is the request's own: the process learns what is left
+    quota.holding = True
+    results: list[bool] = []
+
+    def one() -> None:
+        leases.begin(1)
+        results.append(leases.try_local(1, 100) or leases.reserve(1, 100))
+
+    workers = [threading.Thread(target=one) for _ in range(threads_n)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert results == [True] * threads_n
+    assert quota.remaining(1) > 0 and quota.remaining(1) + leases.held(1) == 1_000_000 - 100 * (threads_n + 1)
+
+
 def test_an_idle_process_keeps_its_stock_and_returns_it_at_exit(url: str) -> None:
     store = KeyStore(url)
     store.create("a", token_quota=100_000)
