@@ -21,7 +21,9 @@ def event_json(payload: BaseModel | dict[str, Any]) -> str:
         body = payload.model_dump_json(exclude_unset=False)
     else:
         body = json.dumps(payload, ensure_ascii=False)
-    return body.translate(_LINE_BREAKS_JSON_KEEPS)
+    if "\u2028" in body or "\u2029" in body or "\x85" in body:  # rare: skip the per-character pass
+        return body.translate(_LINE_BREAKS_JSON_KEEPS)
+    return body
 
 
 def sse(payload: BaseModel | dict[str, Any]) -> str:

@@ -98,8 +98,7 @@ def append_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
     if head is None:
         # Rows written before chaining began stay outside it, below the anchor.
         before = conn.execute(select(func.max(AuditRecord.id))).scalar() or 0
-        conn.execute(insert(AuditChainHead).values(id=1, last_id=before, last_digest=GENESIS, anchor_id=before,
-                                                    anchor_digest=GENESIS))
+        conn.execute(insert(AuditChainHead).values(**_new_head(before)))
         prev, last_id = GENESIS, before
     else:
         last_id, prev = head
@@ -109,6 +108,11 @@ def append_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
         result = conn.execute(_INSERT_ROW, values)
         prev, last_id = values["digest"], result.inserted_primary_key[0]
     conn.execute(_MOVE_HEAD, {"last_id": last_id, "last_digest": prev})
+
+
+def _new_head(before: int) -> dict[str, Any]:
+    """The chain's head row when chaining begins: rows up to ``before`` (written earlier) stay below the anchor."""
+    return {"id": 1, "last_id": before, "last_digest": GENESIS, "anchor_id": before, "anchor_digest": GENESIS}
 
 
 def chained_values(given: Mapping[str, Any], prev: str, now: datetime) -> dict[str, Any]:
@@ -139,9 +143,8 @@ class SqliteAppender:
         table = AuditRecord.__table__
         columns = [*CONTENT_COLUMNS, "prev_digest", "digest"]
         self.insert_sql = str(_INSERT_ROW.compile(dialect=SQLITE_NAMED, column_keys=columns))
-        head_columns = ["id", "last_id", "last_digest", "anchor_id", "anchor_digest"]
         self.insert_head_sql = str(AuditChainHead.__table__.insert().compile(dialect=SQLITE_NAMED,
-                                                                           column_keys=head_columns))
+                                                                           column_keys=list(_new_head(0))))
         self.processors = [(name, process, process(None)) for name in columns
                            if (process := table.c[name].type.dialect_impl(dialect).bind_processor(dialect))]
         """Each column's bind processor, and what it makes of None (JSON columns store ``null``, as through
@@ -156,8 +159,7 @@ class SqliteAppender:
         if head is None:
             cursor.execute(_LOCK_SQLITE.text)  # as in append_rows: the write lock, whatever the UPDATE matched
             before = cursor.execute(f"SELECT max(id) FROM {AuditRecord.__tablename__}").fetchone()[0] or 0
-            cursor.execute(self.insert_head_sql, {"id": 1, "last_id": before, "last_digest": GENESIS,
-                                                  "anchor_id": before, "anchor_digest": GENESIS})
+            cursor.execute(self.insert_head_sql, _new_head(before))
             prev, last_id = GENESIS, before
         else:
             last_id, prev = head
