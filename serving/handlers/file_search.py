@@ -17,6 +17,7 @@ from typing import Any
 
 from anyio import to_thread
 
+from nexus_k.core.grounded_prompt import sources_prompt
 from serving.errors import APIError
 from serving.handlers.vector_stores import not_found, search, store_of
 from serving.protocol.responses import (
@@ -33,8 +34,6 @@ from serving.usage import UsageRecord
 RESULTS = "file_search_call.results"
 """The ``include`` value that puts the search results into the ``file_search_call`` item."""
 DEFAULT_RESULTS = 10
-SOURCES_INTRO = ("다음은 질문과 관련하여 검색된 자료입니다. 자료에 근거하여 답하고, 근거로 쓴 자료의 번호를 [1]처럼 "
-                 "문장 끝에 표시하세요. 자료에 없는 내용이면 모른다고 답하세요.")
 _MARKER = re.compile(r"\[(\d{1,2}(?:\s*,\s*\d{1,2})*)\]")
 
 
@@ -122,8 +121,8 @@ async def run_file_search(state: ServerState, request: CreateResponseRequest, me
         item.results = [FileSearchResult(file_id=r.file_id, filename=r.filename, score=r.score,
                                          text=r.content[0].text, attributes=r.attributes) for r in results]
     if sources:
-        listing = "\n\n".join(f"[{n}] ({s.filename})\n{s.content[0].text}" for n, s in enumerate(sources, start=1))
-        messages[index] = {**messages[index], "content": f"{SOURCES_INTRO}\n\n{listing}\n\n질문: {query}"}
+        prompt = sources_prompt(query, [(s.filename, s.content[0].text) for s in sources])
+        messages[index] = {**messages[index], "content": prompt}
     return FileSearchOutcome(item, sources)
 
 
