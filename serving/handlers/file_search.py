@@ -17,6 +17,7 @@ from typing import Any
 
 from anyio import to_thread
 
+from nexus_k.core.grounded_prompt import SOURCES_INTRO as SOURCES_INTRO  # re-exported: bench.rag_qa reads it here
 from nexus_k.core.grounded_prompt import sources_prompt
 from serving.errors import APIError
 from serving.handlers.vector_stores import not_found, search, store_of
