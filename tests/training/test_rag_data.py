@@ -147,3 +147,22 @@ def test_real_shared_data_has_no_korquad_text(shared_data: Path) -> None:
         for message in record["messages"]:
             text = message["content"].removeprefix(SOURCES_INTRO)
             assert not rag_sources.shares_run(text, runs, config.shingle_chars), text[:80]
+
+
+def test_check_scores_answers_citations_and_abstentions() -> None:
+    from training.rag_check import score_grounded, summarise
+
+    def record(kind: str, answer: str) -> dict:
+        turns = [{"role": "user", "content": "..."}, {"role": "assistant", "content": answer}]
+        return {"kind": kind, "messages": turns}
+
+    boolq, kobbq, negative = record("boolq", "예. 고양이는 3살이다. [2]"), record("kobbq", "학생 [1]"), record(
+        "negative", rag_data.NO_ANSWER)
+    assert score_grounded(boolq, "예. 고양이는 세 살이다. [2]") == {
+        "kind": "boolq", "correct": True, "cited_right": True, "abstained": False}
+    assert score_grounded(boolq, "아니요. 고양이는 3살이다. [1]")["correct"] is False
+    assert score_grounded(kobbq, "학생입니다 [1].")["correct"] and not score_grounded(kobbq, "노인 [1]")["correct"]
+    assert score_grounded(negative, rag_data.NO_ANSWER)["correct"]
+    assert not score_grounded(negative, "학생 [1]")["correct"]
+    rows = [score_grounded(kobbq, "학생 [1]"), score_grounded(kobbq, "노인 [2]")]
+    assert summarise(rows) == {"kobbq": {"n": 2, "correct": 50.0, "cited_right": 50.0, "abstained": 0.0}}
