@@ -53,7 +53,7 @@ class RagDataConfig:
     """Grounded KoBBQ records (the person the context names)."""
     negatives: int = 110
     """Records whose sources do not hold the answer."""
-    chat: int = 200
+    chat: int = 600
     """Chatbot_data / SQuARe pairs without sources (ko_chat's training split)."""
     max_sources: int = 3
     """Most passages in one prompt (the gold one at a random number among them)."""
