@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Debian packages the test suite drives for real: chromium (web UI tests through Playwright), a
-# PostgreSQL server (multi-replica key/quota tests) and a Korean font (readable screenshots).
+# PostgreSQL server (multi-replica key/quota tests), a Korean font (readable screenshots), and cmake and g++
+# (bench/cpu_peer.py builds llama.cpp's llama-server from source).
 # Idempotent: does nothing when everything is present.
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
 fc-list 2>/dev/null | grep -qi nanum || need+=(fonts-nanum)
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+command -v g++ >/dev/null 2>&1 || need+=(g++)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 echo "installing system packages: ${need[*]}"
 SUDO=""
