@@ -207,3 +207,31 @@ def thinking_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFacto
                               reasoning_parser="deepseek_r1")
     yield server
     server.stop()
+
+
+def cite_sick_leave(prompt: str, settings: Any, lora: str | None) -> str:
+    """The scripted model answers from the numbered source (``[n] (파일명)`` then its text) that mentions 병가,
+    citing it as [n], as serving/handlers/file_search.py asks the model to."""
+    number = None
+    for line in prompt.splitlines():
+        if line.startswith("[") and "]" in line and line[1:line.index("]")].isdigit():
+            number = line[:line.index("]") + 1]
+        elif number and "병가" in line:
+            return f"병가는 1년에 60일 이내입니다 {number}."
+    return "자료에서 찾지 못했습니다."
+
+
+@pytest.fixture(scope="session")
+def rag_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
+    """A server whose scripted model cites the knowledge-base passage about 병가 (BM25 search: no embedding model),
+    with documents stored under its own data folder."""
+    from transformers import AutoTokenizer
+
+    from tests.serving.scripted_engine import ScriptedEngine
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    engine = ScriptedEngine(tokenizer, script=cite_sick_leave, max_model_len=4096)
+    workdir = tmp_path_factory.mktemp("web-rag")
+    server = start_web_server(engine.model_path, workdir, engine=engine, data_dir=workdir / "data")
+    yield server
+    server.stop()

@@ -65,3 +65,62 @@ def conversation(cid: str, title: str, turns: list[tuple[str, str]], updated_at:
         messages.append({"id": f"{cid}-u{index}", "role": "user", "content": question})
         messages.append({"id": f"{cid}-a{index}", "role": "assistant", "content": answer, "state": "done"})
     return {"id": cid, "title": title, "messages": messages, "createdAt": updated_at, "updatedAt": updated_at}
+
+
+# ---- the knowledge-base panel (serving/web/assets/kb-panel.js) ----
+
+KB_FILE_TIMEOUT_MS = 180_000
+"""Reading a document runs in a child process on the server: allow a loaded machine its time."""
+
+
+def open_knowledge_panel(page: Page) -> Locator:
+    """Open the knowledge-base dialog from the top bar; returns it."""
+    page.locator("#kb-open").click()
+    dialog = page.locator("#kb-dialog")
+    expect(dialog).to_be_visible()
+    return dialog
+
+
+def create_knowledge_base(page: Page, name: str) -> None:
+    """Create a knowledge base in the open panel (typed, then Enter) and wait until it is the one shown."""
+    page.get_by_label("새 지식 베이스 이름").fill(name)
+    page.get_by_label("새 지식 베이스 이름").press("Enter")
+    expect(page.locator("#kb-detail-name")).to_have_text(name)
+
+
+def drop_files(page: Page, selector: str, files: list[tuple[str, bytes, str]]) -> None:
+    """Drop (name, bytes, MIME type) files on the element at selector as a user dragging them from the desktop
+    would: dragenter, dragover and drop events carrying a DataTransfer of File objects."""
+    import base64
+
+    payload = [{"name": name, "data": base64.b64encode(data).decode(), "type": kind} for name, data, kind in files]
+    page.evaluate(
+        """([selector, files]) => {
+          const zone = document.querySelector(selector);
+          const transfer = new DataTransfer();
+          for (const f of files) {
+            const bytes = Uint8Array.from(atob(f.data), (c) => c.charCodeAt(0));
+            transfer.items.add(new File([bytes], f.name, { type: f.type }));
+          }
+          for (const type of ["dragenter", "dragover", "drop"]) {
+            zone.dispatchEvent(new DragEvent(type, { dataTransfer: transfer, bubbles: true, cancelable: true }));
+          }
+        }""",
+        [selector, payload],
+    )
+
+
+def kb_file_row(page: Page, filename: str) -> Locator:
+    """A document's row in the open panel."""
+    return page.locator("#kb-files .kb-file").filter(has=page.locator(".kb-file-name", has_text=filename))
+
+
+def choose_knowledge_base(page: Page, name: str) -> None:
+    """Tick a knowledge base in the composer's picker (keyboard: Space) and close it with Escape."""
+    page.locator("#kb-picker-toggle").click()
+    box = page.locator("#kb-picker-options").get_by_label(name, exact=True)
+    box.focus()
+    box.press("Space")
+    expect(box).to_be_checked()
+    box.press("Escape")
+    expect(page.locator("#kb-picker-menu")).to_be_hidden()

@@ -2,7 +2,7 @@
 // stored responses, and the mapping of HTTP/OpenAI errors to a few kinds the page explains in plain words.
 
 /** An API failure with a kind the page can explain: network, auth, rate, quota, context, notfound,
- * bad, server or interrupted. detail holds the server's own message when there is one. */
+ * kbnotfound (a knowledge base that is gone), bad, server or interrupted. detail holds the server's own message when there is one. */
 export class ApiError extends Error {
   constructor(kind, { status = 0, detail = "", retryAfter = null, code = "" } = {}) {
     super(detail || kind);
@@ -27,13 +27,15 @@ export function classifyError(status, error = {}) {
   if (code === "context_length_exceeded" || (status === 400 && CONTEXT_HINT.test(message))) return "context";
   if (status === 401 || status === 403 || code === "invalid_api_key") return "auth";
   if (status === 429) return "rate";
+  if (status === 404 && error.param === "vector_store_id") return "kbnotfound";
   if (status === 404 || code === "model_not_found") return "notfound";
   if (status === 502 || status === 503 || status === 504) return "network";
   if (status >= 500) return "server";
   return "bad";
 }
 
-function headers(apiKey, json = false) {
+/** Request headers: the key (when there is one) and what we accept. */
+export function headers(apiKey, json = false) {
   const result = { Accept: json ? "application/json" : "text/event-stream" };
   if (apiKey) result.Authorization = `Bearer ${apiKey}`;
   return result;
@@ -48,22 +50,39 @@ async function request(url, init) {
   }
 }
 
-async function errorFromResponse(response) {
+/** The ApiError for a failed answer, from its status, body text and Retry-After header. */
+export function errorFromText(status, text, retryAfter = null) {
   let error = {};
-  const text = await response.text().catch(() => "");
   try {
     const body = JSON.parse(text);
     error = body && typeof body.error === "object" && body.error ? body.error : { message: body.detail };
   } catch {
     error = { message: text.slice(0, 300) };
   }
-  const retry = Number.parseInt(response.headers.get("Retry-After") ?? "", 10);
-  return new ApiError(classifyError(response.status, error), {
-    status: response.status,
+  const retry = Number.parseInt(retryAfter ?? "", 10);
+  return new ApiError(classifyError(status, error), {
+    status,
     detail: typeof error.message === "string" ? error.message : "",
     retryAfter: Number.isFinite(retry) ? retry : null,
     code: typeof error.code === "string" ? error.code : "",
   });
+}
+
+async function errorFromResponse(response) {
+  const text = await response.text().catch(() => "");
+  return errorFromText(response.status, text, response.headers.get("Retry-After"));
+}
+
+/** A JSON API call (method, relative url, optional JSON body); resolves to the parsed answer, throws ApiError. */
+export async function callJson(method, url, { apiKey, body, signal } = {}) {
+  const init = { method, headers: headers(apiKey, true), signal };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const response = await request(url, init);
+  if (!response.ok) throw await errorFromResponse(response);
+  return response.json();
 }
 
 /** GET v1/models: the served models, LoRA adapters included, as [{id, parent}]. */

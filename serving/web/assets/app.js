@@ -2,10 +2,21 @@
 // go through the Responses API (stored server-side only when the user opts in).
 
 import { deleteResponse, listModels, streamResponse, whoAmI } from "./api.js";
+import { applySearchEvent, settleCitations, showPassage } from "./citations.js";
 import { askApiKey, confirmDelete, editSettings } from "./dialogs.js";
 import { getLang, setLang, t } from "./i18n.js";
+import { initKnowledgePanel, openPanel, refreshKnowledgeBases, renderKnowledgePanel } from "./kb-panel.js";
+import { initPicker, renderPicker } from "./kb-picker.js";
 import * as store from "./store.js";
-import { conversationItem, editTitle, errorText, messageElement, storedError, updateMessageElement } from "./view.js";
+import {
+  conversationItem,
+  copyText,
+  editTitle,
+  errorText,
+  messageElement,
+  storedError,
+  updateMessageElement,
+} from "./view.js";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -35,10 +46,39 @@ const state = {
   modelsError: null,
   active: null, // the request being streamed: {controller, conversation, message}
   composing: false,
+  draftKnowledgeBases: [], // [{id, name}] chosen before a new conversation's first message
 };
 
 function current() {
   return state.conversations.find((c) => c.id === state.currentId) ?? null;
+}
+
+/** The knowledge bases the current conversation searches: [{id, name}]. */
+function chosenKnowledgeBases() {
+  const conversation = current();
+  return conversation ? (conversation.knowledgeBases ?? []) : state.draftKnowledgeBases;
+}
+
+function chooseKnowledgeBases(list) {
+  const conversation = current();
+  if (!conversation) {
+    state.draftKnowledgeBases = list;
+    return;
+  }
+  conversation.knowledgeBases = list;
+  persist();
+}
+
+/** The server's list of knowledge bases changed: forget chosen ones that are gone, show the new names. */
+function knowledgeBasesChanged(stores) {
+  const names = new Map(stores.map((s) => [s.id, s.name]));
+  const keep = (list) => list.filter((kb) => names.has(kb.id)).map((kb) => ({ id: kb.id, name: names.get(kb.id) }));
+  state.draftKnowledgeBases = keep(state.draftKnowledgeBases);
+  for (const conversation of state.conversations) {
+    if (conversation.knowledgeBases?.length) conversation.knowledgeBases = keep(conversation.knowledgeBases);
+  }
+  persist();
+  renderPicker(stores);
 }
 
 function persist() {
@@ -85,6 +125,7 @@ function renderThread() {
   const emptyBody = $("empty-body");
   emptyBody.dataset.i18n = state.settings.storeOnServer ? "emptyBodyStored" : "emptyBody";
   emptyBody.textContent = t(emptyBody.dataset.i18n);
+  renderPicker();
   scrollToBottom();
 }
 
@@ -233,6 +274,7 @@ function applyEvent(message, event) {
     case "response.completed":
     case "response.incomplete": {
       const response = event.response ?? {};
+      settleCitations(message, response);
       if (!message.reasoning) {
         const thought = outputText(response, "reasoning", "reasoning_text");
         if (thought) message.reasoning = thought;
@@ -249,7 +291,7 @@ function applyEvent(message, event) {
       break;
     }
     default:
-      return false;
+      return applySearchEvent(message, event);
   }
   return true;
 }
@@ -282,10 +324,16 @@ async function generate(conversation) {
       if (state.settings.systemPrompt.trim()) body.instructions = state.settings.systemPrompt;
       body.temperature = state.settings.temperature;
       if (state.settings.maxTokens) body.max_output_tokens = state.settings.maxTokens;
+      const stores = (conversation.knowledgeBases ?? []).map((kb) => kb.id);
+      if (stores.length) {
+        // Answer from the chosen knowledge bases; the results come back so that citations can show passages.
+        body.tools = [{ type: "file_search", vector_store_ids: stores }];
+        body.include = ["file_search_call.results"];
+      }
       try {
         for await (const event of streamResponse(body, { apiKey: state.apiKey, signal: controller.signal })) {
           if (event.type === "response.created") message.stored = storeOnServer;
-          if (applyEvent(message, event) && event.type.endsWith(".delta")) queueRefresh(message);
+          if (applyEvent(message, event) && (event.type.endsWith(".delta") || event.item)) queueRefresh(message);
         }
         break;
       } catch (error) {
@@ -307,6 +355,7 @@ async function generate(conversation) {
       message.error = storedError(error);
     }
   } finally {
+    settleCitations(message);
     state.active = null;
     conversation.updatedAt = Date.now();
     persist();
@@ -314,6 +363,7 @@ async function generate(conversation) {
     setBusy(false);
   }
   if (message.error?.kind === "auth" && !askedForKey && (await requestKey())) await retry(conversation, message);
+  if (message.error?.kind === "kbnotfound") await refreshKnowledgeBases(); // drops the ones that are gone
 }
 
 async function retry(conversation, message) {
@@ -333,6 +383,7 @@ async function send() {
     store.saveCurrentId(conversation.id);
   }
   if (!conversation.title) conversation.title = store.titleFrom(text);
+  if (!conversation.knowledgeBases) conversation.knowledgeBases = state.draftKnowledgeBases;
   conversation.messages.push({ id: store.newId(), role: "user", content: text });
   ui.input.value = "";
   resizeInput();
@@ -342,6 +393,7 @@ async function send() {
 // ---- conversations ----
 
 function openConversation(id) {
+  if (id === null) state.draftKnowledgeBases = chosenKnowledgeBases(); // a new chat searches what the last one did
   state.currentId = id;
   store.saveCurrentId(id);
   renderConversationList();
@@ -393,32 +445,6 @@ function onInputKeydown(event) {
   send();
 }
 
-async function copyText(text, button) {
-  let ok = false;
-  try {
-    await navigator.clipboard.writeText(text);
-    ok = true;
-  } catch {
-    // No async clipboard outside secure contexts (plain http on a LAN address): use a hidden textarea.
-    const area = document.createElement("textarea");
-    area.value = text;
-    area.setAttribute("readonly", "");
-    area.className = "clipboard-helper";
-    document.body.append(area);
-    area.select();
-    ok = document.execCommand("copy");
-    area.remove();
-  }
-  const label = button.querySelector("span") ?? button;
-  const before = label.textContent;
-  label.textContent = ok ? t("copied") : t("copyFailed");
-  button.dataset.copied = String(ok);
-  setTimeout(() => {
-    label.textContent = before;
-    delete button.dataset.copied;
-  }, 1500);
-}
-
 function openSidebar() {
   ui.app.classList.add("sidebar-open");
   ui.menu.setAttribute("aria-expanded", "true");
@@ -452,7 +478,9 @@ function wire() {
     store.saveSettings(state.settings);
     setLang(state.settings.lang);
     renderAll();
+    renderKnowledgePanel();
   });
+  $("kb-open").addEventListener("click", () => openPanel());
   $("settings-open").addEventListener("click", async () => {
     const changes = await editSettings(state.settings, { onOpenKey: () => requestKey(false).then(loadModels) });
     if (!changes) return;
@@ -486,6 +514,10 @@ function wire() {
     if (!button || !message) return;
     if (button.dataset.action === "copy") copyText(message.content, button);
     else if (button.dataset.action === "retry") retry(conversation, message);
+    else if (button.dataset.action === "cite") {
+      const citation = message.citations?.find((c) => String(c.number) === button.dataset.cite);
+      if (citation) showPassage(citation);
+    }
   });
 }
 
@@ -496,6 +528,13 @@ function start() {
   }
   if (!current()) state.currentId = null;
   setLang(state.settings.lang);
+  initKnowledgePanel({ apiKey: () => state.apiKey, onAuthError: () => requestKey(), onChange: knowledgeBasesChanged });
+  initPicker({
+    selected: chosenKnowledgeBases,
+    select: chooseKnowledgeBases,
+    manage: () => openPanel(),
+    load: () => refreshKnowledgeBases(),
+  });
   wire();
   renderAll();
   resizeInput();

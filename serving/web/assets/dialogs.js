@@ -1,4 +1,5 @@
-// Modal dialogs (native <dialog>: focus stays inside, Escape cancels): settings, API key, delete.
+// Modal dialogs (native <dialog>: focus stays inside, Escape cancels): settings, API key, delete
+// confirmations.
 
 import { t } from "./i18n.js";
 
@@ -57,8 +58,14 @@ export async function askApiKey(currentKey, rejected = false) {
   return input.value.trim() || null;
 }
 
-/** Ask before deleting the conversation called title. */
-export async function confirmDelete(title) {
-  $("delete-body").textContent = t("deleteBody", { title });
+/** Ask before deleting something: heading and body are shown as text; true when confirmed. */
+export async function confirmAction(heading, body) {
+  $("delete-title").textContent = heading;
+  $("delete-body").textContent = body;
   return (await show($("delete-dialog"))) === "delete";
+}
+
+/** Ask before deleting the conversation called title. */
+export function confirmDelete(title) {
+  return confirmAction(t("deleteTitle"), t("deleteBody", { title }));
 }

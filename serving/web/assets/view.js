@@ -1,6 +1,7 @@
 // DOM for messages and the conversation list. All user and model text goes in through textContent or
 // the DOM-building Markdown renderer; nothing here parses HTML.
 
+import { decorateCitations, sourcesList } from "./citations.js";
 import { t } from "./i18n.js";
 import { icon } from "./icons.js";
 import { renderMarkdown } from "./markdown.js";
@@ -38,6 +39,8 @@ export function errorText(error) {
       return t("errContext");
     case "notfound":
       return t("errNotFound");
+    case "kbnotfound":
+      return t("errKbNotFound");
     case "server":
       return t("errServer");
     case "interrupted":
@@ -77,13 +80,17 @@ export function updateMessageElement(article, message) {
   } else if (!message.content && state === "streaming") {
     const typing = element("span", "typing");
     typing.append(element("span"), element("span"), element("span"));
-    typing.append(element("span", "visually-hidden", t("generating")));
+    // While the file_search tool looks through the knowledge bases, say so (the answer comes after).
+    typing.append(element("span", message.searching ? "searching-note" : "visually-hidden",
+                          message.searching ? t("searchingDocs") : t("generating")));
     body.replaceChildren(typing);
   } else {
     body.replaceChildren(renderMarkdown(message.content, { copyLabel: t("copy"), copyCodeLabel: t("copyCode") }));
+    if (message.citations?.length) decorateCitations(body, message.citations);
   }
   if (message.role === "assistant") updateThinking(main, body, message, state);
-  for (const old of main.querySelectorAll(".message-error, .message-footer")) old.remove();
+  for (const old of main.querySelectorAll(".message-error, .message-footer, .sources")) old.remove();
+  if (message.citations?.length && state !== "streaming") main.append(sourcesList(message.citations));
   if (message.error) main.append(errorBox(message.error));
   if (message.role === "assistant" && state !== "streaming") main.append(footer(message));
 }
@@ -195,4 +202,31 @@ export function editTitle(item, currentTitle) {
     });
     input.addEventListener("blur", () => finish(input.value.trim() || null));
   });
+}
+
+/** Copy text to the clipboard and say so on button for a moment (works on plain-http LAN addresses too). */
+export async function copyText(text, button) {
+  let ok = false;
+  try {
+    await navigator.clipboard.writeText(text);
+    ok = true;
+  } catch {
+    // No async clipboard outside secure contexts (plain http on a LAN address): use a hidden textarea.
+    const area = document.createElement("textarea");
+    area.value = text;
+    area.setAttribute("readonly", "");
+    area.className = "clipboard-helper";
+    document.body.append(area);
+    area.select();
+    ok = document.execCommand("copy");
+    area.remove();
+  }
+  const label = button.querySelector("span") ?? button;
+  const before = label.textContent;
+  label.textContent = ok ? t("copied") : t("copyFailed");
+  button.dataset.copied = String(ok);
+  setTimeout(() => {
+    label.textContent = before;
+    delete button.dataset.copied;
+  }, 1500);
 }
