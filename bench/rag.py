@@ -97,7 +97,7 @@ def run_retrieval(args: argparse.Namespace, embedder: object, fingerprint: str) 
         timing.update(embed_documents_s=round(doc_s, 1), embed_queries_s=round(query_s, 1))
         out["sets"][name] = {"documents": len(task.documents), "queries": len(task.queries), "metrics": metrics,
                              "hybrid_beats_every_single": rag_retrieval.beats_every_single(metrics),
-                             "timing": timing}
+                             "timing": timing, "command": args.command}
         log.info("%s: %s", name, json.dumps(metrics))
     return out
 
@@ -150,8 +150,10 @@ def run_qa(args: argparse.Namespace, embedder: object, fingerprint: str) -> dict
                          for q, ids in zip(task.queries, top, strict=True)],
     }
     adapter = None if args.adapter == "none" else Path(args.adapter) if args.adapter else demo_adapter_dir()
+    cache = Path(args.cache_dir) / "bench-rag" / "qa_replies.jsonl"
+    cache.parent.mkdir(parents=True, exist_ok=True)
     replies, seconds, longest = rag_qa.answer_questions(prepare_demo_model(progress=False), adapter, arms,
-                                                        args.qa_max_tokens, args.threads, args.qa_batch)
+                                                        args.qa_max_tokens, args.threads, args.qa_batch, cache)
     out: dict = {"questions": len(task.queries), "sources": args.qa_sources, "adapter": str(adapter),
                  "max_tokens": args.qa_max_tokens, "longest_prompt_tokens": longest,
                  "gold_in_sources": round(sum(bool(r & set(t)) for r, t in zip(task.relevant, top, strict=True))
@@ -220,12 +222,12 @@ def main(argv: list[str] | None = None) -> None:
     embedder, fingerprint = load_embedder(args)
     runners = {"retrieval": lambda: run_retrieval(args, embedder, fingerprint),
                "ingest": lambda: run_ingest(args, embedder), "qa": lambda: run_qa(args, embedder, fingerprint)}
-    settings = {k: v for k, v in vars(args).items() if k not in ("out", "cache_dir")}
+    args.command = "python -m bench.rag " + " ".join(argv if argv is not None else sys.argv[1:])
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "cache_dir", "command")}
     for part in parts:
         started = time.time()
         result = runners[part]()
-        result.update(command="python -m bench.rag " + " ".join(argv if argv is not None else sys.argv[1:]),
-                      settings=settings, wall_seconds=round(time.time() - started, 1),
+        result.update(command=args.command, settings=settings, wall_seconds=round(time.time() - started, 1),
                       date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                       machine={"python": platform.python_version(), "cpus": os.cpu_count(),
                                "load": [round(x, 2) for x in os.getloadavg()]})

@@ -10,6 +10,8 @@ Written here from that description. Citation markers ([1], [2, 3]) are removed f
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import re
 import string
 import time
@@ -88,9 +90,11 @@ async def _generate_all(engine: object, prompts: list[list[int]], max_tokens: in
 
 
 def answer_questions(model_dir: Path, adapter: Path | None, arms: dict[str, list[str]], max_tokens: int,
-                     threads: int, batch: int) -> tuple[dict[str, list[str]], dict[str, float], int]:
-    """Greedy replies per arm (arm name -> user messages) from the HF engine with ``adapter`` applied; returns the
-    replies, seconds per arm and the longest prompt in tokens."""
+                     threads: int, batch: int, cache: Path) -> tuple[dict[str, list[str]], dict[str, float], int]:
+    """Greedy replies per arm (arm name -> user messages) from the HF engine with ``adapter`` applied; returns
+    the replies, generation seconds per arm (summed over the runs that made them) and the longest prompt in
+    tokens. Replies are appended to ``cache`` (JSON lines keyed by model, adapter and prompt) after every
+    ``batch`` prompts, so a stopped run resumes where it was."""
     import torch
 
     from nexus_k.core.chat_templates import chat_to_ids
@@ -100,6 +104,13 @@ def answer_questions(model_dir: Path, adapter: Path | None, arms: dict[str, list
     torch.set_num_threads(threads)
     lora = {"adapter": str(adapter)} if adapter is not None else {}
     settings = EngineSettings(model=str(model_dir), engine="hf", dtype="float32", lora=lora, max_num_seqs=batch)
+    weights = adapter / "adapter_model.safetensors" if adapter is not None else None
+    model_key = f"{model_dir.resolve()}|{sha256_of(weights) if weights and weights.is_file() else adapter}|{max_tokens}"
+    known = {}
+    if cache.is_file():
+        for line in cache.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            known[row["key"]] = (row["reply"], row["seconds"])
 
     async def run() -> tuple[dict[str, list[str]], dict[str, float], int]:
         engine = await HFEngine.create(settings)
@@ -107,12 +118,29 @@ def answer_questions(model_dir: Path, adapter: Path | None, arms: dict[str, list
         try:
             for arm, messages in arms.items():
                 prompts = [chat_to_ids(engine.tokenizer, [{"role": "user", "content": m}]) for m in messages]
+                keys = [hashlib.sha256(f"{model_key}|{p}".encode()).hexdigest() for p in prompts]
                 longest = max([longest, *(len(p) for p in prompts)])
-                started = time.perf_counter()
-                replies[arm] = await _generate_all(engine, prompts, max_tokens, "adapter" if lora else None)
-                seconds[arm] = round(time.perf_counter() - started, 1)
+                todo = [i for i, key in enumerate(keys) if key not in known]
+                for start in range(0, len(todo), batch):
+                    group = todo[start:start + batch]
+                    started = time.perf_counter()
+                    texts = await _generate_all(engine, [prompts[i] for i in group], max_tokens,
+                                                "adapter" if lora else None)
+                    share = (time.perf_counter() - started) / len(group)
+                    with cache.open("a", encoding="utf-8") as handle:
+                        for i, text in zip(group, texts, strict=True):
+                            known[keys[i]] = (text, round(share, 3))
+                            handle.write(json.dumps({"key": keys[i], "reply": text, "seconds": round(share, 3)},
+                                                    ensure_ascii=False) + "\n")
+                seconds[arm] = round(sum(known[key][1] for key in keys), 1)
+                replies[arm] = [known[key][0] for key in keys]
         finally:
             await engine.shutdown()
         return replies, seconds, longest
 
     return asyncio.run(run())
+
+
+def sha256_of(path: Path) -> str:
+    """SHA256 of a file (the adapter's weights key the reply cache)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
