@@ -114,6 +114,10 @@ class ServerSettings(EngineSettings, BaseSettings):
     ingest_max_uncompressed_bytes: int = Field(
         512 * 1024 * 1024, ge=1, description="Most bytes one document may inflate to (zip members of DOCX/XLSX/HWPX, "
                                              "HWP sections): zip bombs fail with a reason.")
+    trim_vocab: Annotated[list[str], NoDecode] = Field(
+        [], description="Corpus files (comma-separated): serve the model trimmed to the vocabulary they use (plus "
+                        "special, byte-fallback and chat-template tokens), trimmed once into the cache; faster "
+                        "decode on CPU for large-vocabulary models.")
     web_ui: bool = Field(True, description="Serve the Korean chat page at `/`.")
     web_dir: Path = Field(Path(__file__).parent / "web", description="Folder of the chat page's static files.",
                           json_schema_extra=NOT_ON_CLI)
@@ -134,6 +138,12 @@ class ServerSettings(EngineSettings, BaseSettings):
             except ValueError:
                 raise ValueError(f"{item!r} is not an IP address or a CIDR network") from None
         return value
+
+    @field_validator("trim_vocab", mode="before")
+    @classmethod
+    def _split_corpus(cls, value: Any) -> Any:
+        """``a.txt,b.jsonl`` (environment, command line) as a list."""
+        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
 
     @classmethod
     def settings_customise_sources(

@@ -86,19 +86,25 @@ def stats(
 @app.command()
 def trim(
     model: str = typer.Option(..., "--model", help="Model folder, hub name or .gguf file."),
-    corpus: list[str] = CorpusOpt,
+    corpus: list[str] | None = typer.Option(None, "--corpus", help="Text whose tokens are kept; repeatable."),
     out: Path = typer.Option(..., "--out", help="Output folder for the trimmed model."),
     text_field: str = TextFieldOpt,
     max_chars: int | None = typer.Option(None, "--max-chars", help="Read at most this many characters."),
     keep_reserved: bool = typer.Option(False, "--keep-reserved", help="Keep <unusedN>-style placeholders."),
     dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 ..."),
+    token_ids: Path | None = typer.Option(
+        None, "--token-ids", help="JSON file with used_token_ids to keep (a recorded recipe's result)."),
 ) -> None:
-    """Keep only the vocabulary a corpus uses (plus special and byte tokens); shrink embedding and lm_head."""
+    """Keep only the vocabulary a corpus uses (plus special, byte and chat-template tokens); shrink the
+    embedding and lm_head."""
+    from nexus_k.core.errors import UserError
     from tokenizer.trim import TrimConfig, trim_model
 
-    report = trim_model(
-        TrimConfig(model, corpus, str(out), text_field, max_chars, keep_reserved=keep_reserved, dtype=dtype)
-    )
+    if not corpus and token_ids is None:
+        raise UserError("give --corpus (repeatable) or --token-ids")
+    config = TrimConfig(model, corpus or [], str(out), text_field, max_chars, keep_reserved=keep_reserved,
+                        dtype=dtype, token_ids=str(token_ids) if token_ids else None)
+    report = trim_model(config)
     typer.echo(
         f"vocabulary {report.vocab_before:,} -> {report.vocab_after:,}; parameters "
         f"{report.parameters_before:,} -> {report.parameters_after:,} (-{report.parameter_cut:.1%})"

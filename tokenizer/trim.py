@@ -11,6 +11,7 @@ kept pieces, so it stays the best.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -56,6 +57,9 @@ class TrimConfig:
     """Weights dtype to load and save (``auto``, ``float32``, ``bfloat16`` ...)."""
     check_texts: int = 4
     """Corpus texts on which logits and forward time of the original and trimmed model are compared."""
+    token_ids: str | None = None
+    """A JSON file whose ``used_token_ids`` are kept as if the corpus had used them (a recorded recipe's
+    result, e.g. ``serving/demo_vocab``); the corpus may then be empty."""
 
 
 @dataclass
@@ -70,6 +74,7 @@ class TrimReport:
     weights_bytes_after: int
     corpus_texts: int
     used_tokens: int
+    kept_ids_sha256: str = ""
     max_logit_diff: float | None = None
     argmax_agreement: float | None = None
     forward_seconds_before: float | None = None
@@ -198,6 +203,54 @@ def _save_trimmed_tokenizer(tokenizer, out: Path, kept_ids: list[int]) -> None:
     config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
+def vocab_sha256(data: dict) -> str:
+    """SHA256 of a ``tokenizer.json``'s pieces in id order: which vocabulary a list of token ids refers to."""
+    model = data["model"]
+    if model["type"] == "BPE":
+        pieces = [t for t, _i in sorted(model["vocab"].items(), key=lambda item: item[1])]
+    else:
+        pieces = [piece for piece, _score in model["vocab"]]
+    return hashlib.sha256("\n".join(pieces).encode("utf-8")).hexdigest()
+
+
+def ids_sha256(ids: list[int]) -> str:
+    """SHA256 of a sorted id list (a short name for a kept vocabulary)."""
+    return hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest()
+
+
+def read_token_ids(path: str | Path, data: dict) -> set[int]:
+    """The ``used_token_ids`` of a token-id file, refused when it names another vocabulary than ``data``'s."""
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as err:
+        raise UserError(f"cannot read token-id file {path}: {err.strerror}") from None
+    except ValueError:
+        raise UserError(f"token-id file {path} is not JSON") from None
+    ids = record.get("used_token_ids") if isinstance(record, dict) else None
+    if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+        raise UserError(f"token-id file {path} has no used_token_ids list of integers")
+    expected = record.get("vocab_sha256")
+    if expected and expected != vocab_sha256(data):
+        raise UserError(f"token-id file {path} was made for another vocabulary (vocab_sha256 differs)")
+    return set(ids)
+
+
+def chat_template_ids(tokenizer) -> set[int]:
+    """Token ids that the tokenizer's chat template writes around messages (turn markers, role names)."""
+    if not getattr(tokenizer, "chat_template", None):
+        return set()
+    messages = [{"role": "system", "content": "x"}, {"role": "user", "content": "x"},
+                {"role": "assistant", "content": "x"}, {"role": "user", "content": "x"}]
+    ids: set[int] = set()
+    for conversation in (messages, messages[1:]):
+        try:
+            rendered = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+        except Exception:  # a template may refuse a system role: the other rendering covers it
+            continue
+        ids.update(tokenizer.encode(rendered, add_special_tokens=False))
+    return ids
+
+
 def _check_inputs(tokenizer, texts: list[str], count: int, max_tokens: int = 64):
     import torch
 
@@ -213,13 +266,20 @@ def trim_model(config: TrimConfig) -> TrimReport:
     import torch
     from transformers import AutoTokenizer
 
-    texts = read_corpus(config.corpus, SourceOptions(text_field=config.text_field), config.max_chars)
+    if not config.corpus and not config.token_ids:
+        raise UserError("nothing to keep: give a corpus or a token-id file")
+    texts = (read_corpus(config.corpus, SourceOptions(text_field=config.text_field), config.max_chars)
+             if config.corpus else [])
     model, tokenizer = load_model_and_tokenizer(config.model, config.dtype)
+    if not getattr(tokenizer, "is_fast", False):
+        raise UserError(f"{config.model} has no tokenizer.json (a fast tokenizer); only those can be trimmed")
     rows = model.get_input_embeddings().weight.shape[0]
     parameters_before = count_parameters(model)
-    used = used_token_ids(tokenizer, texts)
     data = json.loads(tokenizer.backend_tokenizer.to_str())
-    extra = set(tokenizer.all_special_ids) | _config_special_ids(model)
+    used = used_token_ids(tokenizer, texts)
+    if config.token_ids:
+        used |= read_token_ids(config.token_ids, data)
+    extra = set(tokenizer.all_special_ids) | _config_special_ids(model) | chat_template_ids(tokenizer)
     kept = keep_ids(data, used, rows, config.keep_reserved, extra)
     mapping = {old: new for new, old in enumerate(kept)}
     logger.info("keeping %d of %d tokens (%d used by the corpus)", len(kept), len(tokenizer), len(used))
@@ -252,6 +312,7 @@ def trim_model(config: TrimConfig) -> TrimReport:
         weights_bytes_after=folder_size(out),
         corpus_texts=len(texts),
         used_tokens=len(used),
+        kept_ids_sha256=ids_sha256(kept),
     )
     if inputs is not None and reference is not None:
         new_inputs = torch.tensor([[mapping[i] for i in row] for row in inputs.tolist()])

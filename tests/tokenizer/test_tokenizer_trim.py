@@ -10,6 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from nexus_k.cli import app
+from nexus_k.core.errors import UserError
 from nexus_k.core.korean_text import bundled_korean_text
 from tests.tokenizer.conftest import MIXED_LINES
 from tokenizer.trim import TRIM_RECORD, TrimConfig, trim_model
@@ -112,3 +113,44 @@ def test_trim_keeps_what_a_bigger_corpus_uses(tiny_model_dir: Path, tmp_path: Pa
     reports = [trim_model(TrimConfig(str(tiny_model_dir), [str(c)], str(tmp_path / c.stem))) for c in (small, large)]
     assert reports[0].vocab_after < reports[1].vocab_after
     assert reports[0].used_tokens < reports[1].used_tokens
+
+
+def test_trim_to_a_token_id_file_keeps_the_same_vocabulary(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A recorded id list (what the demo ships) trims exactly as the corpus it came from, chat turns included."""
+    from transformers import AutoTokenizer
+
+    from tokenizer.trim import read_token_ids, used_token_ids, vocab_sha256
+
+    lines = _story_lines(12)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(lines), encoding="utf-8")
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    data = json.loads(tok.backend_tokenizer.to_str())
+    ids_file = tmp_path / "ids.json"
+    ids_file.write_text(json.dumps({"vocab_sha256": vocab_sha256(data),
+                                    "used_token_ids": sorted(used_token_ids(tok, lines))}))
+    from_corpus = trim_model(TrimConfig(str(tiny_model_dir), [str(corpus)], str(tmp_path / "a")))
+    result = runner.invoke(app, ["tokenizer", "trim", "--model", str(tiny_model_dir), "--token-ids", str(ids_file),
+                                 "--out", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "b" / TRIM_RECORD).read_text(encoding="utf-8"))
+    assert record["report"]["kept_ids_sha256"] == from_corpus.kept_ids_sha256
+    assert record["kept_ids"] == json.loads((tmp_path / "a" / TRIM_RECORD).read_text(encoding="utf-8"))["kept_ids"]
+    assert_trim_is_exact(tiny_model_dir, tmp_path / "b", lines)
+    # the chat template's own tokens (turn markers, role names) are kept whatever the corpus
+    mapping = {old: new for new, old in enumerate(record["kept_ids"])}
+    trimmed = AutoTokenizer.from_pretrained(tmp_path / "b")
+    messages = [{"role": "system", "content": lines[0]}, {"role": "user", "content": lines[1]}]
+    before = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert trimmed.encode(before, add_special_tokens=False) == [mapping[i] for i in tok.encode(
+        before, add_special_tokens=False)]
+
+    data["model"]["vocab"] = {("x" + t if i == 300 else t): i for t, i in data["model"]["vocab"].items()}
+    with pytest.raises(UserError, match="another vocabulary"):
+        read_token_ids(ids_file, data)
+
+
+def test_trim_needs_a_corpus_or_token_ids(tiny_model_dir: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["tokenizer", "trim", "--model", str(tiny_model_dir), "--out", str(tmp_path / "o")])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, UserError) and "--token-ids" in str(result.exception)
