@@ -100,6 +100,17 @@ def _demo_model(loras: dict[str, str]) -> tuple[str, str]:
     return str(path), demo_model.DEMO_BASE_NAME
 
 
+def _trimmed(settings: Any) -> Any:
+    """The settings with the model replaced by its vocabulary trim to ``--trim-vocab`` (made once, cached)."""
+    from serving.trim_cache import trimmed_model_dir
+
+    folder = trimmed_model_dir(settings.model, settings.trim_vocab, settings.engine_args.get("revision"))
+    typer.echo(f"Nexus-K: serving {settings.model} trimmed to the vocabulary of {', '.join(settings.trim_vocab)} "
+               f"(cached at {folder})", err=True)
+    return settings.model_copy(update={"model": str(folder),
+                                       "served_model_name": settings.served_model_name or settings.model})
+
+
 def _scalar_type(annotation: Any) -> type:
     """The command-line type of a setting: bool, int or float where the annotation holds one, else str."""
     args = typing.get_args(annotation) or (annotation,)
@@ -170,6 +181,8 @@ def serve(ctx: typer.Context, **options: Any) -> None:
         settings = resolve_settings({**values, **demo}, config_file)
     elif not Path(settings.model).exists() and os.environ.get("HF_HUB_OFFLINE") == "1" and "/" not in settings.model:
         raise UserError(f"model {settings.model!r} is neither a folder nor a hub id")
+    if settings.trim_vocab:
+        settings = _trimmed(settings)
     if settings.engine == "vllm":
         from serving.engines import vllm_available
 
@@ -200,11 +213,14 @@ serve.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
 SERVE_CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
-def model_demo() -> None:
-    """Verify and convert the bundled Korean demo model (Gemma 3 270M) into the cache; print its folder."""
+def model_demo(
+    full_vocab: bool = typer.Option(False, "--full-vocab", help="The untrimmed conversion (262,144 tokens)."),
+) -> None:
+    """Verify and convert the bundled Korean demo model (Gemma 3 270M, vocabulary trimmed) into the cache;
+    print its folder."""
     from serving import demo_model
 
-    typer.echo(str(demo_model.prepare_demo_model(progress=True)))
+    typer.echo(str(demo_model.prepare_demo_model(progress=True, full_vocab=full_vocab)))
 
 
 __all__ = ["SERVE_CONTEXT", "keys_app", "model_demo", "serve"]

@@ -41,7 +41,8 @@ def prepare_demo_embedder(progress: bool = True) -> Path | None:
     digest = sha256_file(adapter / "adapter_model.safetensors")
     if _merged_from(target) == digest:
         return target
-    base = prepare_demo_model(progress)
+    # The untrimmed base: pooling never reads the output layer the trim speeds up, and documents hold any text.
+    base = prepare_demo_model(progress, full_vocab=True)
     import torch
     from peft import PeftModel
     from transformers import AutoModel, AutoTokenizer

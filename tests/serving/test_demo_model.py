@@ -113,6 +113,13 @@ def test_a_tampered_cached_gguf_is_rebuilt_from_the_packages(cache: Path, fake_c
     assert demo_model.gguf_path().read_bytes() == b"".join(c.read_bytes() for c in fake_chunks)
 
 
+def _fake_record(source_sha256: str, vocabulary: dict | None = None) -> demo_model.ConversionRecord:
+    return demo_model.ConversionRecord(
+        source_file=demo_model.GGUF_FILE_NAME, source_sha256=source_sha256, source_package="fake", dtype="bfloat16",
+        chat_template="nexus-k gemma", eos_token_ids=[1, 106], transformers_version="x", seconds=0.0,
+        version=demo_model.CONVERSION_VERSION, vocabulary=vocabulary)
+
+
 def _fake_converter(calls: list[Path], fail: bool = False):
     def convert(gguf: Path, out_dir: Path, source_sha256: str, step) -> demo_model.ConversionRecord:
         calls.append(out_dir)
@@ -120,56 +127,96 @@ def _fake_converter(calls: list[Path], fail: bool = False):
             (out_dir / "config.json").write_text("{}")
             if fail:
                 raise RuntimeError("conversion crashed")
-            record = demo_model.ConversionRecord(
-                source_file=gguf.name,
-                source_sha256=source_sha256,
-                source_package="fake",
-                dtype="bfloat16",
-                chat_template="nexus-k gemma",
-                eos_token_ids=[1, 106],
-                transformers_version="x",
-                seconds=0.0,
-            )
+            record = _fake_record(source_sha256)
             (out_dir / demo_model.MARKER_FILE).write_text(json.dumps(record.__dict__))
         return record
 
     return convert
 
 
-def test_conversion_runs_once_then_is_reused(cache: Path, fake_chunks, monkeypatch) -> None:
+def _fake_trimmer(calls: list[Path]):
+    def trim(full_dir: Path, out_dir: Path, step) -> demo_model.ConversionRecord:
+        calls.append(out_dir)
+        with step("fake trim"):
+            (out_dir / "config.json").write_text('{"trimmed": true}')
+            vocabulary = {"token_ids_sha256": demo_model.sha256_file(demo_model.KEPT_VOCAB_FILE)}
+            record = _fake_record(demo_model.read_conversion_record(full_dir).source_sha256, vocabulary)
+            (out_dir / demo_model.MARKER_FILE).write_text(json.dumps(record.__dict__))
+        return record
+
+    return trim
+
+
+@pytest.fixture
+def trims(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Folders the (fake) vocabulary trim wrote."""
+    calls: list[Path] = []
+    monkeypatch.setattr(demo_model, "write_trimmed_folder", _fake_trimmer(calls))
+    return calls
+
+
+def test_conversion_runs_once_then_is_reused(cache: Path, fake_chunks, trims, monkeypatch) -> None:
     calls: list[Path] = []
     monkeypatch.setattr(demo_model, "write_hf_folder", _fake_converter(calls))
     first = demo_model.prepare_demo_model(progress=False)
     second = demo_model.prepare_demo_model(progress=True)
     assert first == second == cache / "models" / demo_model.DEMO_BASE_NAME
-    assert len(calls) == 1
+    assert len(calls) == 1 and len(trims) == 1
     assert calls[0] != first, "conversion must write to a staging folder, not the final one"
-    assert (first / "config.json").is_file()
+    assert json.loads((first / "config.json").read_text()) == {"trimmed": True}
     assert demo_model.read_conversion_record(first).source_sha256 == demo_model.expected_gguf_sha256()
+    full = demo_model.prepare_demo_model(progress=False, full_vocab=True)
+    assert full == cache / "models" / demo_model.DEMO_FULL_NAME and len(calls) == 1
+    assert json.loads((full / "config.json").read_text()) == {}
     assert [p.name for p in (cache / "models").iterdir() if p.name.startswith(".")] == []
 
 
-def test_a_failed_conversion_leaves_no_half_written_model(cache: Path, fake_chunks, monkeypatch) -> None:
+def test_a_failed_conversion_leaves_no_half_written_model(cache: Path, fake_chunks, trims, monkeypatch) -> None:
     monkeypatch.setattr(demo_model, "write_hf_folder", _fake_converter([], fail=True))
     with pytest.raises(RuntimeError, match="conversion crashed"):
         demo_model.prepare_demo_model(progress=False)
     assert sorted(p.name for p in (cache / "models").iterdir()) == ["gguf"]
+    assert trims == []
 
 
-def test_an_incomplete_or_outdated_folder_is_converted_again(cache: Path, fake_chunks, monkeypatch) -> None:
+def test_an_incomplete_or_outdated_folder_is_converted_again(cache: Path, fake_chunks, trims, monkeypatch) -> None:
     target = cache / "models" / demo_model.DEMO_BASE_NAME
     target.mkdir(parents=True)
     (target / "leftover.bin").write_bytes(b"half")
     calls: list[Path] = []
     monkeypatch.setattr(demo_model, "write_hf_folder", _fake_converter(calls))
     demo_model.prepare_demo_model(progress=False)
-    assert len(calls) == 1
+    assert len(calls) == 1 and len(trims) == 1
     assert not (target / "leftover.bin").exists()
     record = json.loads((target / demo_model.MARKER_FILE).read_text())
     record["source_sha256"] = "0" * 64
     (target / demo_model.MARKER_FILE).write_text(json.dumps(record))
     demo_model.prepare_demo_model(progress=False)
-    assert len(calls) == 2
+    assert len(calls) == 1 and len(trims) == 2, "the untrimmed folder was still good: only the trim runs again"
+
+
+def test_a_cache_from_before_the_trim_is_converted_again(cache: Path, fake_chunks, trims, monkeypatch) -> None:
+    """Folders written before the vocabulary trim have no version (1): both are redone."""
+    calls: list[Path] = []
+    monkeypatch.setattr(demo_model, "write_hf_folder", _fake_converter(calls))
+    target = demo_model.prepare_demo_model(progress=False)
+    for folder in (target, cache / "models" / demo_model.DEMO_FULL_NAME):
+        record = json.loads((folder / demo_model.MARKER_FILE).read_text())
+        del record["version"], record["vocabulary"]
+        (folder / demo_model.MARKER_FILE).write_text(json.dumps(record))
+    demo_model.prepare_demo_model(progress=False)
+    assert len(calls) == 2 and len(trims) == 2
+
+
+def test_the_bundled_vocabulary_records_its_recipe() -> None:
+    data = json.loads(demo_model.KEPT_VOCAB_FILE.read_text(encoding="utf-8"))
+    ids = data["used_token_ids"]
+    assert ids == sorted(set(ids)) and 15_000 < len(ids) < data["vocab_size"] == 262_144
+    assert len(data["vocab_sha256"]) == 64
+    files = [source["file"] for source in data["recipe"]["sources"]]
+    assert "nsmc/nsmc_raw_reviews.tsv.gz" in files and "kobest/BoolQ/train.tsv" in files
+    assert any(name.startswith("/usr/share/common-licenses/") for name in files)
+    assert all(len(source["sha256"]) == 64 and source["texts"] > 0 for source in data["recipe"]["sources"])
 
 
 def _render(tokenizer, messages, generation_prompt=True) -> str:

@@ -1,4 +1,5 @@
-"""End to end on the real packaged GGUF: convert it, then chat in Korean through the Gemma template."""
+"""End to end on the real packaged GGUF: convert it, trim its vocabulary, then chat in Korean through the Gemma
+template; the bundled adapters give the same tokens and vectors on the trimmed model as on the untrimmed one."""
 
 from __future__ import annotations
 
@@ -49,14 +50,27 @@ def _korean_reply(model, tokenizer, prompt: str) -> tuple[list[int], str]:
 
 
 def test_converted_folder_is_complete_and_reused(converted: Path) -> None:
+    from transformers import AutoTokenizer
+
     record = json.loads((converted / demo_model.MARKER_FILE).read_text())
     assert record["source_sha256"] == demo_model.PINNED_GGUF_SHA256
+    assert record["version"] == demo_model.CONVERSION_VERSION
+    vocabulary = record["vocabulary"]
+    assert vocabulary["of"] == 262_144 and 30_000 < vocabulary["kept"] < 45_000
+    assert vocabulary["recipe"]["sources"] and vocabulary["token_ids_sha256"]
     generation = json.loads((converted / "generation_config.json").read_text())
-    assert set(generation["eos_token_id"]) == {1, 106}  # <eos>, <end_of_turn>
+    tokenizer = AutoTokenizer.from_pretrained(converted)
+    assert generation["eos_token_id"] == record["eos_token_ids"]
+    assert tokenizer.convert_ids_to_tokens(generation["eos_token_id"]) == ["<eos>", "<end_of_turn>"]
     assert (converted / "GEMMA_TERMS.html").is_file()
-    assert "quantization_config" not in json.loads((converted / "config.json").read_text())
+    config = json.loads((converted / "config.json").read_text())
+    assert "quantization_config" not in config and config["vocab_size"] == vocabulary["kept"] == len(tokenizer)
+    full = converted.parent / demo_model.DEMO_FULL_NAME
+    assert json.loads((full / "config.json").read_text())["vocab_size"] == 262_144
+    assert set(json.loads((full / "generation_config.json").read_text())["eos_token_id"]) == {1, 106}
     started = time.perf_counter()
     assert demo_model.prepare_demo_model(progress=False) == converted
+    assert demo_model.prepare_demo_model(progress=False, full_vocab=True) == full
     assert time.perf_counter() - started < 5, "a finished conversion must be reused, not redone"
 
 
@@ -99,7 +113,7 @@ def test_serve_without_a_model_chats_in_korean_with_the_adapter(converted: Path,
     try:
         client = openai.OpenAI(base_url=server.api, api_key="unused")
         models = {m.id: m for m in client.models.list().data}
-        assert set(models) == {demo_model.DEMO_BASE_NAME, demo_model.DEMO_MODEL_NAME, DEMO_EMBED_NAME}
+        assert {demo_model.DEMO_BASE_NAME, demo_model.DEMO_MODEL_NAME, DEMO_EMBED_NAME} <= set(models)
         # the bundled Korean embedding model, beside the chat model: related sentences score higher
         vectors = [d.embedding for d in client.embeddings.create(
             model=DEMO_EMBED_NAME, input=["서울은 대한민국의 수도입니다", "수도 서울", "김치찌개 만드는 법"]).data]
@@ -114,3 +128,80 @@ def test_serve_without_a_model_chats_in_korean_with_the_adapter(converted: Path,
         assert len(HANGUL.findall(text)) >= 3, text
     finally:
         server.stop()
+
+
+ADAPTERS = Path(demo_model.__file__).resolve().parent / "adapters"
+# Korean and English prompts made of kept tokens; their greedy replies must not change with the trim.
+PROMPTS = ["주말에 뭐 하면 좋을까?", "오늘 너무 피곤해요.", "영화 추천해 주세요.",
+           "Please explain what free software means.", "Write a short note to a friend."]
+OUT_OF_VOCABULARY = ["鬱陵島 饕餮 齟齬 蠶食 魑魅魍魎", "기분 😀🥹🫠🧑‍🚀🏳️‍🌈 최고 🦜🪿",
+                     "สวัสดีครับ ยินดีที่ได้รู้จัก", "東京の天気は晴れです。", "∮ E·dA = Q/ε₀ 𝔘𝔫𝔦"]
+
+
+def _adapters(task: str) -> list[Path]:
+    return sorted(p.parent for p in ADAPTERS.glob("*/adapter_config.json")
+                  if json.loads(p.read_text()).get("task_type") == task)
+
+
+@pytest.fixture(scope="module")
+def both(converted: Path):
+    """(untrimmed, trimmed) folders and tokenizers."""
+    from transformers import AutoTokenizer
+
+    full = converted.parent / demo_model.DEMO_FULL_NAME
+    return [(folder, AutoTokenizer.from_pretrained(folder)) for folder in (full, converted)]
+
+
+@pytest.mark.parametrize("adapter", _adapters("CAUSAL_LM"), ids=lambda p: p.name)
+def test_chat_adapters_reply_the_same_on_the_trimmed_model(both, adapter: Path) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    replies = []
+    for folder, tokenizer in both:
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16),
+                                          adapter).eval()
+        replies.append([_reply(model, tokenizer, prompt) for prompt in PROMPTS])
+    assert replies[1] == replies[0]
+    assert sum(len(HANGUL.findall(text)) for text in replies[1][:3]) >= 9, replies[1]
+
+
+def _reply(model, tokenizer, prompt: str) -> str:
+    import torch
+
+    batch = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                          return_tensors="pt", return_dict=True)
+    with torch.inference_mode():
+        out = model.generate(**batch, max_new_tokens=24, do_sample=False)
+    return tokenizer.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("adapter", _adapters("FEATURE_EXTRACTION"), ids=lambda p: p.name)
+def test_embedding_adapters_give_the_same_vectors_for_kept_text(both, adapter: Path) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModel
+
+    texts = ["서울은 대한민국의 수도입니다", "이 영화 정말 재미있었어요",
+             "The license permits copying and distribution."]
+    vectors = []
+    for folder, tokenizer in both:
+        model = PeftModel.from_pretrained(AutoModel.from_pretrained(folder, dtype=torch.float32), adapter).eval()
+        batch = tokenizer(texts, padding=True, return_tensors="pt")
+        with torch.inference_mode():
+            hidden = model(**batch).last_hidden_state
+        mask = batch["attention_mask"][..., None]
+        vectors.append((hidden * mask).sum(1) / mask.sum(1))
+    assert torch.allclose(vectors[0], vectors[1], atol=1e-5, rtol=0), (vectors[0] - vectors[1]).abs().max()
+
+
+def test_text_outside_the_kept_vocabulary_round_trips_through_bytes(both) -> None:
+    (_, full), (_, trimmed) = both
+    for text in OUT_OF_VOCABULARY:
+        ids = trimmed.encode(text, add_special_tokens=False)
+        assert trimmed.unk_token_id not in ids
+        assert trimmed.decode(ids) == text
+        assert len(ids) >= len(full.encode(text, add_special_tokens=False))
+    for text in PROMPTS:  # kept text: the same pieces
+        assert trimmed.tokenize(text) == full.tokenize(text)
