@@ -92,7 +92,7 @@ def _encode(vector: np.ndarray, encoding: str) -> list[float] | str:
 async def _charge(prompts: list[list[int]], usage: UsageRecord) -> None:
     tokens = sum(len(ids) for ids in prompts)
     await usage.reserve(tokens)
-    usage.prompt_tokens = tokens
+    usage.prompt_tokens += tokens
 
 
 async def _pool(engine: Engine, prompts: list[list[int]], usage: UsageRecord, prefix: str) -> list[list[float]]:
@@ -125,9 +125,12 @@ async def _cosine_scores(engine: Engine, query: str, texts: list[str], usage: Us
     return [float(score) for score in vectors[1:] @ vectors[0]]
 
 
-async def _cross_encoder_scores(scorer: Scorer, query: str, texts: list[str], usage: UsageRecord) -> list[float]:
-    """The cross-encoder's relevance score of each (query, document) pair, tokenised as one pair input."""
-    encoded = scorer.tokenizer([query] * len(texts), texts)
+async def cross_encoder_scores(scorer: Scorer, query: str, texts: list[str], usage: UsageRecord,
+                               truncate: bool = False) -> list[float]:
+    """The cross-encoder's relevance score of each (query, document) pair, tokenised as one pair input;
+    ``truncate``: documents cut to fit the model's context (else a pair too long is a 400)."""
+    cut = {"truncation": "only_second", "max_length": scorer.max_model_len} if truncate else {}
+    encoded = scorer.tokenizer([query] * len(texts), texts, **cut)
     ids = _fit([list(seq) for seq in encoded["input_ids"]], scorer.max_model_len, None, "documents")
     types = encoded.get("token_type_ids")
     pairs = [PairPrompt(seq, list(types[i]) if types is not None else None) for i, seq in enumerate(ids)]
@@ -144,7 +147,7 @@ async def create_rerank(state: ServerState, request: RerankRequest, usage: Usage
     query, *texts = guard_prompt_texts([request.query, *request.texts()], usage, "documents")
     usage.set_prompt(lambda: "\n".join([query, *texts]))
     if scorer is not None:
-        scores = await _cross_encoder_scores(scorer, query, texts, usage)
+        scores = await cross_encoder_scores(scorer, query, texts, usage)
     else:
         scores = await _cosine_scores(engine, query, texts, usage)
     order = sorted(range(len(texts)), key=lambda i: -scores[i])[: request.top_n or len(texts)]

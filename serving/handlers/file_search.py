@@ -1,6 +1,7 @@
 """The ``file_search`` tool of the Responses API, run by the server before the model answers.
 
-The user's last message is searched (hybrid, ``serving.handlers.vector_stores.search``) in the tool's vector
+The user's last message is searched (hybrid, reranked when a cross-encoder is served and the tool's
+``ranking_options.ranker`` is not ``none``: ``serving.handlers.vector_stores.search``) in the tool's vector
 stores, which must belong to the caller's organisation (404 otherwise, as on every vector store route). The best
 chunks go into that message as numbered sources ([1], [2], ...) that the model is asked to cite, within half of
 the model's context; the output gets a ``file_search_call`` item before the answer (with ``results`` when the
@@ -28,7 +29,7 @@ from serving.protocol.responses import (
     FileSearchTool,
     response_id,
 )
-from serving.protocol.vector_stores import RankingOptions, SearchRequest, SearchResult
+from serving.protocol.vector_stores import SearchRequest, SearchResult
 from serving.state import ServerState
 from serving.usage import UsageRecord
 
@@ -114,8 +115,7 @@ async def run_file_search(state: ServerState, request: CreateResponseRequest, me
         return FileSearchOutcome(item)
     index, query = found
     body = SearchRequest(query=query, filters=tool.filters, max_num_results=tool.max_num_results or DEFAULT_RESULTS,
-                         ranking_options=RankingOptions(score_threshold=tool.ranking_options.score_threshold)
-                         if tool.ranking_options else None)
+                         ranking_options=tool.ranking_options)
     results, _ = await search(state, tool.vector_store_ids, body, usage, owner, records)
     sources = _fit_sources(state, results)
     if RESULTS in (request.include or []):

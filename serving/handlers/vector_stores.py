@@ -9,15 +9,19 @@ Ingestion is not charged to the organisation's credits (search queries are). A f
 server that stopped is ingested again when a server starts (:func:`ingestion`); with several replicas each one
 that starts does so, and the first to finish stores the chunks (the others' work is dropped).
 
-Search is hybrid (``serving.retrieval.search``): BM25 over Kiwi morphemes, fused by reciprocal rank with
-dense cosine when an embedding model is served (BM25 alone otherwise; the search answer then says so in the
-``X-Nexus-Retrieval`` header). Every route is scoped to the caller's organisation: another one's store is 404.
+Search is hybrid (``serving.retrieval.search``): BM25 over Kiwi morphemes (an index per store revision, in the
+process), fused by reciprocal rank with dense cosine ranked by the database (sqlite-vec / pgvector) when an
+embedding model is served (BM25 alone otherwise; the search answer then says so in the ``X-Nexus-Retrieval``
+header); a served cross-encoder (``--rerank-model``) then reranks the fused top chunks unless
+``ranking_options.ranker`` is ``none``. Every route is scoped to the caller's organisation: another one's store
+is 404.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -28,8 +32,10 @@ from typing import Any
 import numpy as np
 from anyio import to_thread
 
+from retrieval.hits import Hit
 from serving.engines.base import Engine
 from serving.errors import APIError
+from serving.handlers.embeddings import cross_encoder_scores
 from serving.protocol.common import random_id
 from serving.protocol.vector_stores import (
     CreateFileBatchRequest,
@@ -47,7 +53,7 @@ from serving.retrieval.chunking import AUTO_MAX_TOKENS, AUTO_OVERLAP_TOKENS, chu
 from serving.retrieval.ingest import extract_text
 from serving.retrieval.ingest_base import IngestError, IngestLimits
 from serving.retrieval.ingest_process import extract_isolated
-from serving.retrieval.search import ChunkIndex, fuse, matches, search_terms
+from serving.retrieval.search import DEPTH, StoreTerms, fuse_rankings, matches, merge_rankings, search_terms
 from serving.state import ServerState
 from serving.storage.db import utcnow
 from serving.storage.files import file_store
@@ -356,48 +362,64 @@ async def batch_status(state: ServerState, store: VectorStoreRecord, batch_id: s
     return batch_object(batch, counts[store.id])
 
 
-@dataclass
-class Snapshot:
-    """One revision of a store's chunks, ready to search: the index, each chunk's file and text."""
-
-    index: ChunkIndex
-    files: list[str]
-    """The distinct file ids, in order of first chunk."""
-    file_of: np.ndarray
-    """Per chunk, the position of its file in ``files``."""
-    texts: list[str]
-
-
-_SNAPSHOTS: OrderedDict[tuple[str, str], tuple[int, Snapshot]] = OrderedDict()
-_SNAPSHOT_LOCK = threading.Lock()
+_TERMS: OrderedDict[tuple[str, str], tuple[int, StoreTerms]] = OrderedDict()
+_TERMS_LOCK = threading.Lock()
 SNAPSHOTS_KEPT = 16
-"""Stores whose search index a process keeps in memory (least recently searched dropped first)."""
+"""Stores whose BM25 index a process keeps in memory (least recently searched dropped first)."""
+RERANK_CANDIDATES = 20
+"""The fused top chunks a served cross-encoder reranks (at least ``max_num_results``)."""
 
 
-def snapshot(store: VectorStoreStore, database_url: str, store_id: str) -> Snapshot:
-    """The store's search index at its current revision (built when a file was added or removed since)."""
+def store_terms(store: VectorStoreStore, database_url: str, store_id: str) -> StoreTerms:
+    """The store's BM25 index at its current revision (built again when a file was added or removed since)."""
     key = (database_url, store_id)
     revision = store.revision(store_id)
-    with _SNAPSHOT_LOCK:
-        cached = _SNAPSHOTS.get(key)
+    with _TERMS_LOCK:
+        cached = _TERMS.get(key)
         if cached is not None and cached[0] == revision:
-            _SNAPSHOTS.move_to_end(key)
+            _TERMS.move_to_end(key)
             return cached[1]
-        rows = store.chunks(store_id)
-        files: dict[str, int] = {}
-        file_of = np.asarray([files.setdefault(row[0], len(files)) for row in rows], dtype=np.int64)
-        built = Snapshot(ChunkIndex([row[2] for row in rows], [row[3] for row in rows]), list(files), file_of,
-                         [row[1] for row in rows])
-        _SNAPSHOTS[key] = (revision, built)
-        while len(_SNAPSHOTS) > SNAPSHOTS_KEPT:
-            _SNAPSHOTS.popitem(last=False)
+        built = StoreTerms(store.chunk_terms(store_id))
+        _TERMS[key] = (revision, built)
+        while len(_TERMS) > SNAPSHOTS_KEPT:
+            _TERMS.popitem(last=False)
         return built
+
+
+def rank_chunks(store: VectorStoreStore, indexes: dict[str, StoreTerms], allowed: dict[str, set[str]],
+                query: str, query_vector: np.ndarray | None, filtered: bool, top: int,
+                threshold: float | None) -> list[Hit]:
+    """Fused (chunk id, score) hits of the stores: BM25 from ``indexes``, dense from the database, each over the
+    ``allowed`` files of every store only (the dense side is left unrestricted when nothing is ``filtered``:
+    only completed files have chunks)."""
+    rankings = [merge_rankings([indexes[sid].ranking(query, allowed[sid]) for sid in indexes])]
+    if query_vector is not None:
+        rankings.append(merge_rankings([store.nearest(sid, query_vector, DEPTH, sorted(allowed[sid])
+                                                      if filtered else None) for sid in indexes]))
+    return fuse_rankings(rankings, top, threshold)
+
+
+async def rerank(state: ServerState, query: str, hits: list[Hit], texts: dict[int, tuple[str, str, str]],
+                 usage: UsageRecord) -> list[Hit]:
+    """The hits scored again by the served cross-encoder on (query, chunk text), best first (ties keep the
+    fused order); documents are cut to fit its context."""
+    documents = [texts[h.index][2] for h in hits]
+    scores = await cross_encoder_scores(state.reranker, query, documents, usage, truncate=True)  # type: ignore[arg-type]
+    order = sorted(range(len(hits)), key=lambda i: -scores[i])
+    return [Hit(hits[i].index, round(float(scores[i]), 6) if math.isfinite(scores[i]) else 0.0) for i in order]
+
+
+def reranks(state: ServerState, body: SearchRequest) -> bool:
+    """Whether the fused results go through the cross-encoder: one is served and ``ranker`` is not ``none``."""
+    ranker = body.ranking_options.ranker if body.ranking_options else None
+    return state.reranker is not None and ranker != "none"
 
 
 async def search(state: ServerState, store_ids: list[str], body: SearchRequest, usage: UsageRecord,
                  owner: int | None, records: list[VectorStoreRecord] | None = None) -> tuple[list[SearchResult], str]:
-    """Hybrid search of the caller's stores: the results and the method (``hybrid`` or ``bm25``). Filters decide
-    which chunks may rank at all; BM25 and dense rankings are computed over those only, then fused."""
+    """Hybrid search of the caller's stores: the results and the method (``hybrid`` or ``bm25``, ``+rerank``
+    when a cross-encoder reordered them). Filters decide which chunks may rank at all; BM25 and dense rankings
+    are computed over those only, fused, then reranked; ``score_threshold`` applies to the final score."""
     store = store_of(state)
     if records is None:
         records = [await owned_store(state, sid, owner, usage) for sid in store_ids]
@@ -408,45 +430,40 @@ async def search(state: ServerState, store_ids: list[str], body: SearchRequest, 
     query = " ".join(q for q in queries if q.strip())
     ids = list(dict.fromkeys(r.id for r in records))
     url = state.settings.database_url
-    snapshots = [await to_thread.run_sync(snapshot, store, url, sid) for sid in ids]
+    indexes = {sid: await to_thread.run_sync(store_terms, store, url, sid) for sid in ids}
     files = await to_thread.run_sync(store.completed_files, ids)
+    allowed = {sid: {f for (s, f), (_, attrs) in files.items() if s == sid and matches(body.filters, attrs)}
+               for sid in ids}
     engine = embedder_of(state)
     query_vector = None
-    if engine is not None and any(s.index.matrix is not None for s in snapshots):
+    if engine is not None:
         tokens = list(engine.tokenizer(query).input_ids)[:engine.max_model_len]
-        await usage.reserve(len(tokens))
-        usage.prompt_tokens += len(tokens)
-        query_vector = (await embed(engine, [query]))[0]
+        if await to_thread.run_sync(store.has_vectors, ids):
+            await usage.reserve(len(tokens))
+            usage.prompt_tokens += len(tokens)
+            query_vector = (await embed(engine, [query]))[0]
     threshold = body.ranking_options.score_threshold if body.ranking_options else None
-
-    def rank() -> list[tuple[str, int, float]]:
-        allowed, bm25, dense = [], [], []
-        for sid, snap in zip(ids, snapshots, strict=True):
-            ok = np.asarray([(sid, f) in files and matches(body.filters, files[(sid, f)][1]) for f in snap.files],
-                            dtype=bool)
-            allowed.append(ok[snap.file_of] if snap.files else np.zeros(0, dtype=bool))
-            bm25.append(snap.index.bm25_scores(query))
-            scores = snap.index.dense_scores(query_vector)
-            dense.append(scores if scores is not None else np.full(snap.index.size, np.nan, dtype=np.float32))
-        dense_all = np.concatenate(dense) if query_vector is not None else None
-        hits = fuse(np.concatenate(bm25), dense_all, np.concatenate(allowed), body.max_num_results, threshold)
-        starts = np.cumsum([0] + [snap.index.size for snap in snapshots])
-        out = []
-        for hit in hits:
-            which = int(np.searchsorted(starts, hit.index, side="right")) - 1
-            out.append((ids[which], hit.index - int(starts[which]), hit.score))
-        return out
-
-    ranked = await to_thread.run_sync(rank)
+    rerank_on = reranks(state, body)
+    top = max(body.max_num_results, RERANK_CANDIDATES) if rerank_on else body.max_num_results
+    hits = await to_thread.run_sync(rank_chunks, store, indexes, allowed, query, query_vector,
+                                    body.filters is not None, top, None if rerank_on else threshold)
+    texts = await to_thread.run_sync(store.chunk_texts, [h.index for h in hits])
+    hits = [h for h in hits if h.index in texts]
+    if rerank_on and hits:
+        hits = await rerank(state, query, hits, texts, usage)
+        if threshold is not None:
+            hits = [h for h in hits if h.score >= threshold]
+        hits = hits[:body.max_num_results]
     for record in records:
         if stale(record):
             await to_thread.run_sync(store.touch, record)
-    by_id = dict(zip(ids, snapshots, strict=True))
     results = []
-    for sid, index, score in ranked:
-        snap = by_id[sid]
-        file_id = snap.files[snap.file_of[index]]
+    for hit in hits:
+        sid, file_id, text = texts[hit.index]
+        if (sid, file_id) not in files:
+            continue  # removed meanwhile
         filename, attributes = files[(sid, file_id)]
-        results.append(SearchResult(file_id=file_id, filename=filename, score=score, attributes=attributes,
-                                    content=[TextContent(text=snap.texts[index])]))
-    return results, "hybrid" if query_vector is not None else "bm25"
+        results.append(SearchResult(file_id=file_id, filename=filename, score=hit.score, attributes=attributes,
+                                    content=[TextContent(text=text)]))
+    method = "hybrid" if query_vector is not None else "bm25"
+    return results, method + "+rerank" if rerank_on else method

@@ -1,6 +1,10 @@
 """Hybrid search over stored chunks: Kiwi-morpheme BM25 and dense cosine, fused by reciprocal rank, with
 OpenAI's attribute filters (applied by the caller before ranking) and a score threshold.
 
+A vector store's BM25 ranking comes from :class:`StoreTerms` (its stored terms, indexed once per revision) and
+its dense ranking from the database (``serving.storage.chunk_vectors``); both rank chunk ids, which
+:func:`fuse_rankings` fuses. :class:`ChunkIndex` ranks an in-memory list of chunks both ways (benchmarks).
+
 Scores: the RRF score divided by the best possible one (first in every ranking used), so in (0, 1]: 1.0 is a
 chunk ranked first by both BM25 and the dense model (or by BM25 when no embedding model is served).
 ``ranking_options.score_threshold`` compares against this.
@@ -124,19 +128,56 @@ def _ranking(scores: np.ndarray, allowed: np.ndarray, depth: int, positive: bool
     return [Hit(int(index[i]), float(values[i])) for i in order]
 
 
+DEPTH = 200
+"""Each ranking (BM25, dense) is cut to this many chunks before fusion."""
+
+
+def fuse_rankings(rankings: Sequence[Sequence[Hit]], top: int | None = None,
+                  threshold: float | None = None) -> list[Hit]:
+    """RRF of best-first rankings, scores normalised to (0, 1] (1.0: first in every ranking), cut at
+    ``threshold`` and to ``top``."""
+    best = len(rankings) / (RRF_K + 1)
+    out = [Hit(h.index, round(min(1.0, h.score / best), 6)) for h in reciprocal_rank_fusion(rankings, k=RRF_K)]
+    if threshold is not None:
+        out = [h for h in out if h.score >= threshold]
+    return out[:top] if top is not None else out
+
+
+def merge_rankings(rankings: Sequence[Sequence[Hit]], depth: int = DEPTH) -> list[Hit]:
+    """Rankings of several stores as one (by score, ties by the lower chunk id), cut to ``depth``."""
+    return sorted((h for ranking in rankings for h in ranking), key=lambda h: (-h.score, h.index))[:depth]
+
+
 def fuse(bm25: np.ndarray, dense: np.ndarray | None, allowed: np.ndarray, top: int,
-         threshold: float | None = None, depth: int = 200) -> list[Hit]:
+         threshold: float | None = None, depth: int = DEPTH) -> list[Hit]:
     """The best ``top`` allowed chunks by RRF of the BM25 ranking (chunks sharing a term) and the dense ranking
     (each cut to ``depth``); scores normalised to (0, 1] and cut at ``threshold``."""
     depth = max(depth, top)
     rankings = [_ranking(bm25, allowed, depth, positive=True)]
     if dense is not None:
         rankings.append(_ranking(dense, allowed, depth, positive=False))
-    best = len(rankings) / (RRF_K + 1)
-    out = [Hit(h.index, round(min(1.0, h.score / best), 6)) for h in reciprocal_rank_fusion(rankings, k=RRF_K)]
-    if threshold is not None:
-        out = [h for h in out if h.score >= threshold]
-    return out[:top]
+    return fuse_rankings(rankings, top, threshold)
+
+
+class StoreTerms:
+    """BM25 over one vector store's stored Kiwi terms at one revision, with each chunk's id and file: the part
+    of a store's search kept in the process (the dense part is the database's)."""
+
+    def __init__(self, rows: Sequence[tuple[int, str, str]]) -> None:
+        files: dict[str, int] = {}
+        self.chunk_ids = np.asarray([row[0] for row in rows], dtype=np.int64)
+        self.file_of = np.asarray([files.setdefault(row[1], len(files)) for row in rows], dtype=np.int64)
+        self.files = list(files)
+        terms = [row[2] for row in rows]
+        self.bm25 = BM25Index(terms, tokenizer=_StoredTerms()) if terms else None  # type: ignore[arg-type]
+
+    def ranking(self, query: str, allowed_files: set[str], depth: int = DEPTH) -> list[Hit]:
+        """The chunks of ``allowed_files`` sharing a term with ``query``, best first: hits of (chunk id, BM25)."""
+        if self.bm25 is None:
+            return []
+        ok = np.asarray([f in allowed_files for f in self.files], dtype=bool)
+        hits = _ranking(self.bm25.scores(query), ok[self.file_of], depth, positive=True)
+        return [Hit(int(self.chunk_ids[h.index]), h.score) for h in hits]
 
 
 def hybrid_rank(query: str, terms: Sequence[str], vectors: Sequence[bytes | None], query_vector: np.ndarray | None,

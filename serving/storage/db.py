@@ -171,7 +171,28 @@ class StoredResponse(Base):
     """The whole conversation it answered (earlier turns of a ``previous_response_id`` chain included)."""
 
 
+def _sqlite_module():  # type: ignore[no-untyped-def]
+    """The SQLite driver: the standard library's when it can load extensions (for sqlite-vec), else
+    ``pysqlite3`` (Python builds such as pyenv's leave extension loading out)."""
+    import sqlite3
+
+    if hasattr(sqlite3.Connection, "enable_load_extension"):
+        return sqlite3
+    try:
+        from pysqlite3 import dbapi2
+    except ImportError as err:
+        raise RuntimeError("this Python's sqlite3 cannot load extensions (sqlite-vec, for vector stores): "
+                           "install pysqlite3-binary, or use a Python built with loadable SQLite extensions") from err
+    return dbapi2
+
+
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    # sqlite-vec: vector stores rank chunks by vec_distance_cosine in the database.
+    import sqlite_vec
+
+    dbapi_conn.enable_load_extension(True)
+    sqlite_vec.load(dbapi_conn)
+    dbapi_conn.enable_load_extension(False)
     # WAL lets readers run beside the single writer; a committed transaction survives kill -9 (it is in
     # the OS page cache); NORMAL only risks the last transactions on a power cut.
     cur = dbapi_conn.cursor()
@@ -189,7 +210,8 @@ def make_engine(url: str) -> Engine:
             from pathlib import Path
 
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, module=_sqlite_module(),
+                               connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
         if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
@@ -204,8 +226,21 @@ def _create_tables(engine: Engine) -> None:
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(727274)"))
+            _ensure_pgvector(conn)
         Base.metadata.create_all(conn)
         _add_missing_columns(conn)
+
+
+def _ensure_pgvector(conn: Connection) -> None:
+    """pgvector, for the vector stores' ``vector`` column: created if missing (needs a role allowed to)."""
+    if conn.scalar(text("SELECT 1 FROM pg_extension WHERE extname = 'vector'")):
+        return
+    try:
+        with conn.begin_nested():
+            conn.execute(text("CREATE EXTENSION IF NOT EXISTS vector"))
+    except Exception as err:
+        raise RuntimeError("the PostgreSQL database lacks the pgvector extension and this role cannot create it: "
+                           "run `CREATE EXTENSION vector` in it as a superuser") from err
 
 
 def _add_missing_columns(conn: Connection) -> None:

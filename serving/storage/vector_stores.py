@@ -1,10 +1,10 @@
 """Vector stores in the server's database: the stores, their files (status, attributes, last error), file
-batches, and the chunks (text, Kiwi search terms, the embedding as little-endian float32 bytes, position).
+batches, the chunks (text, Kiwi search terms, position) and their vectors (``chunk_vectors``: sqlite-vec on
+SQLite, pgvector on PostgreSQL, ranked by the database).
 
-Chunk vectors are BLOBs; search loads a store's chunks once per revision into a process cache (BM25 index and
-vector matrix, ``serving.handlers.vector_stores``) and ranks exactly in numpy: the same code on SQLite and
-PostgreSQL. sqlite-vec / pgvector indexes are not used yet. Every lookup is scoped to the owning organisation
-(None when the server runs without keys).
+Search ranks the dense side in the database (:meth:`VectorStoreStore.nearest`) and BM25 in the process over the
+stored terms (``serving.retrieval.search``, one index per store revision). Every lookup is scoped to the owning
+organisation (None when the server runs without keys).
 """
 
 from __future__ import annotations
@@ -14,9 +14,25 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, LargeBinary, String, Text, delete, func, select
+import numpy as np
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    delete,
+    func,
+    insert,
+    select,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
+from retrieval.hits import Hit
+from serving.storage.chunk_vectors import ChunkVectorRecord, delete_vectors, nearest, vector_rows
 from serving.storage.db import Base, ensure_tables, get_sessionmaker, utcnow
 
 FILE_STATUSES = ("in_progress", "completed", "cancelled", "failed")
@@ -91,7 +107,7 @@ class ChunkRecord(Base):
     terms: Mapped[str] = mapped_column(Text)
     """Kiwi search terms of the text, space-separated (BM25 needs no Kiwi at search time)."""
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
-    """Unit vector as little-endian float32 bytes (None: no embedding model was served at ingestion)."""
+    """Only in databases written before ``vector_store_vectors``: moved there when a server starts."""
 
 
 def new_id(prefix: str) -> str:
@@ -115,6 +131,22 @@ class VectorStoreStore:
     def __init__(self, database_url: str) -> None:
         ensure_tables(database_url)
         self.sessions = get_sessionmaker(database_url)
+        self._move_legacy_vectors()
+
+    def _move_legacy_vectors(self, batch: int = 2000) -> None:
+        """Chunk vectors stored as BLOBs in ``vector_store_chunks`` (before ``vector_store_vectors``) move there."""
+        while True:
+            with self.sessions.begin() as s:
+                rows = s.execute(select(ChunkRecord.id, ChunkRecord.store_id, ChunkRecord.file_id,
+                                        ChunkRecord.embedding).where(ChunkRecord.embedding.is_not(None))
+                                 .limit(batch)).all()
+                if not rows:
+                    return
+                s.execute(delete(ChunkVectorRecord).where(ChunkVectorRecord.chunk_id.in_([r[0] for r in rows])))
+                s.execute(insert(ChunkVectorRecord), [row for r in rows for row in vector_rows(r[1], r[2], [r[0]],
+                                                                                               [r[3]])])
+                s.execute(ChunkRecord.__table__.update().where(ChunkRecord.id.in_([r[0] for r in rows]))
+                          .values(embedding=None))
 
     # -------------------------------------------------------------------------------------- stores
 
@@ -162,6 +194,7 @@ class VectorStoreStore:
         """The store, its files, batches and chunks."""
         with self.sessions.begin() as s:
             s.execute(delete(ChunkRecord).where(ChunkRecord.store_id == record.id))
+            s.execute(delete_vectors(record.id))
             s.execute(delete(VectorStoreFileRecord).where(VectorStoreFileRecord.store_id == record.id))
             s.execute(delete(VectorStoreBatchRecord).where(VectorStoreBatchRecord.store_id == record.id))
             s.execute(delete(VectorStoreRecord).where(VectorStoreRecord.seq == record.seq))
@@ -195,6 +228,7 @@ class VectorStoreStore:
                 s.add(VectorStoreBatchRecord(id=batch_id, store_id=store.id, org_id=store.org_id, created_at=utcnow()))
             for file_id, filename, attributes, chunking in files:
                 s.execute(delete(ChunkRecord).where(ChunkRecord.store_id == store.id, ChunkRecord.file_id == file_id))
+                s.execute(delete_vectors(store.id, file_id))
                 s.execute(delete(VectorStoreFileRecord).where(VectorStoreFileRecord.store_id == store.id,
                                                               VectorStoreFileRecord.file_id == file_id))
                 row = VectorStoreFileRecord(store_id=store.id, file_id=file_id, org_id=store.org_id, filename=filename,
@@ -245,6 +279,7 @@ class VectorStoreStore:
         with self.sessions.begin() as s:
             s.execute(delete(ChunkRecord).where(ChunkRecord.store_id == row.store_id,
                                                 ChunkRecord.file_id == row.file_id))
+            s.execute(delete_vectors(row.store_id, row.file_id))
             s.execute(delete(VectorStoreFileRecord).where(VectorStoreFileRecord.seq == row.seq))
             _bump(s, row.store_id)
 
@@ -257,8 +292,14 @@ class VectorStoreStore:
                 return False
             s.execute(delete(ChunkRecord).where(ChunkRecord.store_id == row.store_id,
                                                 ChunkRecord.file_id == row.file_id))
-            s.add_all([ChunkRecord(store_id=row.store_id, file_id=row.file_id, position=i, text=text, terms=terms,
-                                   embedding=vector) for i, (text, terms, vector) in enumerate(chunks)])
+            s.execute(delete_vectors(row.store_id, row.file_id))
+            records = [ChunkRecord(store_id=row.store_id, file_id=row.file_id, position=i, text=text, terms=terms)
+                       for i, (text, terms, _) in enumerate(chunks)]
+            s.add_all(records)
+            s.flush()
+            vectors = vector_rows(row.store_id, row.file_id, [r.id for r in records], [v for _, _, v in chunks])
+            if vectors:
+                s.execute(insert(ChunkVectorRecord), vectors)
             used = sum(len(text.encode()) + len(vector or b"") for text, _, vector in chunks)
             s.execute(VectorStoreFileRecord.__table__.update().where(VectorStoreFileRecord.seq == row.seq)
                       .values(status="completed", usage_bytes=used, last_error=None))
@@ -305,12 +346,34 @@ class VectorStoreStore:
             return int(s.scalar(select(func.coalesce(VectorStoreRecord.revision, 0))
                                 .where(VectorStoreRecord.id == store_id)) or 0)
 
-    def chunks(self, store_id: str) -> list[tuple[str, str, str, bytes | None]]:
-        """(file id, text, terms, vector) of every chunk of a store, in insertion order."""
+    def chunk_terms(self, store_id: str) -> list[tuple[int, str, str]]:
+        """(chunk id, file id, terms) of every chunk of a store, in insertion order (what BM25 indexes)."""
         with self.sessions() as s:
             return [tuple(row) for row in s.execute(  # type: ignore[misc]
-                select(ChunkRecord.file_id, ChunkRecord.text, ChunkRecord.terms, ChunkRecord.embedding)
+                select(ChunkRecord.id, ChunkRecord.file_id, ChunkRecord.terms)
                 .where(ChunkRecord.store_id == store_id).order_by(ChunkRecord.id))]
+
+    def chunk_texts(self, chunk_ids: list[int]) -> dict[int, tuple[str, str, str]]:
+        """(store id, file id, text) of the given chunks, by chunk id."""
+        if not chunk_ids:
+            return {}
+        with self.sessions() as s:
+            return {int(row[0]): tuple(row[1:]) for row in s.execute(  # type: ignore[misc]
+                select(ChunkRecord.id, ChunkRecord.store_id, ChunkRecord.file_id, ChunkRecord.text)
+                .where(ChunkRecord.id.in_(chunk_ids)))}
+
+    def has_vectors(self, store_ids: list[str]) -> bool:
+        """Whether any chunk of ``store_ids`` has a vector."""
+        with self.sessions() as s:
+            found = s.scalar(select(ChunkVectorRecord.chunk_id).where(ChunkVectorRecord.store_id.in_(store_ids))
+                             .limit(1))
+        return found is not None
+
+    def nearest(self, store_id: str, query: np.ndarray, depth: int, file_ids: list[str] | None = None) -> list[Hit]:
+        """The ``depth`` chunks of the store nearest to ``query`` (of ``file_ids`` only, when given), ranked by
+        the database: hits of (chunk id, cosine), best first."""
+        with self.sessions() as s:
+            return nearest(s, store_id, query, depth, file_ids)
 
     def completed_files(self, store_ids: list[str]) -> dict[tuple[str, str], tuple[str, dict]]:
         """(filename, attributes) of the completed files of ``store_ids``, by (store id, file id)."""

