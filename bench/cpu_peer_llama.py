@@ -37,6 +37,10 @@ CMAKE_FLAGS = [
     "-DBUILD_SHARED_LIBS=OFF",  # one self-contained binary in the cache
     "-DLLAMA_BUILD_TESTS=OFF",
     "-DLLAMA_BUILD_EXAMPLES=OFF",
+    # Without AMX: on this Sapphire Rapids machine the AMX matmul of this llama.cpp segfaults on the first
+    # warm-up (ggml_backend_amx_mul_mat); the AVX-512 VNNI/bf16 kernels and weight repacking stay on.
+    "-DCMAKE_C_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16",
+    "-DCMAKE_CXX_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16",
 ]
 
 
@@ -46,10 +50,12 @@ def server_dir(version: str = LLAMA_CPP_PYTHON_VERSION) -> Path:
 
 
 def find_llama_server(version: str = LLAMA_CPP_PYTHON_VERSION) -> Path | None:
-    """The cached ``llama-server`` of ``version``, when a finished build left one (``build.json`` beside it)."""
+    """The cached ``llama-server`` of ``version``, when a finished build with today's flags left one."""
     folder = server_dir(version)
-    binary = folder / "bin" / "llama-server"
-    return binary if binary.is_file() and (folder / "build.json").is_file() else None
+    binary, record = folder / "bin" / "llama-server", folder / "build.json"
+    if not (binary.is_file() and record.is_file()):
+        return None
+    return binary if json.loads(record.read_text()).get("cmake_flags") == CMAKE_FLAGS else None
 
 
 def _download_sdist(version: str, into: Path) -> Path:

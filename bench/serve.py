@@ -168,6 +168,7 @@ async def load(base: str, concurrency: int, per_client: int, warm_round: bool, a
         "ttft_p90_s": ttft[min(len(ttft) - 1, int(0.9 * len(ttft)))],
         "ttft_p99_s": ttft[min(len(ttft) - 1, int(0.99 * len(ttft)))],
         "itl_mean_s": statistics.mean(r["itl"] for r in results),
+        "itl_p50_s": statistics.median(r["itl"] for r in results),
         "retried_requests": sum(r.get("retried", 0) for r in results),
     }
 
