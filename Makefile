@@ -9,7 +9,7 @@ SERVE_ARGS ?=
 PYTEST_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install serve test lint bench system-deps demo-adapter rag-adapter embed-adapter clean
+.PHONY: install serve test lint bench system-deps demo-adapter embed-adapter clean
 
 install: $(STAMP)
 
@@ -45,23 +45,15 @@ bench: install $(VENV)/.nexus-k-bench
 	  if [ -f bench/$$b.py ]; then echo "== bench/$$b.py"; $(BIN)/python -m bench.$$b || exit 1; fi; \
 	done
 
-# Reproduce the Korean chat LoRA adapter of the demo model (docs/demo.md; needs ../shared/data).
+# Reproduce the demo model's Korean LoRA adapter: chat, and answers from file_search's numbered sources
+# citing [n] (training.rag_data; docs/demo.md; needs ../shared/data).
 demo-adapter: install
-	$(BIN)/python -m training.demo_data --out data/demo-chat --max-train 2048
-	$(BIN)/nexus-k model demo
-	$(BIN)/nexus-k finetune --base $${NEXUS_K_CACHE_DIR:-$$HOME/.cache/nexus-k}/models/gemma-3-270m \
-	  --data data/demo-chat/train.jsonl --out serving/adapters/ko_chat --lora-r 8 --epochs 1 --max-length 128 \
-	  --batch-size 8 --grad-accum 1 --lr 4e-4 --heldout-fraction 0 --threads 2
-	cp data/demo-chat/recipe.json serving/adapters/ko_chat/data_recipe.json
-
-# Reproduce the grounded-QA adapter that answers file_search's numbered sources citing [n] (docs/demo.md).
-rag-adapter: install
 	$(BIN)/python -m training.rag_data --out data/rag
 	$(BIN)/nexus-k model demo
 	$(BIN)/nexus-k finetune --base $${NEXUS_K_CACHE_DIR:-$$HOME/.cache/nexus-k}/models/gemma-3-270m \
-	  --data data/rag/train.jsonl --out serving/adapters/ko_rag --lora-r 8 --epochs 1 --max-length 768 \
+	  --data data/rag/train.jsonl --out serving/adapters/ko_chat --lora-r 8 --epochs 1 --max-length 1024 \
 	  --batch-size 1 --grad-accum 4 --lr 4e-4 --heldout-fraction 0 --threads 2
-	cp data/rag/recipe.json serving/adapters/ko_rag/data_recipe.json
+	cp data/rag/recipe.json serving/adapters/ko_chat/data_recipe.json
 
 # Reproduce the bundled Korean embedding adapter (docs/embeddings.md; needs ../shared/data).
 embed-adapter: install

@@ -40,7 +40,8 @@ def heldout_conversations(recipe_file: Path | None, data_dir: str) -> list[list[
     config = DemoDataConfig(data_dir=data_dir)
     if recipe_file is not None:
         recipe = json.loads(recipe_file.read_text(encoding="utf-8"))
-        config = DemoDataConfig(**{**recipe["config"], "data_dir": data_dir})
+        # training.rag_data's recipe (chat plus grounded QA) names its chat split as chat_config.
+        config = DemoDataConfig(**{**recipe.get("chat_config", recipe["config"]), "data_dir": data_dir})
     _, heldout, _ = build_demo_data(config)
     return [record["messages"] for record in heldout]
 

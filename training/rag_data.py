@@ -145,6 +145,12 @@ def _records(items: list[GroundedItem], config: RagDataConfig, rng: random.Rando
     return [r for r in records if r is not None]
 
 
+def chat_data_config(config: RagDataConfig) -> DemoDataConfig:
+    """The chat pairs' recipe: ko_chat's split (its 160 held-out pairs are never trained on), ``chat`` of its
+    training pairs; recorded as ``chat_config`` so ``bench.demo`` rebuilds that held-out split."""
+    return DemoDataConfig(data_dir=config.data_dir, max_train=config.chat, seed=config.seed)
+
+
 def build_rag_data(config: RagDataConfig) -> tuple[list[dict], list[dict], RagDataReport]:
     """Read the sources and return (train, held-out) ``messages`` records and a report."""
     report = RagDataReport()
@@ -155,7 +161,7 @@ def build_rag_data(config: RagDataConfig) -> tuple[list[dict], list[dict], RagDa
     train = _records(kept, config, rng, 1.0)
     total = config.boolq + config.kobbq + config.negatives
     heldout = _records(held, config, rng, config.max_heldout / total if total else 0.0)
-    chat_config = DemoDataConfig(data_dir=config.data_dir, max_train=config.chat, max_heldout=0, seed=config.seed)
+    chat_config = chat_data_config(config)
     chat, _, chat_report = build_demo_data(chat_config)
     train += [{**record, "kind": "chat"} for record in chat]
     report.source_sha256.update(chat_report.source_sha256)
@@ -173,7 +179,7 @@ def write_rag_data(config: RagDataConfig, out_dir: Path) -> RagDataReport:
     out_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(out_dir / "train.jsonl", train)
     write_jsonl(out_dir / "heldout.jsonl", heldout)
-    recipe = {"config": asdict(config), "report": asdict(report)}
+    recipe = {"config": asdict(config), "chat_config": asdict(chat_data_config(config)), "report": asdict(report)}
     (out_dir / "recipe.json").write_text(json.dumps(recipe, indent=2, ensure_ascii=False) + "\n", "utf-8")
     logger.info("wrote %d training and %d held-out records to %s", len(train), len(heldout), out_dir)
     return report
