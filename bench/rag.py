@@ -153,21 +153,23 @@ def run_qa(args: argparse.Namespace, embedder: object, fingerprint: str) -> dict
     cache = Path(args.cache_dir) / "bench-rag" / "qa_replies.jsonl"
     cache.parent.mkdir(parents=True, exist_ok=True)
     replies, seconds, longest = rag_qa.answer_questions(prepare_demo_model(progress=False), adapter, arms,
-                                                        args.qa_max_tokens, args.threads, args.qa_batch, cache)
-    out: dict = {"questions": len(task.queries), "sources": args.qa_sources, "adapter": str(adapter),
+                                                        args.qa_max_tokens, args.threads, args.qa_batch, cache,
+                                                        args.qa_cached_only)
+    answered = [i for i in range(len(task.queries)) if all(replies[arm][i] is not None for arm in replies)]
+    out: dict = {"questions": len(answered), "questions_asked": len(task.queries), "sources": args.qa_sources,
+                 "adapter": str(adapter),
                  "max_tokens": args.qa_max_tokens, "longest_prompt_tokens": longest,
-                 "gold_in_sources": round(sum(bool(r & set(t)) for r, t in zip(task.relevant, top, strict=True))
-                                         / len(top), 4),
+                 "gold_in_sources": round(sum(bool(task.relevant[i] & set(top[i])) for i in answered)
+                                         / max(len(answered), 1), 4),
                  "arms": {}, "examples": []}
     for arm, texts in replies.items():
-        rows = [{"em": rag_qa.exact_match(rag_qa.strip_citations(t), a),
-                 "f1": rag_qa.char_f1(rag_qa.strip_citations(t), a),
-                 "contains": rag_qa.contains_answer(rag_qa.strip_citations(t), a)}
-                for t, a in zip(texts, task.answers, strict=True)]
+        scored = [(rag_qa.strip_citations(texts[i] or ""), task.answers[i]) for i in answered]
+        rows = [{"em": rag_qa.exact_match(t, a), "f1": rag_qa.char_f1(t, a), "contains": rag_qa.contains_answer(t, a)}
+                for t, a in scored]
         out["arms"][arm] = {**rag_qa.summarise(rows), "seconds": seconds[arm]}
         log.info("qa %s: %s", arm, out["arms"][arm])
     out["examples"] = [{"question": task.queries[i], "answers": task.answers[i],
-                        **{arm: replies[arm][i] for arm in replies}} for i in range(min(5, len(task.queries)))]
+                        **{arm: replies[arm][i] for arm in replies}} for i in answered[:5]]
     return out
 
 
@@ -203,6 +205,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--qa-batch", type=int, default=8, help="sequences the engine runs at once")
     parser.add_argument("--adapter", default=None,
                         help="LoRA adapter folder for the QA model (default: the bundled ko_chat; 'none': the base)")
+    parser.add_argument("--qa-cached-only", action="store_true",
+                        help="score only the questions whose replies are cached for both prompts (generate none)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cache-dir", default=None, help="vector cache root (default: the nexus-k cache dir)")
     parser.add_argument("--out", type=Path, default=None)

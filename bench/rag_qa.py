@@ -90,16 +90,19 @@ async def _generate_all(engine: object, prompts: list[list[int]], max_tokens: in
 
 
 def answer_questions(model_dir: Path, adapter: Path | None, arms: dict[str, list[str]], max_tokens: int,
-                     threads: int, batch: int, cache: Path) -> tuple[dict[str, list[str]], dict[str, float], int]:
+                     threads: int, batch: int, cache: Path,
+                     cached_only: bool = False) -> tuple[dict[str, list[str | None]], dict[str, float], int]:
     """Greedy replies per arm (arm name -> user messages) from the HF engine with ``adapter`` applied; returns
     the replies, generation seconds per arm (summed over the runs that made them) and the longest prompt in
     tokens. Replies are appended to ``cache`` (JSON lines keyed by model, adapter and prompt) after every
-    ``batch`` prompts, so a stopped run resumes where it was."""
+    ``batch`` prompts, so a stopped run resumes where it was. ``cached_only``: generate nothing (a reply not in
+    the cache is None)."""
     import torch
 
     from nexus_k.core.chat_templates import chat_to_ids
     from serving.engines.hf import HFEngine
     from serving.engines.settings import EngineSettings
+    from serving.engines.tokenizer import load_tokenizer
 
     torch.set_num_threads(threads)
     lora = {"adapter": str(adapter)} if adapter is not None else {}
@@ -112,16 +115,18 @@ def answer_questions(model_dir: Path, adapter: Path | None, arms: dict[str, list
             row = json.loads(line)
             known[row["key"]] = (row["reply"], row["seconds"])
 
-    async def run() -> tuple[dict[str, list[str]], dict[str, float], int]:
-        engine = await HFEngine.create(settings)
+    async def run() -> tuple[dict[str, list[str | None]], dict[str, float], int]:
+        tokenizer = load_tokenizer(settings)
+        engine = None
         replies, seconds, longest = {}, {}, 0
         try:
             for arm, messages in arms.items():
-                prompts = [chat_to_ids(engine.tokenizer, [{"role": "user", "content": m}]) for m in messages]
+                prompts = [chat_to_ids(tokenizer, [{"role": "user", "content": m}]) for m in messages]
                 keys = [hashlib.sha256(f"{model_key}|{p}".encode()).hexdigest() for p in prompts]
                 longest = max([longest, *(len(p) for p in prompts)])
-                todo = [i for i, key in enumerate(keys) if key not in known]
+                todo = [] if cached_only else [i for i, key in enumerate(keys) if key not in known]
                 for start in range(0, len(todo), batch):
+                    engine = engine or await HFEngine.create(settings)
                     group = todo[start:start + batch]
                     started = time.perf_counter()
                     texts = await _generate_all(engine, [prompts[i] for i in group], max_tokens,
@@ -132,10 +137,11 @@ def answer_questions(model_dir: Path, adapter: Path | None, arms: dict[str, list
                             known[keys[i]] = (text, round(share, 3))
                             handle.write(json.dumps({"key": keys[i], "reply": text, "seconds": round(share, 3)},
                                                     ensure_ascii=False) + "\n")
-                seconds[arm] = round(sum(known[key][1] for key in keys), 1)
-                replies[arm] = [known[key][0] for key in keys]
+                seconds[arm] = round(sum(known[key][1] for key in keys if key in known), 1)
+                replies[arm] = [known[key][0] if key in known else None for key in keys]
         finally:
-            await engine.shutdown()
+            if engine is not None:
+                await engine.shutdown()
         return replies, seconds, longest
 
     return asyncio.run(run())
