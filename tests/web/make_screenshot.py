@@ -1,10 +1,19 @@
-"""Take the documentation screenshots of the chat page (docs/img/webui.png, webui-mobile.png).
+"""Take the documentation screenshots of the chat page (docs/img/webui.png, webui-mobile.png), or (--cited) of a
+real answer the served model gives from a knowledge base (docs/img/webui-rag.png, webui-rag-passage.png).
 
     nexus-k serve --engine hf --model <folder> --port 8000 &
     python -m tests.web.make_screenshot --url http://127.0.0.1:8000
 
 The conversation shown is example content written into the browser's storage (the page renders stored
 conversations exactly as streamed ones), so the picture does not depend on which model is served.
+
+    make serve &                       # or any live `nexus-k serve` (add --api-key KEY when it wants one)
+    python -m tests.web.make_screenshot --url http://127.0.0.1:8000 --cited
+
+--cited drives the page as a person would (tests/web/make_screenshot_cited.py): creates a knowledge base, uploads
+a Korean regulation (an HWPX built here, or --document FILE), waits until it is processed, chooses it for a new
+chat, asks --question with greedy decoding and saves the answer as the served model wrote it, then the cited
+passage opened; the knowledge base and its document are deleted afterwards unless --keep.
 """
 
 from __future__ import annotations
@@ -82,9 +91,24 @@ def take(url: str, out_dir: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
+    from tests.web.make_screenshot_cited import QUESTION, take_cited
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--out-dir", type=Path, default=OUT)
+    parser.add_argument("--cited", action="store_true", help="a real cited answer from a knowledge base")
+    parser.add_argument("--document", type=Path, help="--cited: the document to upload (default: a built-in "
+                        "Korean regulation as HWPX)")
+    parser.add_argument("--question", default=QUESTION, help="--cited: what to ask")
+    parser.add_argument("--model", help="--cited: the model or adapter to pick (default: the page's choice, the "
+                        "first adapter)")
+    parser.add_argument("--api-key", default="", help="--cited: a key, when the server wants one")
+    parser.add_argument("--keep", action="store_true", help="--cited: keep the knowledge base and its document")
     args = parser.parse_args()
-    for shot in take(args.url, args.out_dir):
+    if args.cited:
+        shots = take_cited(args.url, args.out_dir, document=args.document, question=args.question,
+                           model=args.model, api_key=args.api_key, keep=args.keep)
+    else:
+        shots = take(args.url, args.out_dir)
+    for shot in shots:
         print(shot)

@@ -200,3 +200,59 @@ def test_panel_in_english(open_page, rag_server):
     expect(panel.locator("#kb-title")).to_have_text("Knowledge bases")
     expect(panel.get_by_label("New knowledge base name")).to_be_visible()
     expect(panel.get_by_role("button", name="Create", exact=True)).to_be_visible()
+
+
+LIST_FILES = "**/v1/vector_stores/*/files?*"
+
+
+def test_status_polling_backs_off_and_stops(open_page, rag_server):
+    """The page's clock is Playwright's fake one, paused: time moves only when the test says, so the waits
+    between status reads are measured exactly (in the page's time) and nothing depends on the machine's speed."""
+    page = open_page(rag_server.base_url, storage=storage(settings=SETTINGS))
+    wait_for_models(page)
+    page.clock.install()
+    page.clock.pause_at(page.evaluate("Date.now()") + 1000)
+    page.evaluate("""() => {  // the page-clock time of every status read of a knowledge base's files
+      window.__polls = [];
+      const fetchBefore = window.fetch;
+      window.fetch = (url, init) => {
+        if (/vector_stores\\/[^/]+\\/files\\?/.test(String(url))) window.__polls.push(Date.now());
+        return fetchBefore(url, init);
+      };
+    }""")
+    open_knowledge_panel(page)
+    create_knowledge_base(page, "느린 처리")
+
+    def still_in_progress(route) -> None:  # the server's answer, with every document still being read
+        response = route.fetch()
+        body = response.json()
+        for file in body["data"]:
+            file["status"] = "in_progress"
+        route.fulfill(response=response, json=body)
+
+    page.route(LIST_FILES, still_in_progress)
+    drop_files(page, "#kb-drop", [("복무규정.hwpx", REGULATION, "application/hwp+zip")])
+    row = kb_file_row(page, "복무규정.hwpx")
+    expect(row.locator(".kb-status")).to_have_text("처리 중")
+    added_at = page.evaluate("Date.now()")
+    for _ in range(600):  # one minute, a tenth of a second at a time
+        page.clock.run_for(100)
+    polls = page.evaluate("window.__polls")
+    waits = [b - a for a, b in zip([added_at, *polls], polls, strict=False)]
+    # 1 s, then 1.6 times longer each time, at most 15 s: 8 reads in the first minute instead of 60.
+    expected = [1000, 1600, 2560, 4096, 6553, 10485, 15000, 15000]
+    assert 5 <= len(waits) <= len(expected), waits
+    assert all(wait >= least for wait, least in zip(waits, expected, strict=False)), waits
+
+    page.unroute(LIST_FILES)  # now the server's real status: 완료, after which the page stops asking
+    for _ in range(20):
+        page.evaluate("document.querySelectorAll('#kb-files .kb-file').forEach((r) => { r.dataset.seen = '1'; })")
+        with page.expect_response(LIST_FILES):
+            page.clock.run_for(15_000)
+        expect(page.locator("#kb-files .kb-file[data-seen]")).to_have_count(0)  # drawn again from that answer
+        if row.get_attribute("data-status") == "completed":
+            break
+    expect(row.locator(".kb-status")).to_have_text("완료")
+    reads = len(page.evaluate("window.__polls"))
+    page.clock.run_for(600_000)
+    assert len(page.evaluate("window.__polls")) == reads

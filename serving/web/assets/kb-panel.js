@@ -82,7 +82,7 @@ export async function refreshKnowledgeBases() {
   for (const store of kb.stores) if (store.file_counts.in_progress) schedulePoll(store.id);
   render();
   hooks.onChange(kb.stores);
-  if (kb.selected) await loadFiles(kb.selected);
+  if (kb.selected && $("kb-dialog").open) await loadFiles(kb.selected);
   return true;
 }
 
@@ -133,19 +133,21 @@ function schedulePoll(storeId, restart = false) {
 }
 
 async function pollOnce(storeId, poll) {
+  if (kb.polls.get(storeId) !== poll) return; // restarted or stopped meanwhile
   if (document.hidden) {
     document.addEventListener("visibilitychange", () => pollOnce(storeId, poll), { once: true });
     return;
   }
-  if (kb.polls.get(storeId) !== poll) return; // restarted or stopped meanwhile
-  kb.polls.delete(storeId);
-  if (!kb.stores.some((s) => s.id === storeId)) return;
-  await loadFiles(storeId);
+  poll.timer = null;
+  if (kb.stores.some((s) => s.id === storeId)) await loadFiles(storeId); // leaves this poll in place
+  if (kb.polls.get(storeId) !== poll) return; // a new upload restarted the waits, or the store was deleted
   const busy = (kb.files.get(storeId) ?? []).some((f) => f.status === "in_progress");
-  if (!busy || !kb.stores.some((s) => s.id === storeId) || kb.polls.has(storeId)) return;
+  if (!busy || !kb.stores.some((s) => s.id === storeId)) {
+    kb.polls.delete(storeId);
+    return;
+  }
   poll.delay = Math.min(poll.delay * POLL_GROWTH, MAX_POLL_MS);
   poll.timer = setTimeout(() => pollOnce(storeId, poll), poll.delay);
-  kb.polls.set(storeId, poll);
 }
 
 function stopPoll(storeId) {
@@ -319,7 +321,8 @@ function fileRow(file) {
   item.append(head);
   if (file.status === "failed" && file.last_error) {
     const reason = element("p", "kb-file-error");
-    reason.append(icon("alert"), element("span", "", t("kbFailedReason", { message: String(file.last_error.message ?? "") })));
+    const message = String(file.last_error.message ?? "");
+    reason.append(icon("alert"), element("span", "", t("kbFailedReason", { message })));
     item.append(reason);
   }
   return item;
