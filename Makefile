@@ -58,8 +58,8 @@ demo-adapter: install
 # Reproduce the bundled Korean embedding adapter (docs/embeddings.md; needs ../shared/data).
 embed-adapter: install
 	$(BIN)/python -m training.embed_recipe --out data/embed-ko
-	$(BIN)/nexus-k model demo
-	$(BIN)/nexus-k train embed --base $${NEXUS_K_CACHE_DIR:-$$HOME/.cache/nexus-k}/models/gemma-3-270m \
+	$(BIN)/nexus-k model demo --full-vocab
+	$(BIN)/nexus-k train embed --base $${NEXUS_K_CACHE_DIR:-$$HOME/.cache/nexus-k}/models/gemma-3-270m-full \
 	  --data data/embed-ko/pairs.jsonl --out serving/adapters/ko_embed --pooling mean --matryoshka-dims 64,128,256 \
 	  --lora-r 8 --batch-size 16 --max-length 96 --max-steps 60 --lr 3e-4 --hard-negatives 1 --mine bm25 \
 	  --gradient-checkpointing --eval-sts ../shared/data/kornli_korsts/KorSTS/sts-dev.tsv --eval-sts-max 200 \
