@@ -153,28 +153,34 @@ def both(converted: Path):
 
 
 @pytest.mark.parametrize("adapter", _adapters("CAUSAL_LM"), ids=lambda p: p.name)
-def test_chat_adapters_reply_the_same_on_the_trimmed_model(both, adapter: Path) -> None:
+def test_chat_adapters_score_kept_tokens_the_same_on_the_trimmed_model(both, adapter: Path) -> None:
+    """The adapter's greedy reply on the trimmed model, scored by both models: the untrimmed model's logits
+    for the kept tokens equal the trimmed model's, and its best kept token is the trimmed model's choice at
+    every step. (Its best token overall can be one the trim dropped: the adapter, tuned on the trimmed base,
+    never learned to push such tokens down, and the untrimmed model ends some replies with ` localVarAccept`
+    where the trimmed one ends the turn; docs/models.md.)"""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    (full_dir, full_tok), (trim_dir, trim_tok) = both
+    kept = torch.tensor(full_tok.convert_tokens_to_ids(trim_tok.convert_ids_to_tokens(list(range(len(trim_tok))))))
+    models = [PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32),
+                                        adapter).eval() for folder in (full_dir, trim_dir)]
     replies = []
-    for folder, tokenizer in both:
-        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16),
-                                          adapter).eval()
-        replies.append([_reply(model, tokenizer, prompt) for prompt in PROMPTS])
-    assert replies[1] == replies[0]
-    assert sum(len(HANGUL.findall(text)) for text in replies[1][:3]) >= 9, replies[1]
-
-
-def _reply(model, tokenizer, prompt: str) -> str:
-    import torch
-
-    batch = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                          return_tensors="pt", return_dict=True)
-    with torch.inference_mode():
-        out = model.generate(**batch, max_new_tokens=24, do_sample=False)
-    return tokenizer.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    for prompt in PROMPTS:
+        batch = trim_tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                             return_tensors="pt", return_dict=True)
+        prompt_len = batch["input_ids"].shape[1]
+        with torch.inference_mode():
+            trimmed_ids = models[1].generate(**batch, max_new_tokens=24, do_sample=False)[0]
+            full_ids = kept[trimmed_ids]
+            full_logits = models[0](input_ids=full_ids[None]).logits[0, prompt_len - 1:-1, kept]
+            trim_logits = models[1](input_ids=trimmed_ids[None]).logits[0, prompt_len - 1:-1]
+        assert torch.allclose(full_logits, trim_logits, atol=2e-3, rtol=0), (full_logits - trim_logits).abs().max()
+        assert torch.equal(full_logits.argmax(-1), trimmed_ids[prompt_len:])
+        replies.append(trim_tok.decode(trimmed_ids[prompt_len:], skip_special_tokens=True))
+    assert sum(len(HANGUL.findall(text)) for text in replies[:3]) >= 9, replies
 
 
 @pytest.mark.parametrize("adapter", _adapters("FEATURE_EXTRACTION"), ids=lambda p: p.name)

@@ -65,9 +65,12 @@ def test_a_request_alone_commits_on_the_loop_and_yields_to_a_held_write_lock(tmp
     """``alone``: committed on the event loop's thread (the writer thread never starts); with SQLite's write
     lock held elsewhere (another replica), the record goes to the writer thread, which waits for the lock. The
     credits add up and the hash chain of rows from both paths verifies."""
-    import sqlite3
-
     from serving.security.audit_chain import verify_chain
+    from serving.storage.db import _sqlite_module
+
+    # The server's own SQLite library: two SQLite libraries in one process (the standard library's and
+    # pysqlite3's) do not see each other's locks; another replica is another process, which does.
+    sqlite3 = _sqlite_module()
 
     db = tmp_path / "sec.db"
     url = f"sqlite:///{db}"
