@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from nexus_k.core.settings import get_settings
 from serving.engines import vllm_available
 from tests.support import VLLM_TEST_ARGS, LiveServer, start_server
 
@@ -83,3 +84,13 @@ def inprocess(tiny_tokenizer, tmp_path: Path):
     server = make_inprocess(tiny_tokenizer, tmp_path)
     with server.http:
         yield server
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private NEXUS_K_CACHE_DIR for the test."""
+    root = tmp_path / "cache"
+    monkeypatch.setenv("NEXUS_K_CACHE_DIR", str(root))
+    get_settings.cache_clear()
+    yield root
+    get_settings.cache_clear()

@@ -11,20 +11,9 @@ from pathlib import Path
 import pytest
 
 from nexus_k.core.errors import UserError
-from nexus_k.core.settings import get_settings
 from serving import demo_model
 
 HANGUL = re.compile(r"[가-힣]")
-
-
-@pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private NEXUS_K_CACHE_DIR for the test."""
-    root = tmp_path / "cache"
-    monkeypatch.setenv("NEXUS_K_CACHE_DIR", str(root))
-    get_settings.cache_clear()
-    yield root
-    get_settings.cache_clear()
 
 
 def _digest(data: bytes) -> str:

@@ -10,20 +10,9 @@ import pytest
 
 from nexus_k.core.errors import UserError
 from nexus_k.core.korean_text import bundled_korean_text
-from nexus_k.core.settings import get_settings
 from serving import trim_cache
 from serving.config import resolve_settings
 from tokenizer.trim import TRIM_RECORD
-
-
-@pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private NEXUS_K_CACHE_DIR for the test."""
-    root = tmp_path / "cache"
-    monkeypatch.setenv("NEXUS_K_CACHE_DIR", str(root))
-    get_settings.cache_clear()
-    yield root
-    get_settings.cache_clear()
 
 
 @pytest.fixture

@@ -79,7 +79,11 @@ def test_prompts_are_file_searchs_and_answers_cite_the_passage(small_data_dir: P
         user, assistant = (m["content"] for m in record["messages"])
         assert user.startswith(SOURCES_INTRO + "\n\n[1] (")
         sources, question = _parse(user)
-        assert 1 <= len(sources) <= 3 and sources_prompt(question, sources) == user
+        numbers = [int(m.group(1)) for m in _SOURCE.finditer(user)]
+        assert numbers == list(range(1, len(sources) + 1)) and 1 <= len(sources) <= 3, numbers
+        assert len({text for _, text in sources}) == len(sources), "a passage given twice"
+        assert all(name.strip() and text.strip() for name, text in sources)
+        assert sources_prompt(question, sources) == user
         cited = re.findall(r"\[(\d+)\]$", assistant)
         assert cited, f"answer without a final citation: {assistant}"
         body = assistant.rsplit(" [", 1)[0]
