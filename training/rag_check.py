@@ -28,6 +28,7 @@ CHAT_PROMPTS = ["안녕하세요! 오늘 기분이 좀 우울해요.", "주말�
                 "공부하기 싫은데 어떻게 하면 집중할 수 있을까요?", "요즘 잠이 안 와요."]
 """Chat turns without sources (the first four are ``bench.demo``'s)."""
 _CITATION = re.compile(r"\[(\d{1,2})\]")
+_NUMBER = re.compile(r"\d+")
 
 
 def score_grounded(record: dict, reply: str) -> dict[str, Any]:
@@ -41,6 +42,8 @@ def score_grounded(record: dict, reply: str) -> dict[str, Any]:
     body = _CITATION.sub("", reply).strip().rstrip(".").strip()
     if record["kind"] == "boolq":
         correct = body.split(".", 1)[0].strip() == gold.split(".", 1)[0]
+    elif record["kind"] == "office":  # the numbers copied from the regulation, however the sentence is worded
+        correct = set(_NUMBER.findall(gold.rsplit(" [", 1)[0])) <= set(_NUMBER.findall(body))
     else:
         correct = body.removesuffix("입니다").strip() == gold.rsplit(" [", 1)[0]
     return {"kind": record["kind"], "correct": correct, "cited_right": number in cited, "abstained": abstained}

@@ -2,7 +2,9 @@
 
 Each grounded record is one user turn built by ``nexus_k.core.grounded_prompt.sources_prompt`` (the very prompt
 the server's ``file_search`` tool builds) holding one to ``max_sources`` numbered passages, and an answer that
-cites the passage it comes from. Negatives hold only other passages and answer ``NO_ANSWER``; chat records
+cites the passage it comes from; synthetic office documents (``training.rag_office``) add the "how many days /
+how much / by when" questions agencies ask of their regulations. Negatives hold only other passages, or an
+office document without the article asked about, and answer ``NO_ANSWER``; chat records
 (songys/Chatbot_data through ``training.demo_data``, the same held-out split as the ``ko_chat`` adapter) keep
 the no-context register. Sources: ``training.rag_sources``. Run ``python -m training.rag_data --out data/rag``
 (see docs/demo.md).
@@ -21,6 +23,7 @@ from pathlib import Path
 from nexus_k.core.errors import UserError
 from nexus_k.core.grounded_prompt import sources_prompt
 from training.demo_data import DemoDataConfig, build_demo_data, is_heldout, write_jsonl
+from training.rag_office import office_items
 from training.rag_sources import (
     BOOLQ_TRAIN,
     KOBBQ_SAMPLES,
@@ -51,8 +54,12 @@ class RagDataConfig:
     """Grounded KoBEST BoolQ records (yes/no with a supporting sentence)."""
     kobbq: int = 200
     """Grounded KoBBQ records (the person the context names)."""
-    negatives: int = 110
-    """Records whose sources do not hold the answer."""
+    office: int = 200
+    """Grounded synthetic office documents (``training.rag_office``: numbers copied from a regulation)."""
+    negatives: int = 70
+    """Records whose sources (BoolQ / KoBBQ passages) do not hold the answer."""
+    office_negatives: int = 40
+    """Office documents asked about an article they do not contain."""
     chat: int = 600
     """Chatbot_data / SQuARe pairs without sources (ko_chat's training split)."""
     max_sources: int = 3
@@ -99,21 +106,22 @@ def _distractors(item: GroundedItem, pool: list[GroundedItem], count: int, rng: 
 def grounded_record(item: GroundedItem, pool: list[GroundedItem], config: RagDataConfig, rng: random.Random,
                     answerable: bool) -> dict | None:
     """One ``messages`` record: the passage (if ``answerable``) among passages of other groups, and the cited
-    answer; None for a negative when ``pool`` has no other passage."""
+    answer; None for a negative when ``pool`` has no other passage. An item that does not hold its answer
+    (``holds_answer`` False) shows its own passage and answers ``NO_ANSWER``."""
+    shown = answerable or not item.holds_answer
     count = rng.randint(1, config.max_sources)
-    passages = _distractors(item, pool, count - 1 if answerable else count, rng)
-    if not answerable and not passages:
+    passages = _distractors(item, pool, count - 1 if shown else count, rng)
+    if not shown and not passages:
         return None
-    if answerable:
+    if shown:
         gold = rng.randint(0, len(passages))
         passages.insert(gold, item.passage)
-        answer = f"{item.answer} [{gold + 1}]"
-    else:
-        answer = NO_ANSWER
+    answerable = answerable and item.holds_answer
+    answer = f"{item.answer} [{gold + 1}]" if answerable else NO_ANSWER
     prompt = sources_prompt(item.question, [(_filename(rng), p) for p in passages])
+    kind = {"kobest_boolq": "boolq", "kobbq": "kobbq", "office": "office"}[item.source] if answerable else "negative"
     return {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}],
-            "source": item.source, "kind": ("boolq" if item.source == "kobest_boolq" else "kobbq")
-            if answerable else "negative"}
+            "source": item.source, "kind": kind}
 
 
 def _read_items(config: RagDataConfig, report: RagDataReport) -> list[GroundedItem]:
@@ -133,15 +141,22 @@ def _read_items(config: RagDataConfig, report: RagDataReport) -> list[GroundedIt
 
 
 def _records(items: list[GroundedItem], config: RagDataConfig, rng: random.Random, scale: float) -> list[dict]:
-    by_source = {s: [i for i in items if i.source == s] for s in ("kobest_boolq", "kobbq")}
+    by_source = {s: [i for i in items if i.source == s] for s in ("kobest_boolq", "kobbq", "office")}
     records: list[dict | None] = []
     for source, wanted in (("kobest_boolq", config.boolq), ("kobbq", config.kobbq)):
         pool = by_source[source]
         for item in rng.sample(pool, min(round(wanted * scale), len(pool))):
             records.append(grounded_record(item, items, config, rng, answerable=True))
     # Negatives draw their passages from the item's own data set: same kind of text, harder to tell apart.
-    for item in rng.sample(items, min(round(config.negatives * scale), len(items))):
+    read = by_source["kobest_boolq"] + by_source["kobbq"]
+    for item in rng.sample(read, min(round(config.negatives * scale), len(read))):
         records.append(grounded_record(item, by_source[item.source], config, rng, answerable=False))
+    # Office documents sit among other office documents; their negatives show the document that lacks the answer.
+    office = by_source["office"]
+    for holds, wanted in ((True, config.office), (False, config.office_negatives)):
+        chosen = [i for i in office if i.holds_answer == holds]
+        for item in rng.sample(chosen, min(round(wanted * scale), len(chosen))):
+            records.append(grounded_record(item, office, config, rng, answerable=True))
     return [r for r in records if r is not None]
 
 
@@ -155,11 +170,13 @@ def build_rag_data(config: RagDataConfig) -> tuple[list[dict], list[dict], RagDa
     """Read the sources and return (train, held-out) ``messages`` records and a report."""
     report = RagDataReport()
     items = _read_items(config, report)
+    # Enough documents that the held-out share still fills its quota.
+    items += office_items(2 * config.office, 2 * config.office_negatives, config.seed)
     held = [i for i in items if is_heldout(i.group, config.heldout_percent, config.split_salt)]
     kept = [i for i in items if not is_heldout(i.group, config.heldout_percent, config.split_salt)]
     rng = random.Random(config.seed)
     train = _records(kept, config, rng, 1.0)
-    total = config.boolq + config.kobbq + config.negatives
+    total = config.boolq + config.kobbq + config.negatives + config.office + config.office_negatives
     heldout = _records(held, config, rng, config.max_heldout / total if total else 0.0)
     chat_config = chat_data_config(config)
     chat, _, chat_report = build_demo_data(chat_config)
@@ -191,12 +208,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--data-dir", default=str(Path("..") / "shared" / "data"), help="shared data folder")
     defaults = RagDataConfig(data_dir="")
-    for name in ("boolq", "kobbq", "negatives", "chat", "max_sources", "heldout_percent", "max_heldout", "seed"):
+    for name in ("boolq", "kobbq", "office", "negatives", "office_negatives", "chat", "max_sources",
+                 "heldout_percent", "max_heldout", "seed"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     parser.add_argument("--no-decontaminate", action="store_true", help="skip the KorQuAD overlap filter")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    config = RagDataConfig(data_dir=args.data_dir, boolq=args.boolq, kobbq=args.kobbq, negatives=args.negatives,
+    config = RagDataConfig(data_dir=args.data_dir, boolq=args.boolq, kobbq=args.kobbq, office=args.office,
+                           negatives=args.negatives, office_negatives=args.office_negatives,
                            chat=args.chat, max_sources=args.max_sources, heldout_percent=args.heldout_percent,
                            max_heldout=args.max_heldout, decontaminate=not args.no_decontaminate, seed=args.seed)
     try:

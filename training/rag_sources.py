@@ -32,7 +32,7 @@ class GroundedItem:
     """A passage, a question whose answer it holds, and that answer (without the citation)."""
 
     source: str
-    """Data set name (``kobest_boolq`` or ``kobbq``)."""
+    """Data set name (``kobest_boolq``, ``kobbq`` or ``office``)."""
     group: str
     """What decides the held-out split: items of one group (one passage or one KoBBQ template) stay together."""
     passage: str
@@ -41,6 +41,8 @@ class GroundedItem:
     """The user's question."""
     answer: str
     """The grounded answer, before the ``[n]`` of the passage is appended."""
+    holds_answer: bool = True
+    """False for a negative whose own passage is shown but does not hold the answer (``training.rag_office``)."""
 
 
 def clean(text: str) -> str:

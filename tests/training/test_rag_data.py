@@ -58,7 +58,8 @@ def small_data_dir(tmp_path: Path) -> Path:
 
 
 def _config(root: Path, **overrides) -> rag_data.RagDataConfig:
-    values = {"boolq": 12, "kobbq": 6, "negatives": 6, "chat": 5, "heldout_percent": 20, "max_heldout": 6}
+    values = {"boolq": 12, "kobbq": 6, "office": 4, "negatives": 6, "office_negatives": 2, "chat": 5,
+              "heldout_percent": 20, "max_heldout": 6}
     return rag_data.RagDataConfig(data_dir=str(root), **{**values, **overrides})
 
 
@@ -96,11 +97,14 @@ def test_prompts_are_file_searchs_and_answers_cite_the_passage(small_data_dir: P
 def test_negatives_hold_no_answer_and_chat_has_no_sources(small_data_dir: Path) -> None:
     train, _, report = rag_data.build_rag_data(_config(small_data_dir))
     negatives = [r for r in train if r["kind"] == "negative"]
-    assert len(negatives) == report.train["negative"] == 6
+    assert len(negatives) == report.train["negative"] == 6 + 2
     for record in negatives:
         assert record["messages"][1]["content"] == rag_data.NO_ANSWER
         sources, question = _parse(record["messages"][0]["content"])
         assert sources and question
+    office = [r for r in negatives if r["source"] == "office"]
+    assert len(office) == 2 and all("제1조(" in r["messages"][0]["content"] for r in office)
+    assert report.train["office"] == 4
     chat = [r for r in train if r["kind"] == "chat"]
     assert len(chat) == 5 and not any(SOURCES_INTRO in r["messages"][0]["content"] for r in chat)
 
@@ -128,7 +132,8 @@ def test_output_is_reproducible(small_data_dir: Path, tmp_path: Path) -> None:
     config = _config(small_data_dir)
     rag_data.write_rag_data(config, tmp_path / "a")
     rag_data.main(["--out", str(tmp_path / "b"), "--data-dir", str(small_data_dir), "--boolq", "12", "--kobbq", "6",
-                   "--negatives", "6", "--chat", "5", "--heldout-percent", "20", "--max-heldout", "6"])
+                   "--office", "4", "--negatives", "6", "--office-negatives", "2", "--chat", "5",
+                   "--heldout-percent", "20", "--max-heldout", "6"])
     for name in ("train.jsonl", "heldout.jsonl", "recipe.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
@@ -144,7 +149,7 @@ def test_missing_korquad_is_a_user_error_unless_decontamination_is_off(small_dat
 def test_real_shared_data_has_no_korquad_text(shared_data: Path) -> None:
     config = rag_data.RagDataConfig(data_dir=str(shared_data))
     train, heldout, report = rag_data.build_rag_data(config)
-    assert report.train == {"boolq": 240, "kobbq": 200, "negative": 110, "chat": 600}
+    assert report.train == {"boolq": 240, "kobbq": 200, "office": 200, "negative": 110, "chat": 600}
     assert report.heldout["negative"] > 0
     runs = rag_sources.korquad_shingles(shared_data / rag_sources.KORQUAD_DEV, config.shingle_chars)
     for record in train + heldout:
@@ -167,6 +172,10 @@ def test_check_scores_answers_citations_and_abstentions() -> None:
     assert score_grounded(boolq, "아니요. 고양이는 3살이다. [1]")["correct"] is False
     assert score_grounded(kobbq, "학생입니다 [1].")["correct"] and not score_grounded(kobbq, "노인 [1]")["correct"]
     assert score_grounded(negative, rag_data.NO_ANSWER)["correct"]
+    office = record("office", "숙박비는 하룻밤 12만 원 이내에서 실비로 지급합니다. [3]")
+    assert score_grounded(office, "하룻밤 12만 원까지입니다 [3].") == {
+        "kind": "office", "correct": True, "cited_right": True, "abstained": False}
+    assert not score_grounded(office, "하룻밤 15만 원까지입니다 [3].")["correct"]
     assert not score_grounded(negative, "학생 [1]")["correct"]
     rows = [score_grounded(kobbq, "학생 [1]"), score_grounded(kobbq, "노인 [2]")]
     assert summarise(rows) == {"kobbq": {"n": 2, "correct": 50.0, "cited_right": 50.0, "abstained": 0.0}}
