@@ -114,6 +114,11 @@ class ServerSettings(EngineSettings, BaseSettings):
     ingest_max_uncompressed_bytes: int = Field(
         512 * 1024 * 1024, ge=1, description="Most bytes one document may inflate to (zip members of DOCX/XLSX/HWPX, "
                                              "HWP sections): zip bombs fail with a reason.")
+    hybrid_text_weight: float = Field(
+        1.0, ge=0, description="Weight of the Kiwi BM25 ranking in vector store search's reciprocal-rank fusion "
+                               "(a request's ranking_options.hybrid_search overrides it).")
+    hybrid_embedding_weight: float = Field(
+        1.0, ge=0, description="Weight of the dense (embedding cosine) ranking in that fusion; 0: BM25 order only.")
     trim_vocab: Annotated[list[str], NoDecode] = Field(
         [], description="Corpus files (comma-separated): serve the model trimmed to the vocabulary they use (plus "
                         "special, byte-fallback and chat-template tokens), trimmed once into the cache; faster "

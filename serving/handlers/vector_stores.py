@@ -53,7 +53,15 @@ from serving.retrieval.chunking import AUTO_MAX_TOKENS, AUTO_OVERLAP_TOKENS, chu
 from serving.retrieval.ingest import extract_text
 from serving.retrieval.ingest_base import IngestError, IngestLimits
 from serving.retrieval.ingest_process import extract_isolated
-from serving.retrieval.search import DEPTH, StoreTerms, fuse_rankings, matches, merge_rankings, search_terms
+from serving.retrieval.search import (
+    DEPTH,
+    HybridWeights,
+    StoreTerms,
+    fuse_rankings,
+    matches,
+    merge_rankings,
+    search_terms,
+)
 from serving.state import ServerState
 from serving.storage.db import utcnow
 from serving.storage.files import file_store
@@ -388,7 +396,7 @@ def store_terms(store: VectorStoreStore, database_url: str, store_id: str) -> St
 
 def rank_chunks(store: VectorStoreStore, indexes: dict[str, StoreTerms], allowed: dict[str, set[str]],
                 query: str, query_vector: np.ndarray | None, filtered: bool, top: int,
-                threshold: float | None) -> list[Hit]:
+                threshold: float | None, weights: HybridWeights | None = None) -> list[Hit]:
     """Fused (chunk id, score) hits of the stores: BM25 from ``indexes``, dense from the database, each over the
     ``allowed`` files of every store only (the dense side is left unrestricted when nothing is ``filtered``:
     only completed files have chunks)."""
@@ -396,7 +404,7 @@ def rank_chunks(store: VectorStoreStore, indexes: dict[str, StoreTerms], allowed
     if query_vector is not None:
         rankings.append(merge_rankings([store.nearest(sid, query_vector, DEPTH, sorted(allowed[sid])
                                                       if filtered else None) for sid in indexes]))
-    return fuse_rankings(rankings, top, threshold)
+    return fuse_rankings(rankings, top, threshold, weights)
 
 
 async def rerank(state: ServerState, query: str, hits: list[Hit], texts: dict[int, tuple[str, str, str]],
@@ -407,6 +415,14 @@ async def rerank(state: ServerState, query: str, hits: list[Hit], texts: dict[in
     scores = await cross_encoder_scores(state.reranker, query, documents, usage, truncate=True)  # type: ignore[arg-type]
     order = sorted(range(len(hits)), key=lambda i: -scores[i])
     return [Hit(hits[i].index, round(float(scores[i]), 6) if math.isfinite(scores[i]) else 0.0) for i in order]
+
+
+def hybrid_weights(state: ServerState, body: SearchRequest) -> HybridWeights:
+    """The request's ``ranking_options.hybrid_search`` weights, else the server's."""
+    given = body.ranking_options.hybrid_search if body.ranking_options else None
+    if given is not None:
+        return HybridWeights(text=given.text_weight, embedding=given.embedding_weight)
+    return HybridWeights(text=state.settings.hybrid_text_weight, embedding=state.settings.hybrid_embedding_weight)
 
 
 def reranks(state: ServerState, body: SearchRequest) -> bool:
@@ -446,7 +462,8 @@ async def search(state: ServerState, store_ids: list[str], body: SearchRequest, 
     rerank_on = reranks(state, body)
     top = max(body.max_num_results, RERANK_CANDIDATES) if rerank_on else body.max_num_results
     hits = await to_thread.run_sync(rank_chunks, store, indexes, allowed, query, query_vector,
-                                    body.filters is not None, top, None if rerank_on else threshold)
+                                    body.filters is not None, top, None if rerank_on else threshold,
+                                    hybrid_weights(state, body))
     texts = await to_thread.run_sync(store.chunk_texts, [h.index for h in hits])
     hits = [h for h in hits if h.index in texts]
     if rerank_on and hits:

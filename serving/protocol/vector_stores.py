@@ -108,9 +108,23 @@ class CreateFileBatchRequest(RequestModel):
         return self
 
 
+class HybridSearch(RequestModel):
+    """Weights of reciprocal-rank fusion: dense (embedding) matches against keyword (BM25) matches."""
+
+    embedding_weight: float = Field(ge=0.0)
+    text_weight: float = Field(ge=0.0)
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> HybridSearch:
+        if self.embedding_weight == 0 and self.text_weight == 0:
+            raise ValueError("embedding_weight and text_weight cannot both be 0")
+        return self
+
+
 class RankingOptions(RequestModel):
     ranker: Literal["auto", "default-2024-11-15", "none"] | None = None
     score_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    hybrid_search: HybridSearch | None = None
 
 
 class SearchRequest(RequestModel):

@@ -5,15 +5,17 @@ A vector store's BM25 ranking comes from :class:`StoreTerms` (its stored terms, 
 its dense ranking from the database (``serving.storage.chunk_vectors``); both rank chunk ids, which
 :func:`fuse_rankings` fuses. :class:`ChunkIndex` ranks an in-memory list of chunks both ways (benchmarks).
 
-Scores: the RRF score divided by the best possible one (first in every ranking used), so in (0, 1]: 1.0 is a
-chunk ranked first by both BM25 and the dense model (or by BM25 when no embedding model is served).
-``ranking_options.score_threshold`` compares against this.
+Scores: the weighted RRF score divided by the best possible one (first in every ranking used), so in (0, 1]:
+1.0 is a chunk ranked first by both BM25 and the dense model (or by BM25 when no embedding model is served).
+``ranking_options.score_threshold`` compares against this; ``ranking_options.hybrid_search`` (OpenAI's
+``text_weight`` / ``embedding_weight``) sets the two rankings' weights, :class:`HybridWeights` otherwise.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -26,6 +28,18 @@ from retrieval.hits import Hit
 from retrieval.korean import KoreanMorphemes
 
 RRF_K = 60
+
+
+@dataclass(frozen=True)
+class HybridWeights:
+    """How much BM25 (``text``) and dense cosine (``embedding``) count in the fusion."""
+
+    text: float = 1.0
+    embedding: float = 1.0
+
+    def of(self, rankings: int) -> list[float]:
+        """Weights of the BM25 ranking and, when there are two rankings, the dense one."""
+        return [self.text, self.embedding][:rankings] if rankings > 1 else [1.0]
 
 
 @lru_cache(maxsize=1)
@@ -132,12 +146,16 @@ DEPTH = 200
 """Each ranking (BM25, dense) is cut to this many chunks before fusion."""
 
 
-def fuse_rankings(rankings: Sequence[Sequence[Hit]], top: int | None = None,
-                  threshold: float | None = None) -> list[Hit]:
-    """RRF of best-first rankings, scores normalised to (0, 1] (1.0: first in every ranking), cut at
-    ``threshold`` and to ``top``."""
-    best = len(rankings) / (RRF_K + 1)
-    out = [Hit(h.index, round(min(1.0, h.score / best), 6)) for h in reciprocal_rank_fusion(rankings, k=RRF_K)]
+def fuse_rankings(rankings: Sequence[Sequence[Hit]], top: int | None = None, threshold: float | None = None,
+                  weights: HybridWeights | None = None) -> list[Hit]:
+    """Weighted RRF of best-first rankings (BM25 first, then dense), scores normalised to (0, 1] (1.0: first in
+    every ranking), cut at ``threshold`` and to ``top``."""
+    each = (weights or HybridWeights()).of(len(rankings))
+    best = sum(each) / (RRF_K + 1)
+    if best <= 0:
+        raise ValueError("at least one ranking needs a positive weight")
+    fused = reciprocal_rank_fusion(rankings, k=RRF_K, weights=each)
+    out = [Hit(h.index, round(min(1.0, h.score / best), 6)) for h in fused]
     if threshold is not None:
         out = [h for h in out if h.score >= threshold]
     return out[:top] if top is not None else out
@@ -149,14 +167,14 @@ def merge_rankings(rankings: Sequence[Sequence[Hit]], depth: int = DEPTH) -> lis
 
 
 def fuse(bm25: np.ndarray, dense: np.ndarray | None, allowed: np.ndarray, top: int,
-         threshold: float | None = None, depth: int = DEPTH) -> list[Hit]:
+         threshold: float | None = None, depth: int = DEPTH, weights: HybridWeights | None = None) -> list[Hit]:
     """The best ``top`` allowed chunks by RRF of the BM25 ranking (chunks sharing a term) and the dense ranking
     (each cut to ``depth``); scores normalised to (0, 1] and cut at ``threshold``."""
     depth = max(depth, top)
     rankings = [_ranking(bm25, allowed, depth, positive=True)]
     if dense is not None:
         rankings.append(_ranking(dense, allowed, depth, positive=False))
-    return fuse_rankings(rankings, top, threshold)
+    return fuse_rankings(rankings, top, threshold, weights)
 
 
 class StoreTerms:

@@ -72,6 +72,13 @@ def test_rrf_matches_the_formula_and_breaks_ties_by_index():
     assert fused[2].score == pytest.approx(1 / 62)
     tie = reciprocal_rank_fusion([[Hit(3, 1.0), Hit(1, 0.5)], [Hit(1, 1.0), Hit(3, 0.5)]], k=0, top=1)
     assert tie == [Hit(1, pytest.approx(1.5))]
+    weighted = reciprocal_rank_fusion([bm25, dense], k=60, weights=[0.5, 2.0])  # dense trusted more: 2 first
+    assert [h.index for h in weighted] == [2, 0, 1]
+    assert weighted[0].score == pytest.approx(0.5 / 63 + 2 / 61) and weighted[2].score == pytest.approx(0.5 / 62)
+    assert reciprocal_rank_fusion([bm25, dense], weights=[1.0, 0.0]) == reciprocal_rank_fusion([bm25])
+    for bad in ([1.0], [1.0, -0.5]):
+        with pytest.raises(ValueError, match="weight"):
+            reciprocal_rank_fusion([bm25, dense], weights=bad)
 
 
 def test_hybrid_recovers_what_one_retriever_misses(morphemes: KoreanMorphemes):
