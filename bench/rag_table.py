@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 METHODS = {"bm25_words": "BM25, word tokens", "bm25_kiwi": "BM25, Kiwi morphemes", "dense": "dense (ko-embed)",
-           "hybrid": "hybrid (RRF)", "hybrid_rerank": "hybrid + rerank top 20"}
+           "hybrid": "hybrid (RRF)", "hybrid_rerank": "hybrid + rerank top 20",
+           "hybrid_text_x2": "hybrid, BM25 weight 2", "hybrid_text_x4": "hybrid, BM25 weight 4"}
 SETS = {"korquad": "KorQuAD 1.0 dev", "boolq": "KoBEST BoolQ test"}
 
 
