@@ -102,14 +102,16 @@ def test_serve_without_a_model_chats_in_korean_with_the_adapter(converted: Path,
 
     from serving.demo_embedder import DEMO_EMBED_NAME
     from serving.engines import vllm_available
+    from tests.serving.test_ingest import make_hwpx
     from tests.support import start_server
+    from tests.web.make_screenshot_cited import DOCUMENT_NAME, QUESTION, REGULATION
 
     if demo_model.demo_adapter_dir() is None:
         pytest.skip("no adapter committed")
     engine = "vllm" if vllm_available() else "hf"
     log = tmp_path / "server.log"
     env = {"NEXUS_K_CACHE_DIR": str(converted.parent.parent)}  # the fixture's converted cache
-    server = start_server(engine, None, log, max_model_len=512, args=["--kv-cache-gib", "1"], env=env)
+    server = start_server(engine, None, log, max_model_len=1024, args=["--kv-cache-gib", "1"], env=env)
     try:
         client = openai.OpenAI(base_url=server.api, api_key="unused")
         models = {m.id: m for m in client.models.list().data}
@@ -126,6 +128,20 @@ def test_serve_without_a_model_chats_in_korean_with_the_adapter(converted: Path,
         text = reply.choices[0].message.content
         assert reply.model == demo_model.DEMO_MODEL_NAME
         assert len(HANGUL.findall(text)) >= 3, text
+        # Document Q&A as the web page's screenshot runs it: a Korean HWPX regulation, a question about an
+        # article kind the adapter never trained on (sick leave), answered from it with a citation.
+        uploaded = client.files.create(file=(DOCUMENT_NAME, make_hwpx(REGULATION)), purpose="assistants")
+        store = client.vector_stores.create(name="복무 규정", file_ids=[uploaded.id])
+        for _ in range(600):
+            if client.vector_stores.retrieve(store.id).file_counts.completed == 1:
+                break
+            time.sleep(0.5)
+        answer = client.responses.create(model=demo_model.DEMO_MODEL_NAME, input=QUESTION, temperature=0,
+                                         max_output_tokens=48,
+                                         tools=[{"type": "file_search", "vector_store_ids": [store.id]}])
+        cited = [a.filename for item in answer.output if item.type == "message"
+                 for part in item.content for a in part.annotations]
+        assert "60" in answer.output_text and cited == [DOCUMENT_NAME], answer.output_text
     finally:
         server.stop()
 
