@@ -61,9 +61,9 @@ embed-adapter: install
 	$(BIN)/nexus-k model demo --full-vocab
 	$(BIN)/nexus-k train embed --base $${NEXUS_K_CACHE_DIR:-$$HOME/.cache/nexus-k}/models/gemma-3-270m-full \
 	  --data data/embed-ko/pairs.jsonl --out serving/adapters/ko_embed --pooling mean --matryoshka-dims 64,128,256 \
-	  --lora-r 8 --batch-size 16 --max-length 96 --max-steps 60 --lr 3e-4 --hard-negatives 1 --mine bm25 \
+	  --lora-r 8 --batch-size 32 --max-length 96 --max-steps 220 --lr 2e-4 --hard-negatives 1 --mine bm25 \
 	  --gradient-checkpointing --eval-sts ../shared/data/kornli_korsts/KorSTS/sts-dev.tsv --eval-sts-max 200 \
-	  --threads 2 --time-budget 900
+	  --threads 2 --time-budget 3600
 	cp data/embed-ko/recipe.json serving/adapters/ko_embed/data_recipe.json
 
 clean:

@@ -47,7 +47,7 @@ class EmbedRecipe:
     data_dir: str
     """Folder with the project's shared data layout (kornli_korsts/, kobest/, chatbot_data/, square/)."""
     max_per_source: dict[str, int] = field(
-        default_factory=lambda: {"kornli": 1400, "korsts": 700, "boolq": 700, "chatbot": 600, "square": 200}
+        default_factory=lambda: {"kornli": 2500, "korsts": 1406, "boolq": 2000, "chatbot": 1000, "square": 215}
     )
     """Seeded sample size per source (the CPU training budget)."""
     sts_min_score: float = 4.0
