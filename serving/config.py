@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from nexus_k.core.errors import UserError
@@ -143,6 +143,12 @@ class ServerSettings(EngineSettings, BaseSettings):
             except ValueError:
                 raise ValueError(f"{item!r} is not an IP address or a CIDR network") from None
         return value
+
+    @model_validator(mode="after")
+    def _some_hybrid_weight(self) -> ServerSettings:
+        if self.hybrid_text_weight == 0 and self.hybrid_embedding_weight == 0:
+            raise ValueError("--hybrid-text-weight and --hybrid-embedding-weight cannot both be 0")
+        return self
 
     @field_validator("trim_vocab", mode="before")
     @classmethod

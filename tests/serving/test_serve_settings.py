@@ -38,6 +38,12 @@ def test_config_file_errors_are_one_line(tmp_path: Path) -> None:
         resolve_settings({"port": "여덟"})
 
 
+def test_hybrid_weights_cannot_both_be_zero() -> None:
+    assert resolve_settings({"model": "m", "hybrid_text_weight": 0}).hybrid_embedding_weight == 1
+    with pytest.raises(UserError, match="--hybrid-text-weight and --hybrid-embedding-weight cannot both be 0"):
+        resolve_settings({"model": "m", "hybrid_text_weight": 0, "hybrid_embedding_weight": 0})
+
+
 def test_an_option_the_engine_cannot_honour_is_an_error() -> None:
     with pytest.raises(UserError, match="--kv-cache-gib is a vllm option: the hf engine cannot honour it"):
         resolve_settings({"engine": "hf", "kv_cache_gib": 4.0})
