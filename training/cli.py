@@ -102,12 +102,18 @@ def finetune(
 @train_app.command("embed")
 def embed(
     base: str = typer.Option(..., "--base", help="Base model: HF folder or hub name (loaded with AutoModel)."),
-    data: Path = typer.Option(..., "--data", help='Pairs: JSONL, one {"query", "positive", "negatives"?} per line.'),
+    data: Path = typer.Option(
+        ..., "--data", help='Pairs: JSONL, one {"query", "positive", "negatives"?} or {..., "score"} per line.'
+    ),
     out: Path = typer.Option(..., "--out", help="Output folder (adapter or weights, pooling config, report)."),
     lora: bool = typer.Option(True, "--lora/--full", help="LoRA adapters, or fine-tune every weight."),
     pooling: str = typer.Option("mean", "--pooling", help="mean, last or cls."),
     matryoshka_dims: str = typer.Option("", "--matryoshka-dims", help="Comma-separated widths, e.g. 64,128,256."),
     temperature: float = typer.Option(0.05, "--temperature", help="InfoNCE temperature."),
+    cosent_scale: float = typer.Option(20.0, "--cosent-scale", help="CoSENT scale for scored pairs."),
+    init_adapter: str | None = typer.Option(
+        None, "--init-adapter", help="Continue training this LoRA adapter folder (same base) instead of a fresh one."
+    ),
     hard_negatives: int = typer.Option(1, "--hard-negatives", help="Hard negatives per query (0: in-batch only)."),
     mine: str = typer.Option("bm25", "--mine", help="Mine missing negatives with bm25, base or none."),
     max_length: int = typer.Option(128, "--max-length", help="Tokens kept per text in training."),
@@ -127,7 +133,7 @@ def embed(
     threads: int | None = typer.Option(None, "--threads", help="torch CPU threads."),
     seed: int = typer.Option(0, "--seed", help="Seed for mining, order and initialisation."),
 ) -> None:
-    """Train a sentence-embedding model (contrastive InfoNCE with in-batch and mined hard negatives)."""
+    """Train a sentence-embedding model (InfoNCE with in-batch and mined hard negatives; CoSENT on scored pairs)."""
     from nexus_k.core.errors import UserError
     from training.embed_config import EmbedConfig
     from training.embed_train import run_embed
@@ -144,6 +150,8 @@ def embed(
         pooling=pooling,
         matryoshka_dims=dims,
         temperature=temperature,
+        cosent_scale=cosent_scale,
+        init_adapter=init_adapter,
         hard_negatives=hard_negatives,
         mine=mine,
         max_length=max_length,

@@ -56,6 +56,21 @@ def info_nce_loss(
     return torch.stack(losses).mean()
 
 
+def cosent_loss(
+    first: torch.Tensor, second: torch.Tensor, scores: torch.Tensor, scale: float, dims: list[int] | None = None
+) -> torch.Tensor:
+    """CoSENT: for every two pairs of the batch whose gold ``scores`` differ, the cosine of the higher-scored
+    pair must exceed the other's: ``log(1 + sum exp(scale * (cos_low - cos_high)))``. It trains the order of
+    similarities (what Spearman measures), not their values. With ``dims``, the mean over those prefix lengths."""
+    losses = []
+    higher = scores[:, None] > scores[None, :]
+    for dim in dims or [first.shape[1]]:
+        cos = (F.normalize(first[:, :dim], dim=-1) * F.normalize(second[:, :dim], dim=-1)).sum(-1)
+        margins = (scale * (cos[None, :] - cos[:, None]))[higher]
+        losses.append(torch.logsumexp(torch.cat([margins.new_zeros(1), margins]), dim=0))
+    return torch.stack(losses).mean()
+
+
 def autocast(precision: str) -> contextlib.AbstractContextManager[Any]:
     """bf16 autocast on CPU/GPU, or nothing for fp32."""
     if precision == "bf16":

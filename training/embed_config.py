@@ -32,6 +32,11 @@ class EmbedConfig:
     """Extra prefix lengths trained to work on their own (e.g. 64, 128, 256); empty: full size only."""
     temperature: float = 0.05
     """Softmax temperature of the InfoNCE loss over cosine similarities."""
+    cosent_scale: float = 20.0
+    """Scale of cosine differences in the CoSENT loss of scored pairs (data lines with a ``score``)."""
+    init_adapter: str | None = None
+    """LoRA adapter folder (from an earlier ``train embed`` on the same base) to continue training, instead of
+    fresh adapters: e.g. a second stage on scored KorSTS pairs after retrieval pairs."""
     hard_negatives: int = 1
     """Hard negatives per query in each batch (given in the data first, then mined); 0: in-batch only."""
     mine: str = "bm25"
@@ -95,8 +100,10 @@ class EmbedConfig:
             raise UserError(f"--precision must be bf16 or fp32, not {self.precision!r}")
         if self.batch_size < 2:
             raise UserError("--batch-size must be at least 2 (in-batch negatives need another pair)")
-        if self.temperature <= 0:
-            raise UserError("--temperature must be positive")
+        if self.temperature <= 0 or self.cosent_scale <= 0:
+            raise UserError("--temperature and --cosent-scale must be positive")
+        if self.init_adapter is not None and not self.lora:
+            raise UserError("--init-adapter continues a LoRA adapter; it cannot go with --full")
         if self.hard_negatives < 0 or self.lora_r < 1 or self.max_length < 4:
             raise UserError("--hard-negatives must be >= 0, --lora-r >= 1 and --max-length >= 4")
         if self.epochs <= 0 and not self.max_steps:

@@ -1,13 +1,16 @@
 """Training pairs for ``nexus-k train embed``: reading and checking the JSONL, and mining hard negatives.
 
-A line is ``{"query": str, "positive": str, "negatives": [str, ...]}`` (``negatives`` optional). Every line
-is checked before anything is loaded; all problems are reported in one error.
+A line is ``{"query": str, "positive": str, "negatives": [str, ...]}`` (``negatives`` optional), or a scored
+sentence pair ``{"query": str, "positive": str, "score": number}`` (e.g. KorSTS's 0-5), trained to rank by that
+score (CoSENT) rather than as a retrieval pair. Every line is checked before anything is loaded; all problems are
+reported in one error.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import random
 import unicodedata
 from collections.abc import Callable
@@ -34,6 +37,9 @@ class Pair:
     """The matching passage, answer or paraphrase."""
     negatives: list[str] = field(default_factory=list)
     """Hard negatives: similar-looking texts that do not match (given or mined)."""
+    score: float | None = None
+    """Graded similarity of ``query`` and ``positive`` (any scale, higher = more similar): a scored pair is
+    trained with the CoSENT ranking loss against the other scored pairs of its batch, never as a retrieval pair."""
 
 
 def _clean(text: str) -> str:
@@ -56,7 +62,14 @@ def _parse_line(line: str) -> Pair:
         negatives = [negatives]
     if not isinstance(negatives, list) or not all(isinstance(n, str) and n.strip() for n in negatives):
         raise ValueError('"negatives" must be a list of non-empty strings')
-    return Pair(_clean(query), _clean(positive), [_clean(n) for n in negatives])
+    score = record.get("score")
+    if score is not None:
+        if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
+            raise ValueError('"score" must be a finite number')
+        if negatives:
+            raise ValueError('a scored pair takes no "negatives"')
+        score = float(score)
+    return Pair(_clean(query), _clean(positive), [_clean(n) for n in negatives], score)
 
 
 def read_pairs(path: str | Path) -> list[Pair]:
@@ -88,6 +101,8 @@ def write_pairs(path: str | Path, pairs: list[Pair]) -> None:
             record: dict = {"query": p.query, "positive": p.positive}
             if p.negatives:
                 record["negatives"] = p.negatives
+            if p.score is not None:
+                record["score"] = p.score
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 

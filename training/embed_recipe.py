@@ -4,7 +4,9 @@ Sources (see ``../shared/data/*/SOURCE.txt``):
 
 - KorNLI (XNLI ko dev + test, CC BY-SA 4.0): premise -> entailed hypothesis, with the contradicted
   hypothesis of the same premise as the hard negative;
-- KorSTS train (CC BY-SA 4.0): sentence pairs scored >= ``sts_min_score`` (of 5);
+- KorSTS train (CC BY-SA 4.0): sentence pairs scored >= ``sts_min_score`` (of 5) as retrieval pairs
+  (``korsts``), or every pair with its gold score for the CoSENT loss (``korsts_scored``, the second stage:
+  ``--stage sts``);
 - KoBEST BoolQ train + dev (CC BY-SA 4.0): question -> its Wikipedia passage (never the test split, which
   ``bench/embeddings.py`` retrieves on);
 - songys/Chatbot_data (MIT): question -> answer;
@@ -13,6 +15,8 @@ Sources (see ``../shared/data/*/SOURCE.txt``):
 KorQuAD (CC BY-ND) is evaluation only and is never read here. KorSTS dev / test are not trained on (dev is
 the training report's check, test the benchmark's). Run ``python -m training.embed_recipe --out DIR``;
 it writes ``pairs.jsonl`` and ``recipe.json`` (this config, counts and the SHA256 of every source file).
+``--stage sts`` writes the second stage's pairs instead (``sts_pairs.jsonl``, ``sts_recipe.json``): every scored
+KorSTS train pair plus a replay of retrieval pairs, so that the adapter keeps what the first stage taught.
 """
 
 from __future__ import annotations
@@ -38,6 +42,10 @@ STS_TRAIN = "kornli_korsts/KorSTS/sts-train.tsv"
 BOOLQ_FILES = ("kobest/BoolQ/train.tsv", "kobest/BoolQ/dev.tsv")
 CHATBOT_CSV = "chatbot_data/ChatbotData.csv"
 SQUARE_RESPONSES = "square/response_test_ood.json"
+
+
+STS_STAGE = {"korsts_scored": 5749, "kornli": 600, "boolq": 600}
+"""The second stage's sources: every scored KorSTS train pair, and a replay of the first stage's retrieval pairs."""
 
 
 @dataclass
@@ -87,6 +95,19 @@ def sts_pairs(path: Path, min_score: float) -> list[Pair]:
     return pairs
 
 
+def scored_sts_pairs(path: Path) -> list[Pair]:
+    """Every KorSTS sentence pair with its gold score (0-5), for the CoSENT loss."""
+    pairs = []
+    for row in _tsv(path):
+        try:
+            score = float(row["score"])
+        except (TypeError, ValueError):
+            continue
+        if row["sentence1"] and row["sentence2"]:
+            pairs.append(Pair(_clean(row["sentence1"]), _clean(row["sentence2"]), score=score))
+    return pairs
+
+
 def boolq_pairs(paths: list[Path]) -> list[Pair]:
     """KoBEST BoolQ question -> passage."""
     return [Pair(_clean(r["Question"]), _clean(r["Text"])) for p in paths for r in _tsv(p) if r["Question"]]
@@ -110,6 +131,7 @@ def build_pairs(recipe: EmbedRecipe) -> tuple[list[Pair], dict]:
     readers = {
         "kornli": (NLI_FILES, lambda ps: nli_pairs(ps)),
         "korsts": ((STS_TRAIN,), lambda ps: sts_pairs(ps[0], recipe.sts_min_score)),
+        "korsts_scored": ((STS_TRAIN,), lambda ps: scored_sts_pairs(ps[0])),
         "boolq": (BOOLQ_FILES, lambda ps: boolq_pairs(ps)),
         "chatbot": ((CHATBOT_CSV,), lambda ps: chatbot_pairs(ps[0])),
         "square": ((SQUARE_RESPONSES,), lambda ps: square_pairs(ps[0])),
@@ -144,18 +166,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--data-dir", default=str(Path("..") / "shared" / "data"), help="shared data folder")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stage", choices=("retrieval", "sts"), default="retrieval",
+                        help="retrieval: the first stage's pairs; sts: scored KorSTS pairs plus a replay")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     recipe = EmbedRecipe(data_dir=args.data_dir, seed=args.seed)
+    if args.stage == "sts":
+        recipe.max_per_source = dict(STS_STAGE)
+    prefix = "sts_" if args.stage == "sts" else ""
     try:
         pairs, report = build_pairs(recipe)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_pairs(args.out / "pairs.jsonl", pairs)
+    write_pairs(args.out / f"{prefix}pairs.jsonl", pairs)
     record = {"config": asdict(recipe), "report": report}
-    (args.out / "recipe.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    text = json.dumps(record, indent=2, ensure_ascii=False) + "\n"
+    (args.out / f"{prefix}recipe.json").write_text(text, encoding="utf-8")
     log.info("wrote %d pairs to %s: %s", len(pairs), args.out, report["used"])
 
 

@@ -2,8 +2,9 @@
 
 Order of work: read and check every pair (nothing is loaded if a line is bad), mine the missing hard
 negatives, score KorSTS-style pairs with the untrained model, train (InfoNCE over in-batch and hard
-negatives, optionally at several Matryoshka widths; LoRA or full), score again, and write an
-``AutoModel``-loadable folder with its sentence-transformers pooling files, config and report.
+negatives for retrieval pairs, CoSENT for scored pairs, each batch one kind; optionally at several Matryoshka
+widths; LoRA, fresh or continued, or full), score again, and write an ``AutoModel``-loadable folder with its
+sentence-transformers pooling files, config and report.
 """
 
 from __future__ import annotations
@@ -50,6 +51,33 @@ class PairCollate:
         }
 
 
+class ScoredCollate:
+    """Scored pairs -> one batch: both sentences tokenized, and their gold scores."""
+
+    def __init__(self, embedder: Any) -> None:
+        self.embedder = embedder
+
+    def __call__(self, pairs: list[Pair]) -> dict[str, torch.Tensor]:
+        """Tokenized first and second sentences plus the float scores."""
+        a, b = self.embedder.tokenize([p.query for p in pairs]), self.embedder.tokenize([p.positive for p in pairs])
+        return {"a_ids": a["input_ids"], "a_mask": a["attention_mask"], "b_ids": b["input_ids"],
+                "b_mask": b["attention_mask"], "scores": torch.tensor([p.score for p in pairs], dtype=torch.float32)}
+
+
+def mixed_batches(retrieval: list[list[Pair]], scored: list[Pair], batch_size: int, seed: int) -> list[list[Pair]]:
+    """The retrieval batches and the scored pairs cut into batches (shuffled; fewer than 2 left out), in one
+    seeded random order, so that both kinds are seen throughout training."""
+    import random
+
+    rng = random.Random(seed + 1)
+    order = list(scored)
+    rng.shuffle(order)
+    cut = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = list(retrieval) + [b for b in cut if len(b) >= 2]
+    rng.shuffle(batches)
+    return batches
+
+
 def length_grouped_batches(pairs: list[Pair], batch_size: int, seed: int, window: int = 16) -> list[list[Pair]]:
     """Shuffled pairs cut into batches of similar positive length: within each window of ``window``
     batches the pairs are sorted by length before cutting (a remainder smaller than 2 pairs is dropped)."""
@@ -64,6 +92,22 @@ def length_grouped_batches(pairs: list[Pair], batch_size: int, seed: int, window
     return [b for b in batches if len(b) >= 2]
 
 
+def _dims(width: int, cfg: EmbedConfig) -> list[int] | None:
+    return [d for d in cfg.matryoshka_dims if d < width] + [width] if cfg.matryoshka_dims else None
+
+
+def step_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], cfg: EmbedConfig) -> torch.Tensor:
+    """The loss of one batch: CoSENT for scored pairs, else InfoNCE."""
+    if "scores" not in batch:
+        return contrastive_step_loss(model, batch, cfg)
+    from training.embed import autocast, cosent_loss
+
+    with autocast(cfg.precision):
+        first = model(batch["a_ids"], batch["a_mask"])
+        second = model(batch["b_ids"], batch["b_mask"])
+    return cosent_loss(first, second, batch["scores"], cfg.cosent_scale, _dims(first.shape[1], cfg))
+
+
 def contrastive_step_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], cfg: EmbedConfig) -> torch.Tensor:
     """InfoNCE of one batch; documents equal to a query's positive (other than its own column) are masked."""
     from training.embed import autocast, info_nce_loss
@@ -73,15 +117,23 @@ def contrastive_step_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]
         documents = model(batch["d_ids"], batch["d_mask"])
     same = batch["pos_keys"][:, None] == batch["doc_keys"][None, :]
     same[torch.arange(same.shape[0]), torch.arange(same.shape[0])] = False
-    width = queries.shape[1]
-    dims = [d for d in cfg.matryoshka_dims if d < width] + [width] if cfg.matryoshka_dims else None
-    return info_nce_loss(queries, documents, cfg.temperature, same, dims)
+    return info_nce_loss(queries, documents, cfg.temperature, same, _dims(queries.shape[1], cfg))
 
 
 def _attach_lora(body: torch.nn.Module, cfg: EmbedConfig) -> tuple[torch.nn.Module, list[str]]:
+    """Fresh LoRA adapters, or with ``init_adapter`` that adapter loaded trainable."""
     from training.finetune import attach_lora
 
-    return attach_lora(body, cfg, "FEATURE_EXTRACTION")
+    if cfg.init_adapter is None:
+        return attach_lora(body, cfg, "FEATURE_EXTRACTION")
+    from peft import PeftModel
+
+    from nexus_k.core.errors import UserError
+
+    if not (Path(cfg.init_adapter) / "adapter_config.json").is_file():
+        raise UserError(f"--init-adapter {cfg.init_adapter}: no adapter_config.json there")
+    model = PeftModel.from_pretrained(body, cfg.init_adapter, is_trainable=True)
+    return model, sorted(model.peft_config["default"].target_modules)
 
 
 def plot_embed_curve(history: list[dict[str, float]], sts: dict[str, float], path: Path, title: str) -> None:
@@ -92,7 +144,7 @@ def plot_embed_curve(history: list[dict[str, float]], sts: dict[str, float], pat
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    label = "InfoNCE loss"
+    label = "training loss (InfoNCE, CoSENT on scored batches)"
     if sts:
         label += f" (STS Spearman {sts.get('before', float('nan')):.3f} -> {sts.get('after', float('nan')):.3f})"
     ax.plot([r["step"] for r in history], [r["loss"] for r in history], lw=1.2, label=label)
@@ -114,6 +166,7 @@ def write_embed_card(out: Path, cfg: EmbedConfig, report: dict[str, Any]) -> Non
         sts = f"STS Spearman ({s['sts_pairs']} pairs of `{s['sts_file']}`): {s['sts_spearman_before']:.4f} before, "
         sts += f"{s['sts_spearman_after']:.4f} after training.\n"
     kind = "a LoRA adapter (peft) on" if cfg.lora else "fine-tuned weights of"
+    continued = f", continuing the adapter `{cfg.init_adapter}`" if cfg.init_adapter else ""
     text = f"""---
 base_model: {cfg.base}
 library_name: {"peft" if cfg.lora else "transformers"}
@@ -126,7 +179,8 @@ tags: [nexus-k, sentence-transformers, feature-extraction]
 
 This folder holds {kind} `{cfg.base}`, {cfg.pooling} pooling{", normalised" if cfg.normalize else ""}
 (`modules.json`, `1_Pooling/config.json`), trained with InfoNCE on {report["data"]["pairs"]} pairs
-({report["data"]["mined_negatives"]} hard negatives mined with {cfg.mine}) for {s["steps"]} steps.
+({report["data"]["mined_negatives"]} hard negatives mined with {cfg.mine}) and CoSENT on
+{report["data"]["scored_pairs"]} scored pairs for {s["steps"]} steps{continued}.
 Matryoshka widths: {", ".join(map(str, cfg.matryoshka_dims)) or "none"}.
 
 {sts}
@@ -156,6 +210,8 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     from training.model import count_parameters
 
     pairs = read_pairs(cfg.data)  # fails fast, before any model is loaded
+    scored = [p for p in pairs if p.score is not None]
+    retrieval = [p for p in pairs if p.score is None]
     sts = read_sts(cfg.eval_sts, cfg.eval_sts_max) if cfg.eval_sts else None
     started = time.time()
     if cfg.threads:
@@ -169,11 +225,20 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     body = load_body(cfg.base)
     embedder = Embedder(EmbeddingModel(body, cfg.pooling, cfg.normalize), tokenizer, cfg.max_length, cfg.precision)
 
+    targets: list[str] = []  # adapters first: with --init-adapter, mining and "before" see that adapter
+    if cfg.gradient_checkpointing:
+        body.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.lora:
+        body, targets = _attach_lora(body, cfg)
+        embedder.model.body = body
+
     given = sum(len(p.negatives) for p in pairs)
     mined = 0
-    if cfg.hard_negatives and cfg.mine != "none":
+    if retrieval and cfg.hard_negatives and cfg.mine != "none":
         ranker = bm25_ranker if cfg.mine == "bm25" else embedding_ranker(embedder.encode)
-        mined = mine_hard_negatives(pairs, cfg.hard_negatives, ranker, cfg.mine_rank_from, cfg.mine_rank_to, cfg.seed)
+        mined = mine_hard_negatives(
+            retrieval, cfg.hard_negatives, ranker, cfg.mine_rank_from, cfg.mine_rank_to, cfg.seed
+        )
         log.info("mined %d hard negatives with %s", mined, cfg.mine)
 
     report_sts: dict[str, float] = {}
@@ -181,21 +246,23 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
         report_sts["before"] = sts_spearman(sts, embedder.encode)
         log.info("STS Spearman before training: %.4f", report_sts["before"])
 
-    targets: list[str] = []
-    if cfg.gradient_checkpointing:
-        body.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if cfg.lora:
-        body, targets = _attach_lora(body, cfg)
-        embedder.model.body = body
     model = embedder.model
     trainable, total = count_parameters(model, trainable_only=True), count_parameters(model)
     log.info("training %.2fM of %.1fM parameters", trainable / 1e6, total / 1e6)
 
     info = DistInfo()
-    collate = PairCollate(embedder, cfg.hard_negatives)
-    if cfg.group_by_length:
-        batches = length_grouped_batches(pairs, cfg.batch_size, cfg.seed)
-        source = IndexedBatchSource(batches, lambda items: collate(items[0]), 1, 1, info, cfg.seed)
+    collate, collate_scored = PairCollate(embedder, cfg.hard_negatives), ScoredCollate(embedder)
+    if cfg.group_by_length or scored:
+        grouped = length_grouped_batches(retrieval, cfg.batch_size, cfg.seed) if cfg.group_by_length else [
+            retrieval[i : i + cfg.batch_size] for i in range(0, len(retrieval), cfg.batch_size)]
+        batches = mixed_batches([b for b in grouped if len(b) >= 2], scored, cfg.batch_size, cfg.seed)
+        if not batches:
+            from nexus_k.core.errors import UserError
+
+            raise UserError(f"{cfg.data}: too few pairs for one batch of two")
+        source = IndexedBatchSource(
+            batches, lambda items: (collate_scored if items[0][0].score is not None else collate)(items[0]), 1, 1,
+            info, cfg.seed)
     else:
         source = IndexedBatchSource(pairs, collate, cfg.batch_size, 1, info, cfg.seed)
     steps = cfg.max_steps or source.steps_for_epochs(cfg.epochs)
@@ -214,7 +281,7 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
         task = progress.add_task("embed", total=steps, loss="-")
         while step < steps:
             (batch,) = source.micro_batches(step)
-            loss = contrastive_step_loss(model, batch, cfg)
+            loss = step_loss(model, batch, cfg)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)
             optimizer.step()
@@ -258,7 +325,13 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
             "sts_file": cfg.eval_sts,
             "train_seconds": round(train_seconds, 1),
         },
-        "data": {"pairs": len(pairs), "given_negatives": given, "mined_negatives": mined, "mined_with": cfg.mine},
+        "data": {
+            "pairs": len(retrieval),
+            "scored_pairs": len(scored),
+            "given_negatives": given,
+            "mined_negatives": mined,
+            "mined_with": cfg.mine,
+        },
         "settings": {
             **{k: v for k, v in asdict(cfg).items() if k not in ("data", "out")},
             "target_modules": targets,

@@ -153,6 +153,44 @@ def test_full_fine_tuning_saves_plain_weights(tiny_model_dir: Path, tmp_path: Pa
     assert read_pooling_spec(out).pooling == "cls"
 
 
+def test_second_stage_continues_the_adapter_on_scored_pairs(tiny_model_dir: Path, tmp_path: Path):
+    """Stage 1 learns the retrieval pairs; stage 2 continues that adapter on scored pairs (CoSENT) mixed with
+    a replay, and ranks the scored pairs' similarities better than stage 1 did."""
+    torch.manual_seed(0)
+    first = make_config(tiny_model_dir, tmp_path, out=str(tmp_path / "stage1"), max_steps=12)
+    run_embed(first)
+    scored = [Pair(q, p, score=4.0 + (i % 2)) for i, (q, p) in enumerate(PAIRS)]
+    scored += [Pair(PAIRS[i][0], PAIRS[(i + 5) % len(PAIRS)][1], score=float(i % 2)) for i in range(len(PAIRS))]
+    data = tmp_path / "stage2.jsonl"
+    write_pairs(data, scored + [Pair(q, p) for q, p in PAIRS[:6]])
+    assert read_pairs(data)[: len(scored)] == scored
+    sts = str(write_sts(tmp_path / "sts.tsv"))  # the same scored pairs as KorSTS-style TSV
+    second = make_config(tiny_model_dir, tmp_path, data=str(data), out=str(tmp_path / "stage2"), max_steps=16,
+                         init_adapter=first.out, eval_sts=sts, eval_sts_max=None, matryoshka_dims=[32])
+    report = run_embed(second)
+    summary = report["summary"]
+    assert report["data"] == {**report["data"], "pairs": 6, "scored_pairs": 2 * len(PAIRS)}
+    assert summary["sts_spearman_before"] < 0.99 and summary["sts_spearman_after"] > summary["sts_spearman_before"]
+    assert summary["sts_spearman_after"] > 0.8
+    assert "continuing the adapter" in (Path(second.out) / "README.md").read_text()
+    trained = Embedder.load(second.out)
+    trained.precision = "fp32"
+    assert top1_accuracy(trained) >= 0.75  # the replay keeps most of what stage 1 learned
+
+
+def test_scored_pair_lines_are_checked(tmp_path: Path):
+    from nexus_k.core.errors import UserError
+
+    path = tmp_path / "scored.jsonl"
+    lines = ['{"query": "q", "positive": "p", "score": 3.5}', '{"query": "q", "positive": "p", "score": "high"}',
+             '{"query": "q", "positive": "p", "score": 1, "negatives": ["n"]}']
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"2 bad line\(s\): line 2: \"score\" must be a finite number.*line 3"):
+        read_pairs(path)
+    with pytest.raises(UserError, match="--init-adapter"):
+        make_config(Path("x"), tmp_path, lora=False, init_adapter=str(tmp_path))
+
+
 def test_bad_pairs_are_reported_by_line(tmp_path: Path):
     from nexus_k.core.errors import UserError
 

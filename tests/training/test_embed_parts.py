@@ -53,6 +53,25 @@ def test_info_nce_value_masking_and_matryoshka():
     assert first == pytest.approx((-math.log(math.e / (math.e + 1)) + math.log(2)) / 2)
 
 
+def test_cosent_value_order_and_matryoshka():
+    from training.embed import cosent_loss
+
+    first = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
+    second = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])  # cosines 1, 0, 1/sqrt(2)
+    cos = [1.0, 0.0, 1 / math.sqrt(2)]
+    scores = torch.tensor([5.0, 0.0, 3.0])  # already in the cosines' order: only small penalties
+    pairs = [(0, 1), (0, 2), (2, 1)]  # (higher, lower) by gold score
+    expected = math.log(1 + sum(math.exp(20 * (cos[lo] - cos[hi])) for hi, lo in pairs))
+    assert float(cosent_loss(first, second, scores, 20.0)) == pytest.approx(expected, rel=1e-5)
+    wrong = torch.tensor([0.0, 5.0, 3.0])  # the reverse order of the first two costs far more
+    assert float(cosent_loss(first, second, wrong, 20.0)) > 10 * float(cosent_loss(first, second, scores, 20.0))
+    assert float(cosent_loss(first, second, torch.tensor([2.0, 2.0, 2.0]), 20.0)) == pytest.approx(0.0)  # ties
+    one = float(cosent_loss(first, second, scores, 20.0, dims=[1]))  # first coordinate: cosines 1, 0, 1
+    assert one == pytest.approx(math.log(1 + math.exp(-20) + 1 + math.exp(-20)), rel=1e-5)
+    both = float(cosent_loss(first, second, scores, 20.0, dims=[1, 2]))
+    assert both == pytest.approx((one + expected) / 2, rel=1e-5)
+
+
 def test_mining_skips_own_positives_and_respects_the_rank_window():
     pairs = [Pair("q0", "A"), Pair("q0", "B"), Pair("q1", "C", ["D"]), Pair("q2", "D")]
 
@@ -130,3 +149,16 @@ def test_bundled_recipe_uses_only_licence_clean_sources(shared_data: Path):
     assert all(p.query and p.positive for p in pairs)
     again, _ = build_pairs(recipe)
     assert again == pairs
+
+
+def test_sts_stage_recipe_scores_every_korsts_train_pair(shared_data: Path):
+    from training.embed_recipe import STS_STAGE, EmbedRecipe, build_pairs
+
+    recipe = EmbedRecipe(data_dir=str(shared_data), max_per_source=dict(STS_STAGE))
+    pairs, report = build_pairs(recipe)
+    scored = [p for p in pairs if p.score is not None]
+    assert report["used"]["korsts_scored"] == report["available"]["korsts_scored"] == len(scored) > 5000
+    assert all(0.0 <= p.score <= 5.0 and not p.negatives for p in scored)
+    assert len({round(p.score, 1) for p in scored}) > 20  # graded, not a threshold
+    assert len(pairs) - len(scored) == STS_STAGE["kornli"] + STS_STAGE["boolq"]
+    assert all("sts-train" in name or "test" not in name or "xnli" in name for name in report["source_sha256"])
