@@ -90,3 +90,42 @@ def test_vectors_of_an_older_database_move_to_the_vector_table(database_url: str
     best = store.nearest(record.id, legacy, 1)[0]
     assert best.score == pytest.approx(1.0, abs=1e-5)
     assert store.chunk_texts([best.index])[best.index][2] == "옛날"
+
+
+def test_sqlite_vec0_index_is_filled_once_and_kept_in_step(tmp_path: Path) -> None:
+    """SQLite answers unfiltered searches from a sqlite-vec ``vec0`` table: made and filled from the vectors
+    already stored at the first search, then kept in step by triggers (new files, removed files, removed
+    stores, other stores never mixed in), always the exact ranking of the vector table."""
+    from serving.storage.chunk_vectors import vec0_table
+
+    url = f"sqlite:///{tmp_path / 'server.db'}"
+    store, record, stored = filled(url)
+    name = vec0_table(DIMS)
+
+    def indexed() -> int:
+        with store.sessions() as s:
+            found = s.scalar(text("SELECT count(*) FROM sqlite_master WHERE name = :n"), {"n": name})
+            return s.scalar(text(f"SELECT count(*) FROM {name}")) if found else -1
+
+    assert indexed() == -1  # nothing made before a search needs it
+    rng = np.random.default_rng(11)
+    query = unit(rng.standard_normal(DIMS))
+    assert [h.index for h in store.nearest(record.id, query, 20)] == exact(stored, query, set(stored), 20)
+    assert indexed() == len(stored) == 120
+
+    _, other, other_stored = filled(url, files=1, per_file=5)  # same database, another store
+    assert indexed() == 125
+    assert {h.index for h in store.nearest(record.id, query, 500)} == set(stored)
+    assert {h.index for h in store.nearest(other.id, query, 500)} == set(other_stored) - set(stored)
+
+    [extra] = store.add_files(record, [("file-new", "new.md", {}, {})])
+    close = unit(query + 0.01 * rng.standard_normal(DIMS))
+    store.finish_file(extra, [("새 문서", "용어", close.tobytes())])
+    best = store.nearest(record.id, query, 1)[0]
+    assert store.chunk_texts([best.index])[best.index][2] == "새 문서"
+    [gone] = [r for r in store.file_page(record.id, None, None, 10, None, None, "asc")[0] if r.file_id == "file-new"]
+    store.remove_file(gone)
+    assert [h.index for h in store.nearest(record.id, query, 20)] == exact(stored, query, set(stored), 20)
+    assert indexed() == 125
+    store.delete(store.get(record.id, None))
+    assert indexed() == 5 and store.nearest(record.id, query, 20) == []
