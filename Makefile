@@ -55,16 +55,25 @@ demo-adapter: install
 	  --batch-size 1 --grad-accum 4 --lr 4e-4 --heldout-fraction 0 --threads 2
 	cp data/rag/recipe.json serving/adapters/ko_chat/data_recipe.json
 
-# Reproduce the bundled Korean embedding adapter (docs/embeddings.md; needs ../shared/data).
+# Reproduce the bundled Korean embedding adapter (docs/embeddings.md; needs ../shared/data): retrieval pairs
+# (InfoNCE, 1 h), then every scored KorSTS train pair (CoSENT) with a replay, continuing that adapter (40 min).
+EMBED_BASE = $${NEXUS_K_CACHE_DIR:-$$HOME/.cache/nexus-k}/models/gemma-3-270m-full
+EMBED_COMMON = --pooling mean --matryoshka-dims 64,128,256 --batch-size 32 --max-length 96 --hard-negatives 1 \
+	--mine bm25 --gradient-checkpointing --eval-sts ../shared/data/kornli_korsts/KorSTS/sts-dev.tsv --threads 2
 embed-adapter: install
 	$(BIN)/python -m training.embed_recipe --out data/embed-ko
+	$(BIN)/python -m training.embed_recipe --out data/embed-ko --stage sts
 	$(BIN)/nexus-k model demo --full-vocab
-	$(BIN)/nexus-k train embed --base $${NEXUS_K_CACHE_DIR:-$$HOME/.cache/nexus-k}/models/gemma-3-270m-full \
-	  --data data/embed-ko/pairs.jsonl --out serving/adapters/ko_embed --pooling mean --matryoshka-dims 64,128,256 \
-	  --lora-r 8 --batch-size 32 --max-length 96 --max-steps 220 --lr 2e-4 --hard-negatives 1 --mine bm25 \
-	  --gradient-checkpointing --eval-sts ../shared/data/kornli_korsts/KorSTS/sts-dev.tsv --eval-sts-max 200 \
-	  --threads 2 --time-budget 3600
+	$(BIN)/nexus-k train embed --base $(EMBED_BASE) --data data/embed-ko/pairs.jsonl --out data/embed-ko/stage1 \
+	  $(EMBED_COMMON) --lora-r 8 --max-steps 220 --lr 2e-4 --eval-sts-max 200 --time-budget 3600
+	$(BIN)/nexus-k train embed --base $(EMBED_BASE) --data data/embed-ko/sts_pairs.jsonl --out serving/adapters/ko_embed \
+	  $(EMBED_COMMON) --init-adapter data/embed-ko/stage1 --lr 1e-4 --eval-sts-max 1500 --time-budget 2400
+	cp data/embed-ko/stage1/training_report.json serving/adapters/ko_embed/training_report_stage1.json
+	cp data/embed-ko/stage1/embed_config.json serving/adapters/ko_embed/embed_config_stage1.json
 	cp data/embed-ko/recipe.json serving/adapters/ko_embed/data_recipe.json
+	cp data/embed-ko/sts_recipe.json serving/adapters/ko_embed/data_recipe_sts.json
+	cd serving/adapters/ko_embed && rm -f tokenizer.json tokenizer_config.json tokenizer.model special_tokens_map.json \
+	  chat_template.jinja added_tokens.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -128,12 +128,21 @@ def _attach_lora(body: torch.nn.Module, cfg: EmbedConfig) -> tuple[torch.nn.Modu
         return attach_lora(body, cfg, "FEATURE_EXTRACTION")
     from peft import PeftModel
 
-    from nexus_k.core.errors import UserError
-
-    if not (Path(cfg.init_adapter) / "adapter_config.json").is_file():
-        raise UserError(f"--init-adapter {cfg.init_adapter}: no adapter_config.json there")
     model = PeftModel.from_pretrained(body, cfg.init_adapter, is_trainable=True)
     return model, sorted(model.peft_config["default"].target_modules)
+
+
+def _take_adapter_shape(cfg: EmbedConfig) -> None:
+    """The continued adapter's rank, scaling and targets into ``cfg``, so that the saved config says what was
+    trained (not the defaults for fresh adapters)."""
+    from nexus_k.core.errors import UserError
+
+    path = Path(cfg.init_adapter or "") / "adapter_config.json"
+    if not path.is_file():
+        raise UserError(f"--init-adapter {cfg.init_adapter}: no adapter_config.json there")
+    adapter = json.loads(path.read_text(encoding="utf-8"))
+    cfg.lora_r, cfg.lora_alpha = int(adapter["r"]), int(adapter["lora_alpha"])
+    cfg.target_modules = sorted(adapter["target_modules"])
 
 
 def plot_embed_curve(history: list[dict[str, float]], sts: dict[str, float], path: Path, title: str) -> None:
@@ -217,6 +226,8 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    if cfg.init_adapter is not None:
+        _take_adapter_shape(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out, "embed_config")

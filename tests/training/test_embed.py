@@ -173,6 +173,8 @@ def test_second_stage_continues_the_adapter_on_scored_pairs(tiny_model_dir: Path
     assert summary["sts_spearman_before"] < 0.99 and summary["sts_spearman_after"] > summary["sts_spearman_before"]
     assert summary["sts_spearman_after"] > 0.8
     assert "continuing the adapter" in (Path(second.out) / "README.md").read_text()
+    saved = json.loads((Path(second.out) / "embed_config.json").read_text())
+    assert saved["init_adapter"] == first.out and saved["lora_r"] == 8 and saved["lora_alpha"] == 16
     trained = Embedder.load(second.out)
     trained.precision = "fp32"
     assert top1_accuracy(trained) >= 0.75  # the replay keeps most of what stage 1 learned
@@ -189,6 +191,8 @@ def test_scored_pair_lines_are_checked(tmp_path: Path):
         read_pairs(path)
     with pytest.raises(UserError, match="--init-adapter"):
         make_config(Path("x"), tmp_path, lora=False, init_adapter=str(tmp_path))
+    with pytest.raises(UserError, match=r"no adapter_config\.json"):
+        run_embed(make_config(Path("x"), tmp_path, init_adapter=str(tmp_path)))
 
 
 def test_bad_pairs_are_reported_by_line(tmp_path: Path):
