@@ -12,7 +12,9 @@ p50/p99, inter-token latency p50, the server tree's peak RSS and PSS, and start-
     python -m bench.cpu_peer --concurrency 1 16 --rounds 2          # under the shared lock: <= 15 min
     python -m bench.cpu_peer --concurrency 4 64 --rounds 2 --merge  # adds to bench/results/cpu_peer.json
 
-``--ours-env KEY=VALUE`` / ``--ours-arg`` vary our server (CPU defaults were chosen with them, docs/serving.md).
+``--ours-env KEY=VALUE`` / ``--ours-arg`` vary our server (CPU defaults were chosen with them, docs/serving.md);
+``--variant NAME:KEY=VALUE[,KEY=VALUE]`` adds the demo once more under that environment, as its own contender
+taking turns with the others in the same run (A B A B: a setting against the default, side by side).
 """
 
 from __future__ import annotations
@@ -199,6 +201,10 @@ def contenders(args: argparse.Namespace) -> list[Contender]:
            Contender("nexus-k-demo", "nexus-k", args.demo, ours_env, ours_args),
            Contender("nexus-k-untrimmed", "nexus-k", args.untrimmed, ours_env, ours_args),
            Contender("nexus-k-trimmed", "nexus-k", args.trimmed, ours_env, ours_args)]
+    for variant in args.variant:
+        name, _, pairs = variant.partition(":")
+        out.append(Contender(f"nexus-k-demo-{name}", "nexus-k", args.demo,
+                             {**ours_env, **_key_values([p for p in pairs.split(",") if p])}, ours_args))
     return [c for c in out if c.name not in args.skip and c.model is not None]
 
 
@@ -236,6 +242,8 @@ def main() -> None:
     parser.add_argument("--ours-arg", action="append", default=[],
                         help="one extra `nexus-k serve` argument (repeat: --ours-arg=--max-num-seqs --ours-arg=64)")
     parser.add_argument("--llama-arg", action="append", default=[], help="one extra llama-server argument")
+    parser.add_argument("--variant", action="append", default=[],
+                        help="NAME:KEY=VALUE[,KEY=VALUE]: the demo again under that environment, as its own contender")
     parser.add_argument("--merge", action="store_true", help="keep the runs already in --out and add these")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "cpu_peer.json")
     args = parser.parse_args()
@@ -257,6 +265,7 @@ def main() -> None:
     build = server_dir() / "build.json"
     report = {
         "invocations": [*previous.get("invocations", []), {"argv": sys.argv[1:], "ours_env": args.ours_env,
+                                                            "variants": args.variant,
                                                             "llama_arg": args.llama_arg,
                                                             "ours_arg": args.ours_arg,
                                                             "load_avg_end": [round(x, 2) for x in os.getloadavg()]}],
