@@ -15,6 +15,8 @@ p50/p99, inter-token latency p50, the server tree's peak RSS and PSS, and start-
 ``--ours-env KEY=VALUE`` / ``--ours-arg`` vary our server (CPU defaults were chosen with them, docs/serving.md);
 ``--variant NAME:KEY=VALUE[,KEY=VALUE]`` adds the demo once more under that environment, as its own contender
 taking turns with the others in the same run (A B A B: a setting against the default, side by side).
+``--with-vllm`` adds vLLM's own OpenAI server on the demo folder (as vLLM ships it), to tell what vLLM's
+architecture costs from what our server adds (TTFT at 1 especially).
 """
 
 from __future__ import annotations
@@ -91,7 +93,10 @@ def _key_values(items: list[str]) -> dict[str, str]:
 def start(contender: Contender, concurrency: int, args: argparse.Namespace, log: Path) -> tuple[ServerProcess, float]:
     """Start one contender (llama.cpp sized for ``concurrency``); returns it and seconds from launch to /health."""
     port = free_port()
-    if contender.kind == "llama.cpp":
+    if contender.kind == "vllm-openai":
+        command = serve.server_command("vllm-openai", contender.model, port)
+        env = {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_HOST_IP": "127.0.0.1", "HF_HUB_OFFLINE": "1", **contender.env}
+    elif contender.kind == "llama.cpp":
         command = [str(args.llama_server), "-m", str(contender.model), "-t", str(args.threads), "-np",
                    str(concurrency), "-c", str(concurrency * args.ctx_per_slot), "--host", HOST, "--port", str(port),
                    "--alias", "bench", *contender.args]
@@ -201,6 +206,8 @@ def contenders(args: argparse.Namespace) -> list[Contender]:
            Contender("nexus-k-demo", "nexus-k", args.demo, ours_env, ours_args),
            Contender("nexus-k-untrimmed", "nexus-k", args.untrimmed, ours_env, ours_args),
            Contender("nexus-k-trimmed", "nexus-k", args.trimmed, ours_env, ours_args)]
+    if args.with_vllm:
+        out.append(Contender("vllm-openai-demo", "vllm-openai", args.demo))
     for variant in args.variant:
         name, _, pairs = variant.partition(":")
         out.append(Contender(f"nexus-k-demo-{name}", "nexus-k", args.demo,
@@ -244,6 +251,7 @@ def main() -> None:
     parser.add_argument("--llama-arg", action="append", default=[], help="one extra llama-server argument")
     parser.add_argument("--variant", action="append", default=[],
                         help="NAME:KEY=VALUE[,KEY=VALUE]: the demo again under that environment, as its own contender")
+    parser.add_argument("--with-vllm", action="store_true", help="add vLLM's own OpenAI server on the demo folder")
     parser.add_argument("--merge", action="store_true", help="keep the runs already in --out and add these")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "cpu_peer.json")
     args = parser.parse_args()
