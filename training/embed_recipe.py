@@ -82,19 +82,6 @@ def nli_pairs(paths: list[Path]) -> list[Pair]:
     return pairs
 
 
-def sts_pairs(path: Path, min_score: float) -> list[Pair]:
-    """KorSTS sentence pairs with a gold score of at least ``min_score``."""
-    pairs = []
-    for row in _tsv(path):
-        try:
-            score = float(row["score"])
-        except (TypeError, ValueError):
-            continue
-        if score >= min_score and row["sentence1"] and row["sentence2"]:
-            pairs.append(Pair(_clean(row["sentence1"]), _clean(row["sentence2"])))
-    return pairs
-
-
 def scored_sts_pairs(path: Path) -> list[Pair]:
     """Every KorSTS sentence pair with its gold score (0-5), for the CoSENT loss."""
     pairs = []
@@ -106,6 +93,11 @@ def scored_sts_pairs(path: Path) -> list[Pair]:
         if row["sentence1"] and row["sentence2"]:
             pairs.append(Pair(_clean(row["sentence1"]), _clean(row["sentence2"]), score=score))
     return pairs
+
+
+def sts_pairs(path: Path, min_score: float) -> list[Pair]:
+    """KorSTS sentence pairs with a gold score of at least ``min_score``, as plain retrieval pairs."""
+    return [Pair(p.query, p.positive) for p in scored_sts_pairs(path) if (p.score or 0.0) >= min_score]
 
 
 def boolq_pairs(paths: list[Path]) -> list[Pair]:
