@@ -189,8 +189,8 @@ class ServerSettings(EngineSettings, BaseSettings):
     def _side_engine_settings(self, engine: str | None, model: str | None, runner: str) -> EngineSettings:
         """An engine beside the chat model's: its dtype, trust and CPU/device options, everything else default."""
         engine = engine or self.engine
-        names = ("dtype", "trust_remote_code", *(("kv_cache_gib", "engine_core_priority") if engine == "vllm"
-                                                 else ("device",)))
+        cpu = ("kv_cache_gib", "engine_core_priority", "cpu_reserved_cores")
+        names = ("dtype", "trust_remote_code", *(cpu if engine == "vllm" else ("device",)))
         values = {k: getattr(self, k) for k in names if k in self.model_fields_set}
         return EngineSettings(**{**values, "engine": engine, "model": model, "runner": runner})
 

@@ -41,6 +41,11 @@ class EngineSettings(BaseModel):
                                json_schema_extra=VLLM_ONLY)
     kv_cache_gib: float = Field(2.0, gt=0, description="vLLM on CPU: KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE).",
                                 json_schema_extra=VLLM_ONLY)
+    cpu_reserved_cores: int | None = Field(
+        None, ge=0, json_schema_extra=VLLM_ONLY,
+        description="vLLM on CPU: cores kept free of the model's compute threads, for the API server and the engine "
+                    "core (VLLM_CPU_NUM_OF_RESERVED_CPU). Default: none on a machine with at most 2 cores (there the "
+                    "one vLLM reserves is half the compute; docs/serving.md), else vLLM's own (one per worker).")
     engine_core_priority: Literal["normal", "low", "idle"] = Field(
         "low", json_schema_extra=VLLM_ONLY,
         description="vLLM on CPU: CPU priority of vLLM's busy-waiting engine core: normal (as vLLM starts it), "

@@ -23,9 +23,24 @@ from serving.engines.tokenizer import eos_token_ids, load_tokenizer
 logger = logging.getLogger(__name__)
 
 
-def _prepare_cpu_environment(kv_cache_gib: float) -> None:
-    """vLLM's CPU build needs a KV-cache size and a loopback address for its internal messaging."""
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(kv_cache_gib))))
+#: Machines with at most this many cores reserve none for vLLM's front end by default (``cpu_reserved_cores``).
+SMALL_CPU_CORES = 2
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _prepare_cpu_environment(settings: EngineSettings) -> None:
+    """vLLM's CPU build needs a KV-cache size and a loopback address for its internal messaging; the cores
+    reserved for its front end follow ``cpu_reserved_cores`` (given: always; default: none on a small machine,
+    unless the environment already says)."""
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(settings.kv_cache_gib))))
+    if settings.cpu_reserved_cores is not None:
+        os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(settings.cpu_reserved_cores)
+    elif usable_cores() <= SMALL_CPU_CORES:
+        os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
     os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 
@@ -223,7 +238,7 @@ class VLLMEngine:
         """Start vLLM on ``settings.model`` (a folder or hub id); ``overrides`` are EngineSettings fields."""
         settings = as_settings(settings, "vllm", overrides)
         if not _has_cuda():
-            _prepare_cpu_environment(settings.kv_cache_gib)
+            _prepare_cpu_environment(settings)
         from vllm.v1.engine.async_llm import AsyncLLM
 
         loras = dict(settings.lora)
@@ -340,7 +355,7 @@ class VLLMPoolingEngine:
         """Start vLLM's pooling runner on ``settings.model``."""
         settings = as_settings(settings, "vllm", {"runner": cls.runner, **overrides})
         if not _has_cuda():
-            _prepare_cpu_environment(settings.kv_cache_gib)
+            _prepare_cpu_environment(settings)
         from vllm.v1.engine.async_llm import AsyncLLM
 
         tokenizer = load_tokenizer(settings)
