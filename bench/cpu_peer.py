@@ -15,8 +15,9 @@ p50/p99, inter-token latency p50, the server tree's peak RSS and PSS, and start-
 ``--ours-env KEY=VALUE`` / ``--ours-arg`` vary our server (CPU defaults were chosen with them, docs/serving.md);
 ``--variant NAME:KEY=VALUE[,KEY=VALUE]`` adds the demo once more under that environment, as its own contender
 taking turns with the others in the same run (A B A B: a setting against the default, side by side).
-``--with-vllm`` adds vLLM's own OpenAI server on the demo folder (as vLLM ships it), to tell what vLLM's
-architecture costs from what our server adds (TTFT at 1 especially).
+``--int8 DIR`` adds an int8 copy of the demo (``nexus-k model int8``). ``--with-vllm`` adds vLLM's own OpenAI
+server on the demo folder (as vLLM ships it), to tell what vLLM's architecture costs from what our server adds
+(TTFT at 1 especially).
 """
 
 from __future__ import annotations
@@ -205,7 +206,8 @@ def contenders(args: argparse.Namespace) -> list[Contender]:
     out = [Contender("llama.cpp", "llama.cpp", args.gguf, args=["--chat-template", "gemma", *args.llama_arg]),
            Contender("nexus-k-demo", "nexus-k", args.demo, ours_env, ours_args),
            Contender("nexus-k-untrimmed", "nexus-k", args.untrimmed, ours_env, ours_args),
-           Contender("nexus-k-trimmed", "nexus-k", args.trimmed, ours_env, ours_args)]
+           Contender("nexus-k-trimmed", "nexus-k", args.trimmed, ours_env, ours_args),
+           Contender("nexus-k-demo-int8", "nexus-k", args.int8, ours_env, ours_args)]
     if args.with_vllm:
         out.append(Contender("vllm-openai-demo", "vllm-openai", args.demo))
     for variant in args.variant:
@@ -243,6 +245,7 @@ def main() -> None:
     parser.add_argument("--demo", type=Path, default=None, help="default: the demo folder `make serve` serves")
     parser.add_argument("--untrimmed", type=Path, default=None, help="default: the untrimmed demo conversion")
     parser.add_argument("--trimmed", type=Path, default=None, help="another vocabulary-trimmed folder (optional)")
+    parser.add_argument("--int8", type=Path, default=None, help="an int8 copy of the demo (`nexus-k model int8`)")
     parser.add_argument("--llama-server", type=Path, default=None, help="default: built once into the cache")
     parser.add_argument("--skip", nargs="*", default=[], help="contenders to leave out")
     parser.add_argument("--ours-env", action="append", default=[], help="KEY=VALUE for our server's environment")

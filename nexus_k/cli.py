@@ -38,7 +38,7 @@ def _register() -> None:
     from evals.cli import app as eval_app
     from quantum_kernels.cli import app as quantum_app
     from serving.batch_cli import app as batch_app
-    from serving.cli import SERVE_CONTEXT, keys_app, model_demo, serve
+    from serving.cli import SERVE_CONTEXT, keys_app, model_demo, model_int8, serve
     from serving.security.audit_cli import app as audit_app
     from tokenizer.cli import app as tokenizer_app
     from training.cli import finetune, model_tiny, train_app
@@ -48,6 +48,7 @@ def _register() -> None:
     model_app = typer.Typer(no_args_is_help=True)
     model_app.command("tiny")(model_tiny)
     model_app.command("demo")(model_demo)
+    model_app.command("int8")(model_int8)
     app.add_typer(model_app, name="model", help="Build, fetch and convert models.")
     app.add_typer(tokenizer_app, name="tokenizer", help="Train, measure, trim and extend Korean tokenizers.")
     app.add_typer(train_app, name="train", help="Pretrain or chat-tune models.")

@@ -223,4 +223,14 @@ def model_demo(
     typer.echo(str(demo_model.prepare_demo_model(progress=True, full_vocab=full_vocab)))
 
 
-__all__ = ["SERVE_CONTEXT", "keys_app", "model_demo", "serve"]
+def model_int8(
+    model: Path = typer.Option(..., "--model", help="HF folder of a causal LM (bf16 or fp32)."),
+    out: Path = typer.Option(..., "--out", help="Empty folder for the int8 copy."),
+) -> None:
+    """Write an int8 (W8A8, compressed-tensors) copy of a model for vLLM's CPU int8 kernels; print its folder."""
+    from serving.quantize import quantize_int8
+
+    typer.echo(str(quantize_int8(model, out)))
+
+
+__all__ = ["SERVE_CONTEXT", "keys_app", "model_demo", "model_int8", "serve"]
