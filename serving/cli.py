@@ -226,11 +226,14 @@ def model_demo(
 def model_int8(
     model: Path = typer.Option(..., "--model", help="HF folder of a causal LM (bf16 or fp32)."),
     out: Path = typer.Option(..., "--out", help="Empty folder for the int8 copy."),
+    keep: list[str] = typer.Option(
+        [], "--keep", help="Also leave these modules unquantised (a name or a re: pattern, e.g. 're:.*down_proj')."
+    ),
 ) -> None:
     """Write an int8 (W8A8, compressed-tensors) copy of a model for vLLM's CPU int8 kernels; print its folder."""
     from serving.quantize import quantize_int8
 
-    typer.echo(str(quantize_int8(model, out)))
+    typer.echo(str(quantize_int8(model, out, keep)))
 
 
 __all__ = ["SERVE_CONTEXT", "keys_app", "model_demo", "model_int8", "serve"]

@@ -35,8 +35,9 @@ class Int8Settings:
     """Modules left as they are (the output layer, often tied to the embeddings)."""
 
 
-def quantize_int8(model: str | Path, out: str | Path) -> Path:
-    """Write the W8A8 copy of the HF folder ``model`` into ``out`` (created; must not hold a model yet)."""
+def quantize_int8(model: str | Path, out: str | Path, keep: list[str] | None = None) -> Path:
+    """Write the W8A8 copy of the HF folder ``model`` into ``out`` (created; must not hold a model yet);
+    ``keep``: more modules left unquantised (names, or ``re:`` patterns as compressed-tensors reads them)."""
     import torch
     from compressed_tensors.compressors import ModelCompressor
     from compressed_tensors.quantization import (
@@ -55,6 +56,7 @@ def quantize_int8(model: str | Path, out: str | Path) -> Path:
     if (out / "config.json").exists():
         raise UserError(f"{out} already holds a model; choose an empty folder")
     settings = Int8Settings(source=str(source))
+    settings.ignore += list(keep or [])
     started = time.perf_counter()
     loaded = AutoModelForCausalLM.from_pretrained(source, dtype=torch.bfloat16)
     weights = QuantizationArgs(num_bits=8, type="int", symmetric=True, strategy="channel")

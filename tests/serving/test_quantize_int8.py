@@ -49,6 +49,17 @@ def test_int8_copy_is_a_w8a8_checkpoint_close_to_the_original(tiny_model_dir: Pa
     assert float((again - base).abs().mean()) < 0.05 * float(base.abs().mean())
 
 
+def test_keep_leaves_matching_modules_unquantised(tiny_model_dir: Path, tmp_path: Path):
+    out = quantize_int8(tiny_model_dir, tmp_path / "int8", keep=["re:.*down_proj"])
+    tensors = load_file(out / "model.safetensors")
+    down = [k for k in tensors if k.endswith("down_proj.weight")]
+    assert down and all(tensors[k].dtype != torch.int8 for k in down)
+    assert not any(k.endswith("down_proj.weight_scale") for k in tensors)
+    assert any(tensors[k].dtype == torch.int8 for k in tensors if k.endswith("up_proj.weight"))
+    record = json.loads((out / RECORD).read_text())
+    assert record["ignore"] == ["lm_head", "re:.*down_proj"]
+
+
 def test_bad_folders_are_one_line_and_exit_2(tmp_path: Path, tiny_model_dir: Path, monkeypatch, capsys):
     from nexus_k.cli import main
 
