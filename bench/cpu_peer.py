@@ -96,7 +96,7 @@ def start(contender: Contender, concurrency: int, args: argparse.Namespace, log:
     port = free_port()
     if contender.kind == "vllm-openai":
         command = serve.server_command("vllm-openai", contender.model, port)
-        env = {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_HOST_IP": "127.0.0.1", "HF_HUB_OFFLINE": "1", **contender.env}
+        env = {**serve.VLLM_ENV, **contender.env}
     elif contender.kind == "llama.cpp":
         command = [str(args.llama_server), "-m", str(contender.model), "-t", str(args.threads), "-np",
                    str(concurrency), "-c", str(concurrency * args.ctx_per_slot), "--host", HOST, "--port", str(port),

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import tempfile
 import time
 from pathlib import Path
 
-from bench.trim_quality import DATA, RESULTS, held_out
+from bench.trim_quality import DATA, RESULTS, held_out, summarise
 
 
 def vllm_scores(folder: Path, texts: list[str], max_tokens: int = 512) -> list[tuple[float, int]]:
@@ -43,12 +42,6 @@ def vllm_scores(folder: Path, texts: list[str], max_tokens: int = 512) -> list[t
         results.append((nats, len(ids) - 1))
     del llm
     return results
-
-
-def summary(texts: list[str], scores: list[tuple[float, int]]) -> dict:
-    nats, tokens, chars = sum(s[0] for s in scores), sum(s[1] for s in scores), sum(map(len, texts))
-    return {"texts": len(texts), "chars": chars, "tokens": tokens, "nats": round(nats, 3),
-            "ppl_per_char": round(math.exp(nats / chars), 5), "ppl_per_token": round(math.exp(nats / tokens), 4)}
 
 
 def main() -> None:
@@ -75,7 +68,7 @@ def main() -> None:
     for name, folder in (("bf16", bf16), ("int8", int8)):
         with ProcessPoolExecutor(1, mp_context=context) as pool:  # vLLM starts processes of its own
             scores = pool.submit(vllm_scores, Path(folder), texts).result()
-        models[name] = {"folder": str(folder), "all": summary(texts, scores)}
+        models[name] = {"folder": str(folder), "all": summarise(texts, scores, list(range(len(texts))))}
         print(name, json.dumps(models[name]["all"]), flush=True)
     ratio = models["int8"]["all"]["ppl_per_char"] / models["bf16"]["all"]["ppl_per_char"]
     weights = {name: round(sum(f.stat().st_size for f in Path(m["folder"]).glob("*.safetensors")) / 2**20, 1)

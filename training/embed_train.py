@@ -121,15 +121,15 @@ def contrastive_step_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]
 
 
 def _attach_lora(body: torch.nn.Module, cfg: EmbedConfig) -> tuple[torch.nn.Module, list[str]]:
-    """Fresh LoRA adapters, or with ``init_adapter`` that adapter loaded trainable."""
+    """Fresh LoRA adapters, or with ``init_adapter`` that adapter loaded trainable (its targets already in
+    ``cfg``: :func:`_take_adapter_shape`)."""
     from training.finetune import attach_lora
 
     if cfg.init_adapter is None:
         return attach_lora(body, cfg, "FEATURE_EXTRACTION")
     from peft import PeftModel
 
-    model = PeftModel.from_pretrained(body, cfg.init_adapter, is_trainable=True)
-    return model, sorted(model.peft_config["default"].target_modules)
+    return PeftModel.from_pretrained(body, cfg.init_adapter, is_trainable=True), list(cfg.target_modules)
 
 
 def _take_adapter_shape(cfg: EmbedConfig) -> None:
