@@ -89,11 +89,21 @@ def _demo_embedder(served_name: str | None) -> dict[str, Any]:
             "embedding_engine": "hf"}
 
 
-def _demo_model(loras: dict[str, str]) -> tuple[str, str]:
-    """Prepare the bundled Korean demo model; returns (model folder, served base name)."""
+def _demo_int8(precision: str, engine: str) -> bool:
+    """Whether the demo is served from its int8 copy: asked for, or ``auto`` with vLLM and no CUDA GPU."""
+    if precision != "auto":
+        return precision == "int8"
+    import torch
+
+    return engine == "vllm" and not torch.cuda.is_available()
+
+
+def _demo_model(loras: dict[str, str], int8: bool) -> tuple[str, str]:
+    """Prepare the bundled Korean demo model (its int8 copy with ``int8``); returns (model folder, served base
+    name)."""
     from serving import demo_model
 
-    path = demo_model.prepare_demo_model(progress=True)
+    path = demo_model.prepare_demo_int8(progress=True) if int8 else demo_model.prepare_demo_model(progress=True)
     adapter = demo_model.demo_adapter_dir()
     if adapter is not None:
         loras.setdefault(demo_model.DEMO_MODEL_NAME, str(adapter))
@@ -174,7 +184,7 @@ def serve(ctx: typer.Context, **options: Any) -> None:
     settings = resolve_settings(values, config_file)
     if settings.model is None:
         loras = dict(settings.lora)
-        model, default_name = _demo_model(loras)
+        model, default_name = _demo_model(loras, _demo_int8(settings.demo_precision, settings.engine))
         demo = {"model": model, "lora": loras, "served_model_name": settings.served_model_name or default_name}
         if settings.embedding_model is None:
             demo.update(_demo_embedder(settings.served_embedding_model_name))
@@ -227,13 +237,32 @@ def model_int8(
     model: Path = typer.Option(..., "--model", help="HF folder of a causal LM (bf16 or fp32)."),
     out: Path = typer.Option(..., "--out", help="Empty folder for the int8 copy."),
     keep: list[str] = typer.Option(
-        [], "--keep", help="Also leave these modules unquantised (a name or a re: pattern, e.g. 're:.*down_proj')."
+        [], "--keep", help="Also leave these modules unquantised (a name or a re: pattern, e.g. 're:.*o_proj'); "
+        "the output layer and down_proj always are."
+    ),
+    activations: str = typer.Option(
+        "symmetric", "--activations", help="symmetric, or asymmetric (less loss; LoRA adapters cannot apply)."
+    ),
+    smoothing_alpha: float = typer.Option(
+        0.75, "--smoothing-alpha", help="Share of activation outliers moved into the weights (0: no smoothing)."
+    ),
+    calibration: Path | None = typer.Option(
+        None, "--calibration", help="Text for the smoothing scales: JSONL with \"text\", or a text per line "
+        "(default: the bundled Korean calibration set)."
+    ),
+    keep_end_layers: bool = typer.Option(
+        True, "--keep-end-layers/--quantize-end-layers", help="Leave the first and last decoder layer unquantised."
     ),
 ) -> None:
-    """Write an int8 (W8A8, compressed-tensors) copy of a model for vLLM's CPU int8 kernels; print its folder."""
-    from serving.quantize import quantize_int8
+    """Write an int8 (W8A8, compressed-tensors) copy of a model for vLLM's CPU int8 kernels, smoothed on Korean
+    calibration text; print its folder. LoRA adapters of the original model are rewritten for it when served."""
+    from serving.quantize import Int8Settings, quantize_int8
 
-    typer.echo(str(quantize_int8(model, out, keep)))
+    settings = Int8Settings(source=str(model), activations=activations, smoothing_alpha=smoothing_alpha,
+                            keep_end_layers=keep_end_layers)
+    if calibration is not None:
+        settings.calibration = str(calibration)
+    typer.echo(str(quantize_int8(model, out, keep, settings)))
 
 
 __all__ = ["SERVE_CONTEXT", "keys_app", "model_demo", "model_int8", "serve"]

@@ -36,6 +36,10 @@ DEMO_MODEL_NAME = "nexus-k-ko-chat"
 """Name under which base + Korean chat adapter are served."""
 DEMO_BASE_NAME = "gemma-3-270m"
 """Name of the served (vocabulary-trimmed) base model and of its cache folder under ``models/``."""
+DEMO_INT8_NAME = "gemma-3-270m-int8"
+"""Cache folder of the served demo's int8 copy (``nexus-k model int8`` of the trimmed folder; CPU default)."""
+INT8_MARKER = "nexus_k_demo_int8.json"
+"""What the int8 copy was made from (the trimmed folder's record and the calibration text's SHA256)."""
 DEMO_FULL_NAME = "gemma-3-270m-full"
 """Cache folder of the untrimmed conversion (the trim's source; ``nexus-k model demo --full-vocab``)."""
 CONVERSION_VERSION = 2
@@ -383,6 +387,35 @@ def prepare_demo_model(progress: bool = True, full_vocab: bool = False) -> Path:
     if full_vocab:
         return full
     return _prepare_folder(target, progress, lambda out_dir, step: write_trimmed_folder(full, out_dir, step))
+
+
+def prepare_demo_int8(progress: bool = True) -> Path:
+    """The int8 copy of the served demo model (smoothed W8A8, ``nexus-k model int8``'s defaults), made once
+    from the trimmed folder (about a minute) and made again when that folder, the calibration text or the
+    quantisation's settings change."""
+    from serving.quantize import CALIBRATION_FILE, Int8Settings, quantize_int8
+
+    source = prepare_demo_model(progress)
+    target = cache_dir("models") / DEMO_INT8_NAME
+    made_from = {"source_record_sha256": sha256_file(source / MARKER_FILE),
+                 "calibration_sha256": sha256_file(CALIBRATION_FILE),
+                 "settings": asdict(Int8Settings(source=str(source)))}
+    marker = target / INT8_MARKER
+    if marker.is_file() and json.loads(marker.read_text(encoding="utf-8")) == made_from:
+        return target
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-converting-", dir=target.parent))
+    try:
+        with _steps(progress) as step, step("Making the int8 copy (smoothing on Korean text, W8A8)"):
+            quantize_int8(source, staging / "int8")
+        (staging / "int8" / INT8_MARKER).write_text(json.dumps(made_from, indent=2) + "\n", encoding="utf-8")
+        (staging / "int8").chmod(0o755)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging / "int8", target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info("demo int8 copy ready at %s", target)
+    return target
 
 
 def demo_adapter_dir() -> Path | None:
