@@ -37,7 +37,7 @@ DEMO_MODEL_NAME = "nexus-k-ko-chat"
 DEMO_BASE_NAME = "gemma-3-270m"
 """Name of the served (vocabulary-trimmed) base model and of its cache folder under ``models/``."""
 DEMO_INT8_NAME = "gemma-3-270m-int8"
-"""Cache folder of the served demo's int8 copy (``nexus-k model int8`` of the trimmed folder; CPU default)."""
+"""Cache folder of the demo's int8 copy (``nexus-k model int8`` of the trimmed folder; ``--demo-precision int8``)."""
 INT8_MARKER = "nexus_k_demo_int8.json"
 """What the int8 copy was made from (the trimmed folder's record and the calibration text's SHA256)."""
 DEMO_FULL_NAME = "gemma-3-270m-full"
@@ -390,7 +390,7 @@ def prepare_demo_model(progress: bool = True, full_vocab: bool = False) -> Path:
 
 
 def prepare_demo_int8(progress: bool = True) -> Path:
-    """The int8 copy of the served demo model (smoothed W8A8, ``nexus-k model int8``'s defaults), made once
+    """The int8 copy of the demo model (smoothed W8A8, ``nexus-k model int8``'s defaults), made once
     from the trimmed folder (about a minute) and made again when that folder, the calibration text or the
     quantisation's settings change."""
     from serving.quantize import CALIBRATION_FILE, Int8Settings, quantize_int8

@@ -3,23 +3,24 @@
 vLLM's CPU build runs int8 matmuls (oneDNN, AMX) for checkpoints quantised beforehand in the compressed-tensors
 W8A8-int8 format, and quantises nothing online for dense layers. This writes such a checkpoint:
 
-- every ``Linear`` but the output layer, ``down_proj`` and the first and last decoder layer gets int8 weights
-  with a symmetric scale per output channel (round to nearest) and int8 activations quantised per token at run
-  time (symmetric: vLLM's fast AMX/VNNI kernel, which also lets LoRA adapters apply; asymmetric activations are
-  more accurate but take vLLM's oneDNN path, which releases the weights LoRA needs);
+- every ``Linear`` but the output layer gets int8 weights with a symmetric scale per output channel (round to
+  nearest) and int8 activations quantised per token at run time (symmetric: vLLM's fast AMX/VNNI kernel, which
+  also lets LoRA adapters apply; asymmetric activations are more accurate but take vLLM's oneDNN path, which
+  releases the weights LoRA needs);
 - first, SmoothQuant-style smoothing moves each input channel's activation outliers into the weights: per
   channel, ``s = max|x|^alpha / max|W|^(1 - alpha)`` from a calibration text (``serving/int8_calibration``),
   the activations divided by ``s`` (folded into the RMSNorm before q/k/v and before gate/up, and into
   ``up_proj``'s rows before ``down_proj``) and the weights' columns multiplied by it. The model computes the
   same function in full precision; only what int8 loses changes. The scales are saved beside the weights
   (:data:`SCALES`) so that a LoRA adapter trained on the original model can be rewritten for the copy
-  (:func:`adapter_for_int8`). llm-compressor does this too, but cannot be installed beside vLLM's pins;
-- ``down_proj`` (its inputs come after GELU: mostly small and positive, with rare large values) and the end
-  layers lose the most to int8, so they keep their dtype.
+  (:func:`adapter_for_int8`). llm-compressor does this too, but cannot be installed beside vLLM's pins.
 
-On the demo model (``bench/int8_quality.py``) this keeps held-out Korean perplexity within 0.2% of bf16, where
-plain per-token int8 of every layer lost 3%. Embeddings, norms and the output layer keep their dtype. The
-settings are saved beside the weights (:data:`RECORD`).
+Two profiles, measured on the demo model (``bench/int8_quality.py``, ``bench/cpu_peer.py``; docs/serving.md):
+the default (everything int8) is the fast one, +2.2% held-out Korean perplexity (3.0% without smoothing);
+``keep_down_proj`` and ``keep_end_layers`` (``down_proj``'s inputs come after GELU: mostly small and positive,
+with rare large values; the end layers lose the most) bring that to +0.2%, but then leave too many bf16
+matmuls for the copy to be faster than bf16 on vLLM's CPU kernels. Embeddings, norms and the output layer
+keep their dtype. The settings are saved beside the weights (:data:`RECORD`).
 """
 
 from __future__ import annotations
@@ -63,10 +64,12 @@ class Int8Settings:
     """JSONL (``{"text": ...}`` per line) or plain text (a text per line) the smoothing scales come from."""
     calibration_tokens: int = 512
     """Tokens at most of each calibration text."""
-    keep_end_layers: bool = True
+    keep_end_layers: bool = False
     """Leave the first and the last decoder layer unquantised (models of more than two layers)."""
-    ignore: list[str] = field(default_factory=lambda: ["lm_head", "re:.*down_proj"])
-    """Modules left as they are: the output layer (often tied to the embeddings) and ``down_proj``."""
+    keep_down_proj: bool = False
+    """Leave every MLP ``down_proj`` unquantised."""
+    ignore: list[str] = field(default_factory=lambda: ["lm_head"])
+    """Modules left as they are: the output layer (often tied to the embeddings), and what the options add."""
 
 
 def _calibration_texts(path: Path) -> list[str]:
@@ -168,7 +171,8 @@ def quantize_int8(model: str | Path, out: str | Path, keep: list[str] | None = N
                   settings: Int8Settings | None = None) -> Path:
     """Write the W8A8 copy of the HF folder ``model`` into ``out`` (created; must not hold a model yet);
     ``keep``: more modules left unquantised (names, or ``re:`` patterns as compressed-tensors reads them);
-    ``settings``: the rest (:class:`Int8Settings`; its ``source`` is set to ``model``)."""
+    ``settings``: the rest (:class:`Int8Settings`; its ``source`` is set to ``model``). Smoothing runs the model
+    over the calibration text in float32 on the CPU (4 bytes of memory per parameter)."""
     import torch
     from compressed_tensors.compressors import ModelCompressor
     from compressed_tensors.quantization import (
@@ -200,6 +204,8 @@ def quantize_int8(model: str | Path, out: str | Path, keep: list[str] | None = N
     loaded.to(torch.bfloat16)
     layer_count = loaded.config.get_text_config().num_hidden_layers
     ignore = list(settings.ignore) + list(keep or [])
+    if settings.keep_down_proj:
+        ignore.append("re:.*down_proj")
     if settings.keep_end_layers and layer_count > 2:
         ignore.append(rf"re:.*layers\.(0|{layer_count - 1})\..*")
     settings.ignore = ignore
@@ -285,3 +291,13 @@ def adapter_for_int8(adapter: str | Path, model: str | Path, cache: Path) -> Pat
     else:
         staging.replace(target)
     return target
+
+
+def adapters_for(model: str | Path, loras: dict[str, str]) -> dict[str, str]:
+    """The LoRA adapters ``loras`` (name -> folder) as they apply on ``model``: rewritten (and cached) when it is a
+    smoothed int8 copy, as they are otherwise."""
+    from nexus_k.core.paths import cache_dir
+
+    if not (Path(model) / SCALES).is_file():
+        return dict(loras)
+    return {name: str(adapter_for_int8(path, model, cache_dir("adapters"))) for name, path in loras.items()}

@@ -26,6 +26,7 @@ from serving.engines.base import (
 from serving.engines.hf_scheduler import BASE_ADAPTER, Request, Scheduler, SchedulerConfig, SchedulerStats
 from serving.engines.settings import EngineSettings, as_settings
 from serving.engines.tokenizer import eos_token_ids, load_tokenizer
+from serving.quantize import adapters_for
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ class HFEngine:
         max_model_len = settings.max_model_len or context
         if max_model_len > context:
             raise EngineError(f"max_model_len {max_model_len} must be between 1 and the model's context {context}")
-        lora_modules = settings.lora
+        lora_modules = adapters_for(settings.model, settings.lora)  # rewritten for a smoothed int8 copy
         if lora_modules:
             model = _load_adapters(model, lora_modules)
         model.eval()

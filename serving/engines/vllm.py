@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from nexus_k.core.paths import cache_dir
 from serving.engines.base import (
     EngineError,
     GenerationDelta,
@@ -20,7 +19,7 @@ from serving.engines.base import (
 )
 from serving.engines.settings import EngineSettings, as_settings
 from serving.engines.tokenizer import eos_token_ids, load_tokenizer
-from serving.quantize import adapter_for_int8
+from serving.quantize import adapters_for
 
 logger = logging.getLogger(__name__)
 
@@ -247,8 +246,7 @@ class VLLMEngine:
         for name, path in loras.items():
             if not (Path(path) / "adapter_config.json").is_file():
                 raise EngineError(f"LoRA adapter {name!r}: no adapter_config.json in {path}")
-            # on a smoothed int8 copy (``nexus-k model int8``) the adapter takes the smoothed inputs
-            loras[name] = str(adapter_for_int8(path, settings.model, cache_dir("adapters")))
+        loras = adapters_for(settings.model, loras)  # rewritten for a smoothed int8 copy (``nexus-k model int8``)
         tokenizer = load_tokenizer(settings)
         llm = _start(AsyncLLM, settings)
         if not _has_cuda() and settings.engine_core_priority != "normal":

@@ -1,6 +1,6 @@
 """``nexus-k model int8`` on the tiny random model: the folder is a compressed-tensors W8A8-int8 checkpoint (int8
-weights, one scale per output channel, dynamic per-token int8 activations, the output layer, down_proj and the
-end layers untouched), loads back through transformers' compressed-tensors support with logits close
+weights, one scale per output channel, dynamic per-token int8 activations, the output layer untouched; down_proj
+and the end layers on request), loads back through transformers' compressed-tensors support with logits close
 to the original's; the smoothing leaves what the model computes unchanged (Llama and Gemma 3 norms), a LoRA
 adapter rewritten for the smoothed copy gives the original adapter's logits; bad input is one line, exit 2."""
 
@@ -14,7 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from serving.quantize import RECORD, SCALES, Int8Settings, adapter_for_int8, quantize_int8, smooth
+from nexus_k.core.settings import get_settings
+from serving.quantize import RECORD, SCALES, Int8Settings, adapter_for_int8, adapters_for, quantize_int8, smooth
 
 TEXTS = ["서울은 대한민국의 수도이다.", "오늘 영화 정말 재미있었어요!", "The quick brown fox jumps over the lazy dog."]
 
@@ -62,9 +63,7 @@ def test_defaults_smooth_on_the_bundled_text_and_keep_the_end_layers(tiny_model_
     out = quantize_int8(tiny_model_dir, tmp_path / "int8")
     record = json.loads((out / RECORD).read_text())
     assert record["activations"] == "symmetric" and record["smoothing_alpha"] == 0.75
-    # two layers only: keeping both ends would keep everything, so both are quantised, but for down_proj
-    assert record["calibration_texts"] > 100 and record["ignore"] == ["lm_head", "re:.*down_proj"]
-    assert record["layers"] == 12
+    assert record["calibration_texts"] > 100 and record["ignore"] == ["lm_head"] and record["layers"] == 14
     group = json.loads((out / "config.json").read_text())["quantization_config"]["config_groups"]["group_0"]
     assert group["input_activations"]["symmetric"] is True
     scales = load_file(str(out / SCALES))
@@ -121,7 +120,8 @@ def test_smoothing_leaves_the_function_unchanged(which: str, tiny_model_dir: Pat
     torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
 
 
-def test_an_adapter_rewritten_for_the_smoothed_copy_gives_the_same_logits(tiny_model_dir: Path, tmp_path: Path):
+def test_an_adapter_rewritten_for_the_smoothed_copy_gives_the_same_logits(tiny_model_dir: Path, tmp_path: Path,
+                                                                           monkeypatch):
     from peft import LoraConfig, PeftModel, get_peft_model
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -144,6 +144,15 @@ def test_an_adapter_rewritten_for_the_smoothed_copy_gives_the_same_logits(tiny_m
     assert rewritten != tmp_path / "adapter" and (rewritten / "adapter_config.json").is_file()
     assert adapter_for_int8(tmp_path / "adapter", tmp_path / "smoothed", tmp_path / "cache") == rewritten  # cached
     assert adapter_for_int8(tmp_path / "adapter", tiny_model_dir, tmp_path / "cache") == tmp_path / "adapter"
+    # what both engines call: rewritten under the cache for a smoothed copy, untouched for any other model
+    monkeypatch.setenv("NEXUS_K_CACHE_DIR", str(tmp_path / "nexus-cache"))
+    get_settings.cache_clear()
+    try:
+        served = adapters_for(tmp_path / "smoothed", {"ko": str(tmp_path / "adapter")})
+        assert Path(served["ko"]).parent == tmp_path / "nexus-cache" / "adapters"
+        assert adapters_for(tiny_model_dir, {"ko": str(tmp_path / "adapter")}) == {"ko": str(tmp_path / "adapter")}
+    finally:
+        get_settings.cache_clear()
 
     def logits(adapter: Path) -> torch.Tensor:
         base = AutoModelForCausalLM.from_pretrained(tmp_path / "smoothed", dtype=torch.float32)
@@ -155,7 +164,7 @@ def test_an_adapter_rewritten_for_the_smoothed_copy_gives_the_same_logits(tiny_m
 
 
 def test_keep_leaves_matching_modules_unquantised(tiny_model_dir: Path, tmp_path: Path):
-    settings = Int8Settings(source="", keep_end_layers=False)
+    settings = Int8Settings(source="", keep_down_proj=True, keep_end_layers=True)
     out = quantize_int8(tiny_model_dir, tmp_path / "int8", keep=["re:.*o_proj"], settings=settings)
     tensors = load_file(out / "model.safetensors")
     for kept in ("down_proj", "o_proj"):
@@ -164,7 +173,8 @@ def test_keep_leaves_matching_modules_unquantised(tiny_model_dir: Path, tmp_path
         assert not any(k.endswith(f"{kept}.weight_scale") for k in tensors)
     assert any(tensors[k].dtype == torch.int8 for k in tensors if k.endswith("up_proj.weight"))
     record = json.loads((out / RECORD).read_text())
-    assert record["ignore"] == ["lm_head", "re:.*down_proj", "re:.*o_proj"]
+    # two layers only: keeping both ends would keep everything, so the end layers are quantised too
+    assert record["ignore"] == ["lm_head", "re:.*o_proj", "re:.*down_proj"]
 
 
 def test_bad_folders_are_one_line_and_exit_2(tmp_path: Path, tiny_model_dir: Path, monkeypatch, capsys):
