@@ -227,3 +227,31 @@ def test_text_outside_the_kept_vocabulary_round_trips_through_bytes(both) -> Non
         assert len(ids) >= len(full.encode(text, add_special_tokens=False))
     for text in PROMPTS:  # kept text: the same pieces
         assert trimmed.tokenize(text) == full.tokenize(text)
+
+
+def test_serve_demo_precision_int8_applies_the_rewritten_chat_adapter(converted: Path, tmp_path: Path) -> None:
+    """`nexus-k serve --demo-precision int8`: the demo's smoothed int8 copy is made once into the cache and the
+    bundled chat adapter, rewritten for it, still answers in Korean."""
+    import openai
+
+    from serving.engines import vllm_available
+    from tests.support import start_server
+
+    if demo_model.demo_adapter_dir() is None or not vllm_available():
+        pytest.skip("needs the committed adapter and vLLM")
+    cache = converted.parent.parent
+    server = start_server("vllm", None, tmp_path / "server.log", max_model_len=512,
+                          args=["--kv-cache-gib", "1", "--demo-precision", "int8"],
+                          env={"NEXUS_K_CACHE_DIR": str(cache)})
+    try:
+        client = openai.OpenAI(base_url=server.api, api_key="unused")
+        reply = client.chat.completions.create(
+            model=demo_model.DEMO_MODEL_NAME, messages=[{"role": "user", "content": "주말에 뭐 하면 좋을까?"}],
+            max_tokens=24, temperature=0,
+        )
+        assert len(HANGUL.findall(reply.choices[0].message.content)) >= 3, reply.choices[0].message.content
+    finally:
+        server.stop()
+    int8 = cache / "models" / demo_model.DEMO_INT8_NAME
+    assert json.loads((int8 / "nexus_k_int8.json").read_text())["calibration_texts"] == 320
+    assert [p.name.split("-int8-")[0] for p in (cache / "adapters").iterdir()] == ["ko_chat"]
