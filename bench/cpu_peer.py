@@ -3,8 +3,8 @@ Gemma 3 270M, each server alone on the machine.
 
 llama.cpp serves the demo package's Q4_K_M GGUF (``-t THREADS -np N -c N x CTX_PER_SLOT``, restarted for each
 concurrency since ``-np`` is fixed at start); ours is ``nexus-k serve --model FOLDER`` on vLLM with its CPU
-defaults, on the demo folder ``make serve`` serves on a CPU (vocabulary-trimmed, its smoothed int8 copy), on
-the same trimmed model in bf16, and on the untrimmed bf16 one. Contenders take turns
+defaults, once on the demo folder ``make serve`` serves (vocabulary-trimmed, bf16) and once on the untrimmed
+one. Contenders take turns
 (A B C, then C B A, ...), ``--rounds`` times; the clients are bench/serve.py's (64-token streamed chat
 completions, ``ignore_eos``), here on varied Korean prompts. Reported per concurrency: output tokens/s, TTFT
 p50/p99, inter-token latency p50, the server tree's peak RSS and PSS, and start-up time (launch to /health).
@@ -15,9 +15,9 @@ p50/p99, inter-token latency p50, the server tree's peak RSS and PSS, and start-
 ``--ours-env KEY=VALUE`` / ``--ours-arg`` vary our server (CPU defaults were chosen with them, docs/serving.md);
 ``--variant NAME:KEY=VALUE[,KEY=VALUE]`` adds the demo once more under that environment, as its own contender
 taking turns with the others in the same run (A B A B: a setting against the default, side by side).
-``--with-vllm`` adds vLLM's own OpenAI
-server on the demo folder (as vLLM ships it), to tell what vLLM's architecture costs from what our server adds
-(TTFT at 1 especially).
+``--int8 [DIR]`` adds the demo's int8 copy (``nexus-k serve --demo-precision int8``) or another int8 folder
+(``nexus-k model int8``). ``--with-vllm`` adds vLLM's own OpenAI server on the demo folder (as vLLM ships it),
+to tell what vLLM's architecture costs from what our server adds (TTFT at 1 especially).
 """
 
 from __future__ import annotations
@@ -199,15 +199,15 @@ def weights_mib(model: Path) -> float:
 
 
 def contenders(args: argparse.Namespace) -> list[Contender]:
-    """llama.cpp on the GGUF; ours on the demo folder (trimmed, int8), the trimmed bf16 one, the untrimmed one
-    and, when given, another trimmed folder (those not skipped)."""
+    """llama.cpp on the GGUF; ours on the demo folder (vocabulary-trimmed), the untrimmed one and, when given,
+    another trimmed folder and an int8 one (those not skipped)."""
     ours_env, ours_args = _key_values(args.ours_env), list(args.ours_arg)
     # The GGUF carries no chat template (ours comes from the demo conversion): llama.cpp's built-in Gemma one.
     out = [Contender("llama.cpp", "llama.cpp", args.gguf, args=["--chat-template", "gemma", *args.llama_arg]),
            Contender("nexus-k-demo", "nexus-k", args.demo, ours_env, ours_args),
            Contender("nexus-k-untrimmed", "nexus-k", args.untrimmed, ours_env, ours_args),
            Contender("nexus-k-trimmed", "nexus-k", args.trimmed, ours_env, ours_args),
-           Contender("nexus-k-demo-bf16", "nexus-k", args.bf16, ours_env, ours_args)]
+           Contender("nexus-k-demo-int8", "nexus-k", args.int8, ours_env, ours_args)]
     if args.with_vllm:
         out.append(Contender("vllm-openai-demo", "vllm-openai", args.demo))
     for variant in args.variant:
@@ -242,11 +242,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="llama.cpp's -t")
     parser.add_argument("--ctx-per-slot", type=int, default=256, help="llama.cpp context per parallel slot")
     parser.add_argument("--gguf", type=Path, default=None, help="default: the demo package's Q4_K_M")
-    parser.add_argument("--demo", type=Path, default=None,
-                        help="default: the demo folder `make serve` serves on a CPU (trimmed, int8)")
-    parser.add_argument("--bf16", type=Path, default=None, help="default: the trimmed demo folder in bf16")
+    parser.add_argument("--demo", type=Path, default=None, help="default: the demo folder `make serve` serves")
     parser.add_argument("--untrimmed", type=Path, default=None, help="default: the untrimmed demo conversion")
     parser.add_argument("--trimmed", type=Path, default=None, help="another vocabulary-trimmed folder (optional)")
+    parser.add_argument("--int8", nargs="?", const="demo", default=None,
+                        help="add the demo's int8 copy, or the int8 folder given (`nexus-k model int8`)")
     parser.add_argument("--llama-server", type=Path, default=None, help="default: built once into the cache")
     parser.add_argument("--skip", nargs="*", default=[], help="contenders to leave out")
     parser.add_argument("--ours-env", action="append", default=[], help="KEY=VALUE for our server's environment")
@@ -260,8 +260,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "cpu_peer.json")
     args = parser.parse_args()
     args.gguf = args.gguf or gguf_path()
-    args.demo = args.demo or prepare_demo_int8(progress=False)
-    args.bf16 = args.bf16 or demo_model_dir()
+    args.demo = args.demo or demo_model_dir()
+    args.int8 = prepare_demo_int8(progress=False) if args.int8 == "demo" else args.int8 and Path(args.int8)
     args.untrimmed = args.untrimmed or demo_full_model_dir()
     args.llama_server = args.llama_server or llama_server()
 

@@ -4,11 +4,11 @@ int8 activations.
 
     flock /tmp/nexus-heavy.lock python -m bench.int8_quality [--int8 DIR]   # about 5 minutes on 2 cores
 
-The int8 copy is the served demo's (``serving.demo_model.prepare_demo_int8``: ``nexus-k model int8``'s defaults,
-smoothed W8A8) unless ``--int8`` names one. The held-out text is bench/trim_quality.py's (NSMC-style test
-reviews, KoBEST test passages). With the bundled chat adapter (rewritten for a smoothed copy as the server does),
-both models also answer a few chat prompts greedily; the report counts the replies that are identical and the
-tokens they share from the start. Writes bench/results/int8_quality.json.
+The int8 copy is the demo's (``serving.demo_model.prepare_demo_int8``, what ``--demo-precision int8`` serves:
+``nexus-k model int8``'s defaults) unless ``--int8`` names one. The held-out text is bench/trim_quality.py's
+(NSMC-style test reviews, KoBEST test passages). With the bundled chat adapter (rewritten for a smoothed copy
+as the server does), both models also answer a few chat prompts greedily; the report counts the replies that
+are identical and the tokens they share from the start. Writes bench/results/int8_quality.json.
 """
 
 from __future__ import annotations
